@@ -1,0 +1,69 @@
+# genreops — developer entry points. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+UV := $(VENV)/bin/uv
+UV_VERSION := 0.13.9
+STAMP := $(VENV)/.installed
+APT_PACKAGES := ffmpeg
+PYTEST_ARGS ?=
+
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
+export DO_NOT_TRACK := true
+
+.PHONY: help setup system-deps lock test test-unit lint format demo clean
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+setup: system-deps $(STAMP) ## Create .venv with the pinned deps (idempotent, quick when unchanged)
+
+# Installs missing apt packages when we can (root or passwordless sudo); otherwise says what to do.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
+	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "setup: installing apt packages:$$missing"; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "setup: WARNING: please install:$$missing (mp4/m4a decoding needs ffmpeg)"; fi; \
+	fi
+
+$(STAMP): requirements/lock.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "Python >= 3.10 required"; exit 1; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) && $(UV) --version | grep -q $(UV_VERSION) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
+	$(UV) pip sync --python $(PY) requirements/lock.txt
+	$(UV) pip install --python $(PY) --no-deps -e .
+	@touch $@
+
+lock: ## Re-resolve requirements/lock.txt from pyproject.toml
+	@test -x $(UV) || $(MAKE) setup
+	$(UV) pip compile --python-version 3.11 -q pyproject.toml --extra dev -o requirements/lock.txt
+
+test: setup ## Run the whole test suite (starts the servers it needs itself)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-unit: setup ## Only the fast unit tests
+	$(PY) -m pytest -m unit $(PYTEST_ARGS)
+
+lint: setup ## ruff, ruff-format, mypy and file hygiene via pre-commit
+	$(VENV)/bin/pre-commit run --all-files
+
+format: setup ## Apply ruff formatting and fixes
+	$(VENV)/bin/ruff format src tests flows bench
+	$(VENV)/bin/ruff check --fix src tests flows bench
+
+demo: setup ## The whole pipeline end to end (serving parts still to come)
+	@echo "make demo: the serving stack (Triton, MLflow, Prefect deployments) is not built yet."
+	@echo "What works today:"
+	@echo "  $(VENV)/bin/genreops synth /tmp/genreops-corpus --per-genre 10"
+	@echo "  $(VENV)/bin/genreops extract /tmp/genreops-corpus /tmp/genreops-features"
+
+clean: ## Remove caches and local state (.genreops); keeps .venv
+	rm -rf .pytest_cache .mypy_cache .ruff_cache bench/out .genreops
+	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +

@@ -1,0 +1,1 @@
+"""Prefect flows: thin wrappers that wire genreops stages to Prefect and Dask."""

@@ -1,0 +1,47 @@
+"""One exception family, so callers can catch every expected failure with one clause."""
+
+from __future__ import annotations
+
+
+class GenreopsError(Exception):
+    """Base of every error genreops raises on purpose; the message is meant for users."""
+
+
+class AudioError(GenreopsError):
+    """A clip cannot be used; ``reason`` is a stable code (metrics and manifests group by it)."""
+
+    REASONS = (
+        "not_audio",
+        "corrupt",
+        "empty",
+        "silent",
+        "too_short",
+        "too_long",
+        "too_large",
+        "unsupported",
+        "unreadable",
+    )
+
+    def __init__(self, clip: str, reason: str, detail: str) -> None:
+        if reason not in self.REASONS:
+            raise ValueError(f"unknown AudioError reason {reason!r}")
+        self.clip = clip
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{clip}: {detail}")
+
+    def __reduce__(self) -> tuple[type[AudioError], tuple[str, str, str]]:
+        # Keeps the fields when the error crosses a process boundary (Dask, Prefect results).
+        return (AudioError, (self.clip, self.reason, self.detail))
+
+
+class SchemaError(GenreopsError):
+    """Features, tables or models disagree about the feature schema or table shape."""
+
+
+class StorageError(GenreopsError):
+    """A local path or S3 object cannot be listed, read or written."""
+
+
+class ExtractionError(GenreopsError):
+    """A feature-extraction run failed as a whole (for example too many bad files)."""
