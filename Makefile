@@ -8,7 +8,9 @@ PY := $(VENV)/bin/python
 UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
-APT_PACKAGES := ffmpeg
+# command -> Debian package providing it
+APT_PACKAGES := ffmpeg:ffmpeg node:nodejs npm:npm
+S3_SERVER := tools/s3/node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
@@ -20,17 +22,18 @@ export DO_NOT_TRACK := true
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
 
-setup: system-deps $(STAMP) ## Create .venv with the pinned deps (idempotent, quick when unchanged)
+setup: system-deps $(STAMP) $(S3_SERVER) ## Create .venv, pinned deps, the embedded S3 server (idempotent)
 
 # Installs missing apt packages when we can (root or passwordless sudo); otherwise says what to do.
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for pair in $(APT_PACKAGES); do \
+	  command -v $${pair%%:*} >/dev/null 2>&1 || missing="$$missing $${pair#*:}"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; else SUDO=none; fi; \
 	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "setup: installing apt packages:$$missing"; \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "setup: WARNING: please install:$$missing (mp4/m4a decoding needs ffmpeg)"; fi; \
+	  else echo "setup: WARNING: please install:$$missing (ffmpeg: mp4/m4a; node+npm: the S3 server)"; fi; \
 	fi
 
 $(STAMP): requirements/lock.txt pyproject.toml
@@ -40,6 +43,10 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	$(UV) pip sync --python $(PY) requirements/lock.txt
 	$(UV) pip install --python $(PY) --no-deps -e .
 	@touch $@
+
+# The embedded S3 server (npm s3rver, pinned by tools/s3/package-lock.json).
+$(S3_SERVER): tools/s3/package.json tools/s3/package-lock.json
+	npm ci --prefix tools/s3 --no-audit --no-fund --loglevel=error
 
 lock: ## Re-resolve requirements/lock.txt from pyproject.toml
 	@test -x $(UV) || $(MAKE) setup

@@ -184,17 +184,20 @@ def _mb(n: int) -> str:
 
 def _fetch_s3(url: str, clip: str, max_bytes: int, s3: S3Config | None) -> bytes:
     """Read one S3 object; storage refuses it by its ContentLength before the body is read."""
-    from genreops.errors import StorageError
+    from genreops.errors import ObjectNotFoundError, ObjectTooLargeError
     from genreops.storage import read_bytes
 
+    # Only item-level failures become AudioErrors; an unreachable store propagates so the
+    # caller retries instead of marking every clip bad.
     try:
         return read_bytes(url, s3=s3, max_bytes=max_bytes)
-    except StorageError as exc:
+    except ObjectTooLargeError as exc:
         detail = str(exc).removeprefix(f"{url}: ")
-        # storage has one error type; its size refusal reads "too large (N bytes; the limit is M)".
         where = "" if clip == url else f" ({url})"
-        if detail.startswith("too large"):
-            raise AudioError(clip, "too_large", f"S3 object {detail}{where}") from None
+        raise AudioError(clip, "too_large", f"S3 object {detail}{where}") from None
+    except ObjectNotFoundError as exc:
+        detail = str(exc).removeprefix(f"{url}: ")
+        where = "" if clip == url else f" ({url})"
         raise AudioError(clip, "unreadable", f"cannot read from S3: {detail}{where}") from None
 
 

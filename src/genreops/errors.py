@@ -43,5 +43,17 @@ class StorageError(GenreopsError):
     """A local path or S3 object cannot be listed, read or written."""
 
 
+class ObjectNotFoundError(StorageError):
+    """The object, file or bucket does not exist: a problem of that item, not of the store."""
+
+
+class ObjectTooLargeError(StorageError):
+    """The object is over the size limit; refused before its body is read."""
+
+
+class StorageUnavailableError(StorageError):
+    """The store cannot be reached or is failing; worth retrying later, never a per-item verdict."""
+
+
 class ExtractionError(GenreopsError):
     """A feature-extraction run failed as a whole (for example too many bad files)."""

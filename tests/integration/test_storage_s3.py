@@ -1,0 +1,204 @@
+"""Storage and dataset discovery against the real embedded S3 server (s3rver)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from genreops import s3server
+from genreops.datasets import discover_labeled
+from genreops.errors import GenreopsError, StorageError
+from genreops.storage import (
+    S3Config,
+    download_to,
+    ensure_bucket,
+    exists,
+    list_objects,
+    read_bytes,
+    s3_client,
+    upload_dir,
+    write_bytes,
+)
+
+pytestmark = pytest.mark.integration
+
+MB = 1024 * 1024
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def bucket(s3_server: Any) -> str:
+    """A fresh bucket per test, so tests never see each other's objects."""
+    url = f"s3://t-{uuid.uuid4().hex[:12]}"
+    ensure_bucket(url, s3=s3_server.config)
+    return url
+
+
+def test_write_read_exists_list(s3_server: Any, bucket: str) -> None:
+    s3 = s3_server.config
+    write_bytes(f"{bucket}/data/a.bin", b"alpha", s3=s3)
+    write_bytes(f"{bucket}/data/sub/b.bin", b"beta!", s3=s3)
+    write_bytes(f"{bucket}/other.bin", b"x", s3=s3)
+    assert read_bytes(f"{bucket}/data/a.bin", s3=s3) == b"alpha"
+    assert exists(f"{bucket}/data/a.bin", s3=s3)
+    assert not exists(f"{bucket}/data/zzz.bin", s3=s3)
+    assert exists(bucket, s3=s3)
+    items = list_objects(f"{bucket}/data", s3=s3)
+    assert [(i.relative, i.size) for i in items] == [("a.bin", 5), ("sub/b.bin", 5)]
+    assert items[1].url == f"{bucket}/data/sub/b.bin"
+    assert items[0].fingerprint  # the ETag
+    assert [i.relative for i in list_objects(f"{bucket}/data/", s3=s3, suffixes=(".BIN",))] == [
+        "a.bin",
+        "sub/b.bin",
+    ]
+    ensure_bucket(bucket, s3=s3)  # idempotent
+
+
+def test_missing_object_and_bucket_errors_name_the_url(s3_server: Any, bucket: str) -> None:
+    s3 = s3_server.config
+    with pytest.raises(StorageError, match=rf"^{bucket}/nope\.wav: no such object$"):
+        read_bytes(f"{bucket}/nope.wav", s3=s3)
+    with pytest.raises(StorageError, match=r"^s3://no-such-bucket-x/k: bucket does not exist$"):
+        read_bytes("s3://no-such-bucket-x/k", s3=s3)
+    with pytest.raises(StorageError, match="bucket does not exist"):
+        list_objects("s3://no-such-bucket-x/prefix", s3=s3)
+    assert not exists("s3://no-such-bucket-x/k", s3=s3)
+
+
+def test_wrong_credentials_are_reported(s3_server: Any, bucket: str) -> None:
+    wrong = S3Config(
+        endpoint_url=s3_server.endpoint_url, access_key_id="WRONG", secret_access_key="x"
+    )
+    with pytest.raises(StorageError, match="rejected the credentials"):
+        read_bytes(f"{bucket}/a", s3=wrong)
+
+
+def test_max_bytes_refuses_large_objects(s3_server: Any, bucket: str) -> None:
+    write_bytes(f"{bucket}/big.bin", b"x" * 5000, s3=s3_server.config)
+    with pytest.raises(StorageError, match="too large"):
+        read_bytes(f"{bucket}/big.bin", s3=s3_server.config, max_bytes=4999)
+    assert len(read_bytes(f"{bucket}/big.bin", s3=s3_server.config, max_bytes=5000)) == 5000
+
+
+def _corpus(root: Path) -> None:
+    for genre in ("blues", "rock"):
+        (root / genre).mkdir(parents=True)
+        for i in range(3):
+            (root / genre / f"{genre}.{i:05d}.wav").write_bytes(os.urandom(1000 + i))
+    (root / "manifest.json").write_text("{}")
+    (root / "rock" / ".DS_Store").write_bytes(b"junk")
+
+
+def test_upload_dir_skips_unchanged_and_resends_changed(
+    s3_server: Any, bucket: str, tmp_path: Path
+) -> None:
+    s3 = s3_server.config
+    _corpus(tmp_path)
+    dest = f"{bucket}/corpus"
+    calls: list[int] = []
+    first = upload_dir(tmp_path, dest, s3=s3, progress=calls.append)
+    assert (first.uploaded, first.skipped) == (8, 0)
+    assert sum(calls) == 8
+    assert (
+        read_bytes(f"{dest}/rock/rock.00002.wav", s3=s3)
+        == (tmp_path / "rock" / "rock.00002.wav").read_bytes()
+    )
+
+    second = upload_dir(tmp_path, dest, s3=s3)
+    assert (second.uploaded, second.skipped, second.bytes) == (0, 8, 0)
+
+    changed = tmp_path / "blues" / "blues.00001.wav"
+    changed.write_bytes(os.urandom(1001))  # same size, new bytes
+    third = upload_dir(tmp_path, dest, s3=s3)
+    assert (third.uploaded, third.skipped, third.bytes) == (1, 7, 1001)
+    assert read_bytes(f"{dest}/blues/blues.00001.wav", s3=s3) == changed.read_bytes()
+
+
+def test_discover_labeled_on_s3_prefix(s3_server: Any, bucket: str, tmp_path: Path) -> None:
+    _corpus(tmp_path)
+    upload_dir(tmp_path, f"{bucket}/gtzan", s3=s3_server.config)
+    local = discover_labeled(str(tmp_path))
+    remote = discover_labeled(f"{bucket}/gtzan", s3=s3_server.config)
+    assert [c.clip_id for c in remote] == [c.clip_id for c in local]
+    assert len(remote) == 6
+    assert {c.genre for c in remote} == {"blues", "rock"}
+    assert remote[0].url == f"{bucket}/gtzan/blues/blues.00000.wav"
+    assert read_bytes(remote[0].url, s3=s3_server.config) == Path(local[0].url).read_bytes()
+
+
+def test_multipart_upload_roundtrip_and_idempotency(
+    s3_server: Any, bucket: str, tmp_path: Path
+) -> None:
+    s3 = s3_server.config
+    source = tmp_path / "src"
+    source.mkdir()
+    payload = os.urandom(12 * MB)
+    (source / "big.bin").write_bytes(payload)
+    parts: list[int] = []
+
+    def count_part(params: dict[str, Any], **_: Any) -> None:
+        parts.append(int(params["PartNumber"]))
+
+    events = s3_client(s3).meta.events
+    events.register("provide-client-params.s3.UploadPart", count_part)
+    try:
+        report = upload_dir(source, f"{bucket}/m", s3=s3, multipart_threshold=5 * MB)
+    finally:
+        events.unregister("provide-client-params.s3.UploadPart", count_part)
+    assert (report.uploaded, report.bytes) == (1, 12 * MB)
+    assert sorted(parts) == [1, 2, 3]  # 5 + 5 + 2 MB
+    assert read_bytes(f"{bucket}/m/big.bin", s3=s3) == payload
+    target = download_to(f"{bucket}/m/big.bin", tmp_path / "back.bin", s3=s3)
+    assert target.read_bytes() == payload
+    again = upload_dir(source, f"{bucket}/m", s3=s3, multipart_threshold=5 * MB)
+    assert (again.uploaded, again.skipped) == (0, 1)
+
+
+def test_data_survives_restart_and_outage_is_reported(
+    s3_server: Any, bucket: str, tmp_path: Path
+) -> None:
+    s3 = s3_server.config
+    write_bytes(f"{bucket}/keep/me.txt", b"still here", s3=s3)
+    s3_server.stop()
+    try:
+        with pytest.raises(StorageError, match="cannot reach S3 endpoint"):
+            read_bytes(f"{bucket}/keep/me.txt", s3=s3)
+    finally:
+        s3_server.start()
+    assert read_bytes(f"{bucket}/keep/me.txt", s3=s3) == b"still here"
+    assert [i.relative for i in list_objects(f"{bucket}/keep", s3=s3)] == ["me.txt"]
+
+
+def test_start_fails_clearly_when_port_is_taken(s3_server: Any, tmp_path: Path) -> None:
+    with pytest.raises(GenreopsError, match="already in use"):
+        s3server.start_s3_server(tmp_path / "data", port=s3_server.port)
+
+
+def test_fresh_server_on_its_own_data_dir(tmp_path: Path) -> None:
+    port = free_port()
+    log = tmp_path / "s3.log"
+    process = s3server.start_s3_server(tmp_path / "data", port=port, log_path=log, verbose=True)
+    try:
+        config = s3server.s3_config(port=port)
+        ensure_bucket("s3://fresh-bucket", s3=config)
+        write_bytes("s3://fresh-bucket/x", b"1", s3=config)
+    finally:
+        s3server.stop_s3_server(process)
+    assert process.poll() is not None
+    assert (tmp_path / "data" / "fresh-bucket").is_dir()  # directory-backed
+    assert "fresh-bucket" in log.read_text()
+
+
+def test_missing_install_says_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(GenreopsError, match="make setup"):
+        s3server.find_s3_server_command(tmp_path)
