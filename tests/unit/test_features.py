@@ -1,0 +1,383 @@
+"""extract_features: one fixed schema, finite vectors, and agreement with librosa's own functions.
+
+The reference for every feature is the per-feature librosa call the GTZAN table is made with
+(``librosa.feature.*(y=y)``, ``beat_track``, ``effects.harmonic/percussive``), on 10 s signals
+generated here. Tolerances (means and variances over frames):
+
+- chroma_stft, rms, zero_crossing_rate, spectral_centroid, spectral_bandwidth, rolloff,
+  spectral_contrast1..7, spectral_flatness, onset_strength: relative 1e-3 (seen: <= 4e-5).
+- mfcc1..20: means within 0.01 absolute (they are dB sums and some sit near 0; seen: 2e-5),
+  variances relative 1e-3.
+- tempo: within 2 %, about one tempogram lag (seen: identical).
+- harmony / perceptr are estimated, not recomputed (see ``genreops.features._hpss_rms``):
+  means within 15 % (harmony) / 25 % (perceptr) for a part holding >= 15 % of the clip's RMS,
+  otherwise within 5 % of the clip's mean RMS; the variance of the dominant part within 40 %.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+
+import librosa
+import numpy as np
+import pytest
+
+from genreops.errors import SchemaError
+from genreops.features import (
+    FEATURE_NAMES,
+    N_FFT,
+    SCHEMA_HASH,
+    SCHEMA_VERSION,
+    extract_features,
+    require_schema,
+    schema_hash,
+)
+
+pytestmark = pytest.mark.unit
+
+SR = 22050
+SECONDS = 10.0
+TIGHT = 1e-3
+MFCC_ATOL = 0.01  # MFCC means are sums of dB values; some sit near 0, so compare absolutely
+HARMONY_REL = 0.15
+PERCEPTR_REL = 0.25
+MINOR_SHARE = 0.15  # a part below this share of the clip's RMS is compared absolutely...
+MINOR_ATOL = 0.05  # ... within this fraction of the clip's mean RMS
+DOMINANT_VAR_REL = 0.40
+
+GTZAN = (
+    "chroma_stft",
+    "rms",
+    "spectral_centroid",
+    "spectral_bandwidth",
+    "rolloff",
+    "zero_crossing_rate",
+    "harmony",
+    "perceptr",
+)
+
+
+# ------------------------------------------------------------------------------ test signals
+
+
+def _time(seconds: float = SECONDS) -> np.ndarray:
+    return np.arange(int(seconds * SR)) / SR
+
+
+def _normalise(y: np.ndarray, peak: float) -> np.ndarray:
+    return (peak * y / np.abs(y).max()).astype(np.float32)
+
+
+def chord(detune_cents: float = 0.0, seed: int = 0) -> np.ndarray:
+    """C major triad, four harmonics per note, slow tremolo, a little noise: harmonic only."""
+    rng = np.random.default_rng(seed)
+    t = _time()
+    y = np.zeros_like(t)
+    for f0 in (261.63, 329.63, 392.0):
+        f = f0 * 2 ** (detune_cents / 1200)
+        for h in range(1, 5):
+            y += 0.3 / h * np.sin(2 * np.pi * f * h * t)
+    y *= 1 + 0.3 * np.sin(2 * np.pi * 0.5 * t)
+    return _normalise(y, 0.2) + (0.003 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def melody(detune_cents: float = 30.0, seed: int = 1) -> np.ndarray:
+    """Plucked notes tuned 30 cents sharp: chroma_stft must estimate the tuning to match."""
+    rng = np.random.default_rng(seed)
+    n = int(SECONDS * SR)
+    y = np.zeros(n)
+    step = int(0.4 * SR)
+    for i, start in enumerate(range(0, n, step)):
+        midi = (57, 60, 64, 67, 69, 72, 71, 67)[i % 8]
+        f = 440 * 2 ** ((midi - 69) / 12 + detune_cents / 1200)
+        seg = np.arange(min(step, n - start)) / SR
+        y[start : start + seg.size] += np.exp(-3 * seg) * (
+            np.sin(2 * np.pi * f * seg) + 0.5 * np.sin(2 * np.pi * 2 * f * seg)
+        )
+    return _normalise(y, 0.3) + (0.002 * rng.standard_normal(n)).astype(np.float32)
+
+
+def drums(bpm: float = 120.0, seed: int = 2) -> np.ndarray:
+    """Kick/snare on the beat, hi-hat off the beat, a gated bass and noise: percussive."""
+    rng = np.random.default_rng(seed)
+    n = int(SECONDS * SR)
+    y = np.zeros(n)
+    beat = 60.0 / bpm
+    t = np.arange(int(0.25 * SR)) / SR
+    kick = np.sin(2 * np.pi * (50 + 80 * np.exp(-30 * t)) * t) * np.exp(-12 * t)
+    snare = (0.6 * rng.standard_normal(t.size) + np.sin(2 * np.pi * 190 * t)) * np.exp(-20 * t)
+    hat_n = int(0.05 * SR)
+    hat = 0.4 * rng.standard_normal(hat_n) * np.exp(-80 * np.arange(hat_n) / SR)
+
+    def place(sound: np.ndarray, at: float) -> None:
+        start = int(at * SR)
+        if start < n:
+            end = min(n, start + sound.size)
+            y[start:end] += sound[: end - start]
+
+    for k in range(int(SECONDS / beat) + 1):
+        place(kick if k % 2 == 0 else snare, k * beat)
+        place(hat, (k + 0.5) * beat)
+    tt = _time()
+    gate = 0.5 + 0.5 * np.sign(np.sin(2 * np.pi * tt / (2 * beat)))
+    y += 0.3 * np.sin(2 * np.pi * 55 * tt) * gate + 0.01 * rng.standard_normal(n)
+    return _normalise(y, 0.5)
+
+
+def mix(bpm: float = 96.0, seed: int = 3) -> np.ndarray:
+    """Drums, chord and melody together: both parts matter."""
+    y = 0.6 * drums(bpm, seed) + 0.5 * chord(seed=seed) + 0.4 * melody(0.0, seed + 1)
+    return y.astype(np.float32)
+
+
+SIGNALS = {
+    "chord": chord,
+    "melody": melody,
+    "drums": drums,
+    "mix": mix,
+}
+
+
+@cache
+def signal(name: str) -> np.ndarray:
+    return SIGNALS[name]()
+
+
+@cache
+def ours(name: str) -> dict[str, float]:
+    return dict(zip(FEATURE_NAMES, extract_features(signal(name)).astype(np.float64), strict=True))
+
+
+@cache
+def reference(name: str) -> dict[str, float]:
+    """Each feature by its own librosa call on the waveform: the per-feature style."""
+    y = signal(name)
+    out: dict[str, float] = {}
+
+    def put(base: str, series: np.ndarray) -> None:
+        values = np.asarray(series, dtype=np.float64)
+        out[f"{base}_mean"] = float(values.mean())
+        out[f"{base}_var"] = float(values.var())
+
+    put("chroma_stft", librosa.feature.chroma_stft(y=y, sr=SR))
+    put("rms", librosa.feature.rms(y=y))
+    put("spectral_centroid", librosa.feature.spectral_centroid(y=y, sr=SR))
+    put("spectral_bandwidth", librosa.feature.spectral_bandwidth(y=y, sr=SR))
+    put("rolloff", librosa.feature.spectral_rolloff(y=y, sr=SR))
+    put("zero_crossing_rate", librosa.feature.zero_crossing_rate(y))
+    put("harmony", librosa.feature.rms(y=librosa.effects.harmonic(y)))
+    put("perceptr", librosa.feature.rms(y=librosa.effects.percussive(y)))
+    tempo, _ = librosa.beat.beat_track(y=y, sr=SR)
+    out["tempo"] = float(np.atleast_1d(tempo)[0])  # librosa 0.11: a 1-element array
+    for i, row in enumerate(librosa.feature.mfcc(y=y, sr=SR, n_mfcc=20), start=1):
+        put(f"mfcc{i}", row)
+    for i, row in enumerate(librosa.feature.spectral_contrast(y=y, sr=SR), start=1):
+        put(f"spectral_contrast{i}", row)
+    put("spectral_flatness", librosa.feature.spectral_flatness(y=y))
+    put("onset_strength", librosa.onset.onset_strength(y=y, sr=SR))
+    return out
+
+
+# ------------------------------------------------------------------------------------ schema
+
+
+def test_schema_starts_with_the_gtzan_table_and_names_are_unique() -> None:
+    gtzan = [f"{base}_{stat}" for base in GTZAN for stat in ("mean", "var")] + ["tempo"]
+    gtzan += [f"mfcc{i}_{stat}" for i in range(1, 21) for stat in ("mean", "var")]
+    assert list(FEATURE_NAMES[: len(gtzan)]) == gtzan
+    assert len(set(FEATURE_NAMES)) == len(FEATURE_NAMES)
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]*", name) for name in FEATURE_NAMES)
+    extras = FEATURE_NAMES[len(gtzan) :]
+    assert {"spectral_contrast1_mean", "spectral_flatness_var", "onset_strength_mean"} <= set(
+        extras
+    )
+
+
+def test_schema_hash_fingerprints_version_names_and_order() -> None:
+    assert schema_hash(SCHEMA_VERSION, FEATURE_NAMES) == SCHEMA_HASH
+    assert re.fullmatch(r"[0-9a-f]{12}", SCHEMA_HASH)
+    names = list(FEATURE_NAMES)
+    swapped = [names[1], names[0], *names[2:]]
+    variants = {
+        "version": schema_hash(SCHEMA_VERSION + ".1", names),
+        "renamed": schema_hash(SCHEMA_VERSION, ["x", *names[1:]]),
+        "dropped": schema_hash(SCHEMA_VERSION, names[:-1]),
+        "reordered": schema_hash(SCHEMA_VERSION, swapped),
+    }
+    assert SCHEMA_HASH not in variants.values()
+    assert len(set(variants.values())) == len(variants)
+
+
+def test_require_schema_accepts_the_schema() -> None:
+    require_schema(FEATURE_NAMES)
+    require_schema(list(FEATURE_NAMES))
+
+
+@pytest.mark.parametrize(
+    ("columns", "expected"),
+    [
+        (list(FEATURE_NAMES[:-1]), [r"missing 1", re.escape(repr(FEATURE_NAMES[-1]))]),
+        ([*FEATURE_NAMES, "loudness_mean"], [r"unexpected 1", r"'loudness_mean'"]),
+        (
+            [FEATURE_NAMES[1], FEATURE_NAMES[0], *FEATURE_NAMES[2:]],
+            [r"misordered from position 0", re.escape(repr(FEATURE_NAMES[0]))],
+        ),
+        ([*FEATURE_NAMES, FEATURE_NAMES[0]], [r"duplicated", re.escape(repr(FEATURE_NAMES[0]))]),
+        ([], [f"missing {len(FEATURE_NAMES)}"]),
+    ],
+    ids=["missing", "unexpected", "misordered", "duplicated", "empty"],
+)
+def test_require_schema_names_what_is_wrong(columns: list[str], expected: list[str]) -> None:
+    with pytest.raises(SchemaError) as caught:
+        require_schema(columns, source="old-table.parquet")
+    message = str(caught.value)
+    assert message.startswith("old-table.parquet: ")
+    assert f"v{SCHEMA_VERSION}" in message and SCHEMA_HASH in message
+    for pattern in expected:
+        assert re.search(pattern, message), (pattern, message)
+
+
+# --------------------------------------------------------------------------------- extraction
+
+
+@pytest.mark.parametrize("name", SIGNALS)
+def test_vector_is_finite_float32_in_schema_order(name: str) -> None:
+    vector = extract_features(signal(name))
+    assert vector.dtype == np.float32
+    assert vector.shape == (len(FEATURE_NAMES),)
+    assert np.isfinite(vector).all()
+
+
+def test_extraction_is_deterministic_and_dtype_independent() -> None:
+    y = signal("mix")
+    first = extract_features(y)
+    np.testing.assert_array_equal(first, extract_features(y.copy()))
+    np.testing.assert_allclose(extract_features(y.astype(np.float64)), first, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", SIGNALS)
+def test_shared_features_match_librosa(name: str) -> None:
+    got, want = ours(name), reference(name)
+    tight = ["chroma_stft", "rms", "spectral_centroid", "spectral_bandwidth", "rolloff"]
+    tight += ["zero_crossing_rate", "spectral_flatness", "onset_strength"]
+    tight += [f"spectral_contrast{i}" for i in range(1, 8)]
+    failures = []
+    for base in tight:
+        for stat in ("mean", "var"):
+            key = f"{base}_{stat}"
+            if not np.isclose(got[key], want[key], rtol=TIGHT, atol=0.0):
+                failures.append((key, got[key], want[key]))
+    for i in range(1, 21):
+        key = f"mfcc{i}_mean"
+        if abs(got[key] - want[key]) > MFCC_ATOL:
+            failures.append((key, got[key], want[key]))
+        key = f"mfcc{i}_var"
+        if not np.isclose(got[key], want[key], rtol=TIGHT, atol=1e-6):
+            failures.append((key, got[key], want[key]))
+    assert not failures, failures
+
+
+@pytest.mark.parametrize("name", SIGNALS)
+def test_tempo_matches_beat_track(name: str) -> None:
+    assert ours(name)["tempo"] == pytest.approx(reference(name)["tempo"], rel=0.02)
+
+
+@pytest.mark.parametrize("bpm", [100.0, 132.0])
+def test_tempo_of_a_steady_beat(bpm: float) -> None:
+    """Kick on every beat, nothing else: the tempo is the beat (prior starts at 120)."""
+    n = int(SECONDS * SR)
+    y = np.zeros(n, dtype=np.float32)
+    t = np.arange(int(0.1 * SR)) / SR
+    kick = (np.sin(2 * np.pi * 60 * t) * np.exp(-40 * t)).astype(np.float32)
+    for start in (np.arange(0, SECONDS, 60.0 / bpm) * SR).astype(int):
+        end = min(n, start + kick.size)
+        y[start:end] += kick[: end - start]
+    tempo = dict(zip(FEATURE_NAMES, extract_features(y), strict=True))["tempo"]
+    assert tempo == pytest.approx(bpm, rel=0.03)
+
+
+@pytest.mark.parametrize("name", SIGNALS)
+def test_harmonic_and_percussive_energy_follow_librosa_hpss(name: str) -> None:
+    got, want = ours(name), reference(name)
+    total = want["rms_mean"]
+    for part, rel in (("harmony", HARMONY_REL), ("perceptr", PERCEPTR_REL)):
+        key = f"{part}_mean"
+        if want[key] >= MINOR_SHARE * total:
+            assert got[key] == pytest.approx(want[key], rel=rel), part
+        else:
+            assert abs(got[key] - want[key]) <= MINOR_ATOL * total, part
+    dominant = max(("harmony", "perceptr"), key=lambda part: want[f"{part}_mean"])
+    key = f"{dominant}_var"
+    assert got[key] == pytest.approx(want[key], rel=DOMINANT_VAR_REL), dominant
+
+
+def test_hpss_tells_sustained_tones_from_hits() -> None:
+    tonal, hits = ours("chord"), ours("drums")
+    assert tonal["harmony_mean"] > 10 * tonal["perceptr_mean"]
+    assert hits["perceptr_mean"] / hits["harmony_mean"] > 0.5
+    assert (
+        hits["perceptr_mean"] / hits["harmony_mean"]
+        > 10 * tonal["perceptr_mean"] / tonal["harmony_mean"]
+    )
+
+
+def test_chroma_follows_the_estimated_tuning() -> None:
+    """The melody is 30 cents sharp: chroma_stft's tuning estimate changes its chroma, and so
+    it must change ours (a fixed A440 filter bank would land on the tuning=0 numbers)."""
+    y = signal("melody")
+    got = ours("melody")["chroma_stft_mean"]
+    assert got == pytest.approx(reference("melody")["chroma_stft_mean"], rel=TIGHT)
+    untuned = float(librosa.feature.chroma_stft(y=y, sr=SR, tuning=0.0).mean())
+    assert abs(got - untuned) > 0.05 * untuned
+
+
+@pytest.mark.parametrize("semitones", [0, 2, 5, 7])
+def test_chroma_ranks_show_a_triad_in_any_key(semitones: int) -> None:
+    t = _time()
+    y = np.zeros_like(t)
+    for f0 in (261.63, 329.63, 392.0):
+        for h in range(1, 5):
+            y += 0.3 / h * np.sin(2 * np.pi * f0 * 2 ** (semitones / 12) * h * t)
+    values = dict(zip(FEATURE_NAMES, extract_features(_normalise(y, 0.2)), strict=True))
+    ranks = [float(values[f"chroma_rank{i}_mean"]) for i in range(1, 13)]
+    assert ranks == sorted(ranks, reverse=True)
+    assert min(ranks[:3]) > 0.6  # the three notes of the chord ...
+    assert max(ranks[3:]) < 0.35  # ... stand out from the other nine pitch classes
+
+
+def test_silence_gives_finite_zeros() -> None:
+    vector = extract_features(np.zeros(5 * SR, dtype=np.float32))
+    values = dict(zip(FEATURE_NAMES, vector, strict=True))
+    assert np.isfinite(vector).all()
+    for key in ("rms_mean", "chroma_stft_mean", "spectral_centroid_mean", "harmony_mean"):
+        assert values[key] == 0.0
+    assert values["tempo"] == 0.0  # beat_track reports 0 when there is no onset at all
+
+
+def test_shortest_clip_and_other_rates_work() -> None:
+    rng = np.random.default_rng(7)
+    assert np.isfinite(extract_features(0.1 * rng.standard_normal(N_FFT))).all()
+    assert np.isfinite(extract_features(0.1 * rng.standard_normal(3 * 44100), sr=44100)).all()
+
+
+@pytest.mark.parametrize(
+    ("samples", "match"),
+    [
+        (np.zeros(N_FFT - 1, dtype=np.float32), r"too short.*2047 samples.*at least 2048"),
+        (np.array([0.1] * 4000 + [np.nan]), r"1 non-finite"),
+        (np.array([0.1] * 3999 + [np.inf, -np.inf]), r"2 non-finite"),
+        (np.zeros((2, 5000), dtype=np.float32), r"mono.*shape \(2, 5000\)"),
+        (np.zeros(5000, dtype=np.complex64), r"real-valued"),
+        (np.array(["a"] * 5000), r"real-valued"),
+    ],
+    ids=["too-short", "nan", "inf", "stereo", "complex", "strings"],
+)
+def test_bad_input_is_refused_with_a_clear_message(samples: np.ndarray, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        extract_features(samples)
+
+
+def test_bad_sample_rate_is_refused() -> None:
+    with pytest.raises(ValueError, match="sample rate"):
+        extract_features(np.zeros(5000, dtype=np.float32), sr=0)
