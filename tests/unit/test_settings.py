@@ -9,7 +9,9 @@ from genreops.settings import Settings
 pytestmark = pytest.mark.unit
 
 
-def test_defaults_keep_all_state_under_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_defaults_keep_all_state_under_home(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.chdir(tmp_path)
     for name in ("GENREOPS_HOME", "GENREOPS_MLFLOW_TRACKING_URI", "GENREOPS_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)
