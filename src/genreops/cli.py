@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -144,6 +145,44 @@ def upload(
         f"{destination}: {report.uploaded} uploaded, {report.skipped} unchanged "
         f"({report.bytes / 1e6:.1f} MB sent)"
     )
+
+
+@app.command("s3-server")
+def s3_server(
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 4568,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Where buckets are kept (default: GENREOPS_HOME/s3).")
+    ] = None,
+) -> None:
+    """Run the embedded S3-compatible server (s3rver) in the foreground until Ctrl-C."""
+    from genreops.s3server import (
+        ACCESS_KEY_ID,
+        SECRET_ACCESS_KEY,
+        endpoint_url,
+        start_s3_server,
+        stop_s3_server,
+    )
+
+    settings = get_settings()
+    folder = data_dir or settings.home / "s3"
+    with _user_errors():
+        process = start_s3_server(folder, port=port, log_path=settings.log_dir / "s3.log")
+    out.print(f"S3 server at {endpoint_url(port=port)}, data in {folder}. To use it:")
+    out.print(f"  export GENREOPS_S3_ENDPOINT_URL={endpoint_url(port=port)}")
+    out.print(f"  export GENREOPS_S3_ACCESS_KEY_ID={ACCESS_KEY_ID}")
+    out.print(f"  export GENREOPS_S3_SECRET_ACCESS_KEY={SECRET_ACCESS_KEY}")
+    out.print("Ctrl-C stops it; the data stays.")
+
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_s3_server(process)
 
 
 @app.command()
