@@ -16,7 +16,14 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """Prefect's own test harness: a real temporary Prefect server and database for the session."""
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
-        yield
+        # Exported so Dask worker processes report to the same server instead of each
+        # starting a temporary one (see flows/runtime.py).
+        os.environ["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
+        try:
+            yield
+        finally:
+            os.environ.pop("PREFECT_API_URL", None)

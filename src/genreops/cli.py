@@ -208,6 +208,7 @@ def extract(
     """Extract features in parallel with the Prefect flow `extract-features` on Dask."""
     from flows.extract import dask_runner, extract_features
     from flows.progress import report_progress
+    from flows.runtime import prefect_api
 
     from genreops.extraction import list_clips
 
@@ -220,6 +221,7 @@ def extract(
         )
         flow = extract_features.with_options(task_runner=runner)
         with (
+            prefect_api(),
             _progress("extracting", total) as bar,
             report_progress(lambda n: bar.advance(bar.task_ids[0], n)),
         ):
