@@ -13,10 +13,6 @@ APT_PACKAGES := ffmpeg:ffmpeg node:nodejs npm:npm
 S3_SERVER := tools/s3/node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export MLFLOW_DISABLE_TELEMETRY := true
-export DO_NOT_TRACK := true
-
 .PHONY: help setup system-deps lock test test-unit lint format demo clean
 
 help: ## Show this help

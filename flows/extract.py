@@ -74,6 +74,7 @@ def extract_features(
     )
     clips = extraction.list_clips(input_url, s3=settings.s3)
     chunks = extraction.plan_chunks(clips, chunk_size, options)
+    progress.start(len(clips))
     logger.info("%d clips from %s in %d chunks", len(clips), input_url, len(chunks))
 
     futures = [extract_chunk_task.submit(c, options, output_url, settings.s3) for c in chunks]

@@ -37,7 +37,8 @@ out = Console()
 
 
 @contextmanager
-def _progress(description: str, total: int) -> Iterator[Progress]:
+def _progress(description: str, total: int | None) -> Iterator[Progress]:
+    """A bar on stderr; ``total=None`` until the work announces its size."""
     bar = Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -75,8 +76,9 @@ def main(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    # Prefect reads its logging level at import; keep its run logs out of the progress bars.
-    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
+    # Prefect reads its logging level at import. The CLI reports outcomes itself (one line per
+    # expected failure), so Prefect's run logs and tracebacks show only with --verbose.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "CRITICAL")
     # Dask configures its own loggers on import; this is its documented override.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "info" if verbose else "error")
     for name, value in (
@@ -210,20 +212,20 @@ def extract(
     from flows.progress import report_progress
     from flows.runtime import prefect_api
 
-    from genreops.extraction import list_clips
-
     settings = get_settings()
     input_url, output_url = _absolute(input_url), _absolute(output_url)
     with _user_errors():
-        total = len(list_clips(input_url, s3=settings.s3))
         runner = dask_runner(
             dask_address or settings.dask_address, workers or settings.dask_workers
         )
         flow = extract_features.with_options(task_runner=runner)
         with (
             prefect_api(),
-            _progress("extracting", total) as bar,
-            report_progress(lambda n: bar.advance(bar.task_ids[0], n)),
+            _progress("extracting", None) as bar,
+            report_progress(
+                lambda n: bar.advance(bar.task_ids[0], n),
+                lambda total: bar.update(bar.task_ids[0], total=total),
+            ),
         ):
             summary = flow(
                 input_url=input_url,

@@ -333,15 +333,22 @@ def write_bytes(url: Location, data: bytes, *, s3: S3Config | None = None) -> No
         _atomic_write(path, data)
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+@contextmanager
+def _atomic_target(path: Path) -> Iterator[Path]:
+    """A temporary sibling of ``path`` that replaces it only if the block succeeds."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        yield tmp
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    with _atomic_target(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def read_text(url: Location, *, s3: S3Config | None = None, encoding: str = "utf-8") -> str:
@@ -491,25 +498,13 @@ def download_to(url: Location, local_path: Location, *, s3: S3Config | None = No
         with _local_errors(url):
             if not source.is_file():
                 raise FileNotFoundError(source)
-        with _local_errors(local_path):
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-            os.close(fd)
-            try:
-                shutil.copyfile(source, tmp)
-                Path(tmp).replace(target)
-            finally:
-                Path(tmp).unlink(missing_ok=True)
+        with _local_errors(local_path), _atomic_target(target) as tmp:
+            shutil.copyfile(source, tmp)
         return target
     text = os.fspath(url)
     bucket, key = _object_key(text)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    os.close(fd)
-    try:
-        with _s3_errors(text, s3):
-            s3_client(s3).download_file(bucket, key, tmp)
-        Path(tmp).replace(target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with _atomic_target(target) as tmp, _s3_errors(text, s3):
+        s3_client(s3).download_file(bucket, key, str(tmp))
     return target
 
 
@@ -630,11 +625,6 @@ def _copy_one_local(path: Path, target: Path, size: int) -> int:
         if target.is_file() and target.stat().st_size == size and _hashes(target) == _hashes(path):
             return -1
         target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        os.close(fd)
-        try:
+        with _atomic_target(target) as tmp:
             shutil.copyfile(path, tmp)
-            Path(tmp).replace(target)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
     return size
