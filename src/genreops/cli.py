@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,7 +34,8 @@ app = typer.Typer(
     add_completion=False,
 )
 console = Console(stderr=True)
-out = Console()
+# piped output is read by scripts and people alike: no wrapping at 80 columns
+out = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @contextmanager
@@ -79,6 +81,8 @@ def main(
     # Prefect reads its logging level at import. The CLI reports outcomes itself (one line per
     # expected failure), so Prefect's run logs and tracebacks show only with --verbose.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "CRITICAL")
+    # MLflow logs store migrations and pickling advice at INFO/WARNING on every command.
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if verbose else "ERROR")
     # Dask configures its own loggers on import; this is its documented override.
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "info" if verbose else "error")
     for name, value in (
@@ -248,6 +252,199 @@ def extract(
         f"{summary.reused_chunks} chunks reused, {summary.seconds:.1f} s)"
     )
     out.print(f"manifest:      {summary.manifest_url}")
+
+
+FAMILY_CHOICES = ("xgboost", "random_forest", "knn", "all")
+
+
+def _results_table(title: str, *headers: str) -> Table:
+    """Cells never wrap: ids and figures are read (and grepped) whole."""
+    table = Table(title=title)
+    for header in headers:
+        table.add_column(header, no_wrap=True)
+    return table
+
+
+def _metric(values: dict[str, float], name: str) -> str:
+    return f"{values[name]:.3f}" if name in values else "-"
+
+
+@app.command()
+def train(
+    features: Annotated[
+        str,
+        typer.Argument(
+            help="Feature table (.parquet/.csv, local or s3://) or the folder `extract` wrote."
+        ),
+    ],
+    model: Annotated[
+        list[str],
+        typer.Option(
+            "--model", "-m", help="Model family: xgboost, random_forest, knn or all (repeatable)."
+        ),
+    ] = ["all"],  # noqa: B006 (typer needs a list default)
+    trials: Annotated[int, typer.Option(min=1, help="Optuna trials per family.")] = 20,
+    timeout: Annotated[
+        float | None, typer.Option(min=1.0, help="Stop each family's study after S seconds.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Same seed and data, same best model.")] = 0,
+    study_storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage URL (e.g. postgresql://user@host/db) so several workers can "
+            "tune one study in parallel; default in memory."
+        ),
+    ] = None,
+    search_space: Annotated[
+        Path | None, typer.Option(help="Search spaces YAML (default configs/search_spaces.yaml).")
+    ] = None,
+) -> None:
+    """Tune XGBoost / random forest / KNN with Optuna and track every trial in MLflow."""
+    from flows.progress import report_progress
+    from flows.runtime import prefect_api
+    from flows.train import train_model
+
+    settings = get_settings()
+    unknown = [m for m in model if m not in FAMILY_CHOICES]
+    if unknown:
+        console.print(
+            f"[red]error:[/red] unknown model {unknown[0]!r}; use {', '.join(FAMILY_CHOICES)}"
+        )
+        raise typer.Exit(2)
+    families = None if "all" in model else list(dict.fromkeys(model))
+    with (
+        _user_errors(),
+        prefect_api(),
+        _progress("tuning", None) as bar,
+        report_progress(
+            lambda n: bar.advance(bar.task_ids[0], n),
+            lambda total: bar.update(bar.task_ids[0], total=total),
+        ),
+    ):
+        summary = train_model(
+            features_url=_absolute(features),
+            families=families,
+            trials=trials,
+            timeout_seconds=timeout,
+            seed=seed,
+            study_storage=study_storage or settings.study_storage_url,
+            search_space_file=str(search_space or settings.search_space_file or "") or None,
+        )
+    table = _results_table(
+        f"{summary.table_url} (split {summary.rows})",
+        "family",
+        "trials ok/pruned/failed",
+        "val G-mean",
+        "val acc",
+        "test G-mean",
+        "test acc",
+        "run",
+    )
+    for outcome in summary.outcomes:
+        table.add_row(
+            outcome.family,
+            "/".join(str(outcome.trials[k]) for k in ("complete", "pruned", "fail")),
+            _metric(outcome.validation, "gmean"),
+            _metric(outcome.validation, "accuracy"),
+            _metric(outcome.test, "gmean"),
+            _metric(outcome.test, "accuracy"),
+            outcome.run_id,
+        )
+    out.print(table)
+    out.print(f"tracking: {settings.mlflow_uri} — next: genreops register")
+
+
+@app.command()
+def register(
+    top: Annotated[
+        int, typer.Option(min=1, help="Versions to rank: 1 = champion, 2 = + challenger.")
+    ] = 2,
+    model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+) -> None:
+    """Register the best runs (by validation G-mean) and set the champion/challenger aliases."""
+    settings = get_settings()
+    with _user_errors():
+        if settings.prefect_api_url:  # a Prefect server is running: record it as a flow run
+            from flows.registry import register_best
+
+            summary = register_best(top=top, model_name=model_name)
+        else:  # a temporary Prefect server would cost ~20 s for a sub-second job
+            from genreops.registry import register_best as register_runs
+            from genreops.tracking import TrackingTarget
+
+            summary = register_runs(
+                TrackingTarget.from_settings(settings),
+                model_name=model_name or settings.model_name,
+                top=top,
+            )
+    table = _results_table(
+        f"{summary.model_name} ({summary.candidates} candidate runs)",
+        "alias",
+        "version",
+        "family",
+        "val G-mean",
+        "test G-mean",
+        "schema",
+        "run",
+    )
+    for a in summary.assignments:
+        table.add_row(
+            a.alias or f"rank {a.rank}",
+            a.version,
+            a.candidate.family,
+            _metric(a.candidate.metrics, "val_gmean"),
+            _metric(a.candidate.metrics, "test_gmean"),
+            a.candidate.schema_hash,
+            a.candidate.run_id,
+        )
+    out.print(table)
+    for candidate, reason in summary.skipped:
+        console.print(
+            f"[yellow]skipped[/yellow] run {candidate.run_id} ({candidate.family}): {reason}"
+        )
+    out.print("; ".join(summary.changes) if summary.changed else "registry already up to date")
+
+
+@app.command()
+def models(
+    model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+) -> None:
+    """List registered versions with their aliases, metrics and feature schema."""
+    from genreops.registry import list_versions
+    from genreops.tracking import TrackingTarget
+
+    settings = get_settings()
+    name = model_name or settings.model_name
+    with _user_errors():
+        rows = list_versions(TrackingTarget.from_settings(settings), name)
+    if not rows:
+        out.print(f"no versions of {name} in {settings.mlflow_uri}; run `genreops register`")
+        return
+    table = _results_table(
+        f"{name} @ {settings.mlflow_uri}",
+        "version",
+        "aliases",
+        "family",
+        "val G-mean",
+        "val acc",
+        "test G-mean",
+        "test acc",
+        "schema",
+        "run",
+    )
+    for row in rows:
+        table.add_row(
+            row.version,
+            ", ".join(row.aliases) or "-",
+            row.family,
+            _metric(row.metrics, "val_gmean"),
+            _metric(row.metrics, "val_accuracy"),
+            _metric(row.metrics, "test_gmean"),
+            _metric(row.metrics, "test_accuracy"),
+            row.schema_hash,
+            row.run_id,
+        )
+    out.print(table)
 
 
 if __name__ == "__main__":

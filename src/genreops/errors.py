@@ -57,3 +57,11 @@ class StorageUnavailableError(StorageError):
 
 class ExtractionError(GenreopsError):
     """A feature-extraction run failed as a whole (for example too many bad files)."""
+
+
+class TrainingError(GenreopsError):
+    """A model cannot be trained: unusable table, search space or split."""
+
+
+class RegistryError(GenreopsError):
+    """The model registry cannot be read or brought to the requested state."""

@@ -39,6 +39,20 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = Field(
         default=None, description="MLflow tracking URI; default SQLite under home."
     )
+    mlflow_artifact_root: str | None = Field(
+        default=None,
+        description="Artifact root when the tracking URI is a database, not a server "
+        "(a folder or s3:// prefix); default: mlartifacts under home.",
+    )
+    model_name: str = Field(default="genre-classifier", description="Registered model name.")
+    search_space_file: Path | None = Field(
+        default=None, description="Optuna search spaces (YAML); default configs/search_spaces.yaml."
+    )
+    study_storage_url: str | None = Field(
+        default=None,
+        description="Optuna storage (SQLAlchemy URL) shared by parallel tuning workers; "
+        "default in memory.",
+    )
     database_url: str | None = Field(
         default=None, description="Monitoring store (SQLAlchemy URL); default SQLite under home."
     )
@@ -77,6 +91,10 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def mlflow_artifacts(self) -> str:
+        return self.mlflow_artifact_root or str((self.home / "mlartifacts").resolve())
 
     @property
     def monitoring_db_url(self) -> str:

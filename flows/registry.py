@@ -1,0 +1,36 @@
+"""Prefect flow ``register-best``: the best two runs become champion and challenger."""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from genreops import registry, tracking
+from genreops.settings import get_settings
+
+
+@flow(name="register-best")
+def register_best(top: int = 2, model_name: str | None = None) -> registry.RegistrySummary:
+    """Rank finished training runs by validation G-mean and register the top ones.
+
+    Args:
+        top: how many versions to keep ranked (1: champion only; 2: champion and challenger).
+        model_name: registered model name (default: the `GENREOPS_MODEL_NAME` setting).
+    """
+    logger = get_run_logger()
+    settings = get_settings()
+    summary = registry.register_best(
+        tracking.TrackingTarget.from_settings(settings),
+        model_name=model_name or settings.model_name,
+        top=top,
+    )
+    for assignment in summary.assignments:
+        logger.info(
+            "%s: version %s — %s",
+            assignment.alias or f"rank {assignment.rank}",
+            assignment.version,
+            assignment.reason,
+        )
+    for candidate, reason in summary.skipped:
+        logger.warning("skipped run %s: %s", candidate.run_id, reason)
+    logger.info("%s", "; ".join(summary.changes) if summary.changed else "nothing changed")
+    return summary

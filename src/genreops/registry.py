@@ -1,0 +1,318 @@
+"""The model registry: rank training runs, register the best two, keep the aliases honest.
+
+Ranking is by validation G-mean (ties: corrected G-mean, balanced accuracy, then the older
+run). Each family's best run is considered first so champion and challenger come from
+different families when they can — the challenger answers while drift holds, and a model that
+fails differently is a better fallback. A run whose feature schema differs from the
+champion's is never paired with it. Every write happens only when the state differs, so
+re-running with nothing new changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from genreops.errors import RegistryError
+from genreops.search_space import FAMILIES
+from genreops.tracking import (
+    KIND_TRAINING,
+    TAG_FAMILY,
+    TAG_KIND,
+    TAG_MODEL_URI,
+    TAG_SCHEMA_HASH,
+    TAG_SCHEMA_VERSION,
+    TrackingTarget,
+    experiment_name,
+)
+
+log = logging.getLogger(__name__)
+
+ALIASES = ("champion", "challenger")
+RANK_METRIC = "val_gmean"
+_TIEBREAK = ("val_gmean_corrected", "val_balanced_accuracy")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
+TAG_ROLE = "genreops.role"
+TAG_REASON = "genreops.reason"
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A finished training run that could be registered."""
+
+    run_id: str
+    family: str
+    model_uri: str
+    schema_version: str
+    schema_hash: str
+    metrics: dict[str, float]
+    start_time: int
+
+    @property
+    def score(self) -> float:
+        return self.metrics.get(RANK_METRIC, 0.0)
+
+    def sort_key(self) -> tuple[float, ...]:
+        return (
+            -self.score,
+            *(-self.metrics.get(m, 0.0) for m in _TIEBREAK),
+            float(self.start_time),
+        )
+
+
+@dataclass(frozen=True)
+class Assignment:
+    rank: int
+    alias: str | None
+    version: str
+    candidate: Candidate
+    reason: str
+
+
+@dataclass
+class RegistrySummary:
+    model_name: str
+    candidates: int
+    assignments: list[Assignment]
+    skipped: list[tuple[Candidate, str]] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.changes)
+
+
+def _check_name(name: str) -> str:
+    if not _SAFE_NAME.match(name):
+        raise RegistryError(
+            f"model name {name!r}: use letters, digits, '_', '.', '-' (at most 255 characters)"
+        )
+    return name
+
+
+def collect_candidates(client: Any, families: Sequence[str] = FAMILIES) -> list[Candidate]:
+    """Finished training runs with a logged model, best first."""
+    experiments = [client.get_experiment_by_name(experiment_name(f)) for f in families]
+    ids = [e.experiment_id for e in experiments if e is not None]
+    if not ids:
+        return []
+    runs = client.search_runs(
+        ids,
+        filter_string=f"tags.`{TAG_KIND}` = '{KIND_TRAINING}' and attributes.status = 'FINISHED'",
+        max_results=50000,
+    )
+    candidates = []
+    for run in runs:
+        tags = run.data.tags
+        if TAG_MODEL_URI not in tags or RANK_METRIC not in run.data.metrics:
+            continue  # a study that failed before logging its model
+        candidates.append(
+            Candidate(
+                run_id=run.info.run_id,
+                family=tags.get(TAG_FAMILY, "?"),
+                model_uri=tags[TAG_MODEL_URI],
+                schema_version=tags.get(TAG_SCHEMA_VERSION, "?"),
+                schema_hash=tags.get(TAG_SCHEMA_HASH, "?"),
+                metrics=dict(run.data.metrics),
+                start_time=int(run.info.start_time or 0),
+            )
+        )
+    return sorted(candidates, key=Candidate.sort_key)
+
+
+def choose(
+    ranked: Sequence[Candidate], top: int
+) -> tuple[list[Candidate], list[tuple[Candidate, str]]]:
+    """The champion and up to ``top - 1`` schema-compatible runners-up, families first."""
+    if not ranked:
+        return [], []
+    best_per_family: dict[str, Candidate] = {}
+    for candidate in ranked:
+        best_per_family.setdefault(candidate.family, candidate)
+    leaders = sorted(best_per_family.values(), key=Candidate.sort_key)
+    ordered = leaders + [c for c in ranked if c not in leaders]
+    champion = ordered[0]
+    chosen, skipped = [champion], []
+    for candidate in ordered[1:]:
+        if len(chosen) >= top:
+            break
+        if candidate.schema_hash != champion.schema_hash:
+            skipped.append(
+                (
+                    candidate,
+                    f"feature schema {candidate.schema_hash} differs from the champion's "
+                    f"{champion.schema_hash}",
+                )
+            )
+            continue
+        chosen.append(candidate)
+    return chosen, skipped
+
+
+def _reason(rank: int, candidate: Candidate, total: int) -> str:
+    figures = ", ".join(
+        f"{name}={candidate.metrics[name]:.4f}"
+        for name in (RANK_METRIC, *_TIEBREAK, "test_gmean", "test_accuracy")
+        if name in candidate.metrics
+    )
+    return (
+        f"rank {rank} of {total} finished runs by {RANK_METRIC} ({figures}); "
+        f"family {candidate.family}; run {candidate.run_id}; schema {candidate.schema_hash}"
+    )
+
+
+def _version_tags(candidate: Candidate) -> dict[str, str]:
+    tags = {
+        "genreops.family": candidate.family,
+        "genreops.run_id": candidate.run_id,
+        "genreops.schema_version": candidate.schema_version,
+        "genreops.schema_hash": candidate.schema_hash,
+    }
+    for name in (RANK_METRIC, "val_accuracy", "test_gmean", "test_accuracy"):
+        if name in candidate.metrics:
+            tags[f"genreops.{name}"] = f"{candidate.metrics[name]:.6f}"
+    return tags
+
+
+def _ensure_registered_model(client: Any, name: str, changes: list[str]) -> Any:
+    try:
+        return client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+    changes.append(f"created registered model {name}")
+    client.create_registered_model(
+        name, description="Genre classifiers from genreops; see the champion/challenger aliases."
+    )
+    return client.get_registered_model(name)
+
+
+def register_best(
+    target: TrackingTarget,
+    *,
+    model_name: str = "genre-classifier",
+    top: int = 2,
+    families: Sequence[str] = FAMILIES,
+) -> RegistrySummary:
+    """Register the top runs as versions of ``model_name``; set champion/challenger aliases."""
+    if top < 1:
+        raise RegistryError("top must be at least 1")
+    name = _check_name(model_name)
+    target.activate()
+    client = mlflow.MlflowClient()
+    try:
+        ranked = collect_candidates(client, families)
+        if not ranked:
+            raise RegistryError(
+                f"no finished training runs in {target.tracking_uri} "
+                f"(experiments {', '.join(experiment_name(f) for f in families)}); "
+                "run `genreops train` first"
+            )
+        chosen, skipped = choose(ranked, top)
+        summary = RegistrySummary(name, len(ranked), [], skipped)
+        registered = _ensure_registered_model(client, name, summary.changes)
+        by_run: dict[str, Any] = {}
+        for existing in client.search_model_versions(f"name='{name}'"):
+            known = by_run.get(existing.run_id or "")
+            if known is None or int(existing.version) < int(known.version):
+                by_run[existing.run_id or ""] = existing
+
+        # 1. every chosen run has a version (new versions carry their evidence as tags)
+        for rank, candidate in enumerate(chosen, start=1):
+            version: Any = by_run.get(candidate.run_id)
+            if version is None:
+                version = mlflow.register_model(
+                    candidate.model_uri, name, tags=_version_tags(candidate)
+                )
+                by_run[candidate.run_id] = version
+                summary.changes.append(
+                    f"registered {candidate.run_id} as version {version.version}"
+                )
+            alias = ALIASES[rank - 1] if rank <= len(ALIASES) else None
+            summary.assignments.append(
+                Assignment(
+                    rank,
+                    alias,
+                    str(version.version),
+                    candidate,
+                    _reason(rank, candidate, len(ranked)),
+                )
+            )
+
+        # 2. roles and reasons, written only where they differ
+        roles = {a.version: (a.alias or f"rank-{a.rank}", a.reason) for a in summary.assignments}
+        for version in client.search_model_versions(f"name='{name}'"):
+            role, reason = roles.get(str(version.version), ("retired", None))
+            tags = dict(version.tags or {})
+            if tags.get(TAG_ROLE, "retired" if role == "retired" else None) != role:
+                client.set_model_version_tag(name, version.version, TAG_ROLE, role)
+                summary.changes.append(f"version {version.version}: role {role}")
+            if reason is not None and tags.get(TAG_REASON) != reason:
+                client.set_model_version_tag(name, version.version, TAG_REASON, reason)
+
+        # 3. aliases last, champion first, so a reader never sees a challenger without one
+        current = {alias: str(v) for alias, v in (registered.aliases or {}).items()}
+        for assignment in summary.assignments:
+            if assignment.alias and current.get(assignment.alias) != assignment.version:
+                client.set_registered_model_alias(name, assignment.alias, assignment.version)
+                summary.changes.append(f"{assignment.alias} -> version {assignment.version}")
+        for alias in ALIASES[len(summary.assignments) :]:
+            if alias in current:
+                client.delete_registered_model_alias(name, alias)
+                summary.changes.append(f"removed {alias} (no compatible run)")
+        return summary
+    except MlflowException as error:
+        raise RegistryError(f"model registry at {target.tracking_uri}: {error.message}") from error
+
+
+@dataclass(frozen=True)
+class VersionRow:
+    version: str
+    aliases: list[str]
+    family: str
+    run_id: str
+    schema_hash: str
+    metrics: dict[str, float]
+    created: int
+
+
+def list_versions(target: TrackingTarget, model_name: str = "genre-classifier") -> list[VersionRow]:
+    """Every version of the model with its aliases, family, schema and key metrics."""
+    name = _check_name(model_name)
+    target.activate()
+    client = mlflow.MlflowClient()
+    try:
+        versions = client.search_model_versions(f"name='{name}'")
+        if not versions:
+            return []
+        aliases: dict[str, list[str]] = {}
+        for alias, version in (client.get_registered_model(name).aliases or {}).items():
+            aliases.setdefault(str(version), []).append(alias)
+        rows = []
+        for version in versions:
+            run = client.get_run(version.run_id) if version.run_id else None
+            tags = run.data.tags if run else {}
+            rows.append(
+                VersionRow(
+                    version=str(version.version),
+                    aliases=sorted(aliases.get(str(version.version), []), key=_alias_order),
+                    family=tags.get(TAG_FAMILY, "?"),
+                    run_id=version.run_id or "",
+                    schema_hash=tags.get(TAG_SCHEMA_HASH, "?"),
+                    metrics=dict(run.data.metrics) if run else {},
+                    created=int(version.creation_timestamp or 0),
+                )
+            )
+        return sorted(rows, key=lambda r: -int(r.version))
+    except MlflowException as error:
+        raise RegistryError(f"model registry at {target.tracking_uri}: {error.message}") from error
+
+
+def _alias_order(alias: str) -> int:
+    return ALIASES.index(alias) if alias in ALIASES else len(ALIASES)
