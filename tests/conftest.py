@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
+import pandas as pd
 import pytest
+
+from helpers import synthetic_feature_frame
 
 # Offline machines: telemetry only produces errors. Set before Prefect or MLflow is imported.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -27,3 +30,8 @@ def prefect_harness() -> Iterator[None]:
             yield
         finally:
             os.environ.pop("PREFECT_API_URL", None)
+
+
+@pytest.fixture
+def feature_frame() -> Callable[..., pd.DataFrame]:
+    return synthetic_feature_frame

@@ -14,22 +14,13 @@ Installed by ``make setup`` into ``tools/s3/node_modules`` from ``tools/s3/packa
 
 from __future__ import annotations
 
-import contextlib
-import logging
-import os
 import shutil
-import socket
 import subprocess
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
-from typing import IO
 
 from genreops.errors import GenreopsError
+from genreops.processes import http_answers, port_in_use, start_process, stop_process
 from genreops.storage import S3Config
-
-logger = logging.getLogger(__name__)
 
 ACCESS_KEY_ID = "S3RVER"
 SECRET_ACCESS_KEY = "S3RVER"  # noqa: S105 (s3rver's fixed public dummy key)
@@ -82,31 +73,6 @@ def _node_major(node: str) -> int:
         raise GenreopsError(f"cannot run {node} --version: {error}") from error
 
 
-def port_in_use(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, port)) == 0
-
-
-def is_ready(url: str, timeout: float = 1.0) -> bool:
-    """True once something answers HTTP at ``url`` (any status: the listing needs no keys)."""
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
-    try:
-        with opener.open(url + "/", timeout=timeout):
-            return True
-    except urllib.error.HTTPError:
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def _tail(path: Path | None, lines: int = 20) -> str:
-    if path is None or not path.is_file():
-        return "(no log)"
-    text = path.read_text(errors="replace").strip().splitlines()
-    return "\n".join(text[-lines:]) or "(log is empty)"
-
-
 def start_s3_server(
     data_dir: Path,
     host: str = "127.0.0.1",
@@ -137,58 +103,20 @@ def start_s3_server(
         )
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    if log_path is None:
-        import tempfile
-
-        fd, name = tempfile.mkstemp(prefix="genreops-s3rver-", suffix=".log")
-        os.close(fd)
-        log_path = Path(name)
-    log_path.parent.mkdir(parents=True, exist_ok=True)
     argv = [*command, "--directory", str(data_dir), "--address", host, "--port", str(port)]
     if not verbose:
         argv.append("--silent")
-    log: IO[bytes]
-    with log_path.open("ab") as log:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=detach,
-        )
-    logger.info("starting s3rver (pid %d) on %s with data in %s", process.pid, url, data_dir)
-    deadline = time.monotonic() + timeout
-    while True:
-        code = process.poll()
-        if code is not None:
-            raise GenreopsError(
-                f"the embedded S3 server exited with code {code} while starting on {url}; "
-                f"log {log_path}:\n{_tail(log_path)}"
-            )
-        if is_ready(url):
-            # Something answered; make sure it is our process and not a racing neighbour.
-            time.sleep(0.05)
-            if process.poll() is None:
-                return process
-            continue
-        if time.monotonic() > deadline:
-            stop_s3_server(process)
-            raise GenreopsError(
-                f"the embedded S3 server did not answer on {url} within {timeout:.0f} s; "
-                f"log {log_path}:\n{_tail(log_path)}"
-            )
-        time.sleep(0.1)
+    return start_process(
+        "the embedded S3 server",
+        argv,
+        ready=lambda: http_answers(url + "/"),  # any status: the listing needs no keys
+        url=url,
+        log_path=log_path,
+        timeout=timeout,
+        new_session=detach,
+    )
 
 
 def stop_s3_server(process: subprocess.Popen[bytes], timeout: float = 10.0) -> None:
     """Stop a server started by start_s3_server (SIGTERM, then SIGKILL); idempotent."""
-    if process.poll() is not None:
-        return
-    process.terminate()
-    try:
-        process.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        logger.warning("s3rver (pid %d) ignored SIGTERM; killing it", process.pid)
-        process.kill()
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            process.wait(timeout=timeout)
+    stop_process(process, timeout=timeout)

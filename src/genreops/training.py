@@ -298,10 +298,14 @@ def tune(
             pipeline = fit_pipeline(
                 family, params, train_m, train_codes, seed=seed, n_jobs=n_jobs, callbacks=callbacks
             )
+            predicted = pipeline.predict(val_m)
+        except (ValueError, TypeError) as error:  # e.g. more neighbours than training rows
+            failure = TrainingError(f"{family} with {params}: {error}")
+            trial.set_user_attr("error", str(failure))
+            raise failure from error
         except TrainingError as error:
             trial.set_user_attr("error", str(error))
             raise
-        predicted = pipeline.predict(val_m)
         return float(
             geometric_mean_score(
                 val_codes, predicted, average="multiclass", correction=GMEAN_CORRECTION

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from genreops.features import FEATURE_NAMES, SCHEMA_HASH
 from genreops.settings import get_settings
 from genreops.storage import ensure_bucket, read_bytes, upload_dir
 from genreops.synth import render_corpus
+from helpers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -123,16 +123,10 @@ def test_run_fails_when_failed_share_passes_the_threshold(
     assert manifest["counts"]["failed"] == 1
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def external_dask_cluster(tmp_path: Path) -> Iterator[str]:
     """A real scheduler and worker processes, as on a cluster (here on loopback)."""
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     dask = shutil.which("dask", path=str(Path(sys.executable).parent))
     assert dask, "dask CLI missing from the venv"

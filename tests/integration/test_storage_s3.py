@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -24,16 +23,11 @@ from genreops.storage import (
     upload_dir,
     write_bytes,
 )
+from helpers import free_port
 
 pytestmark = pytest.mark.integration
 
 MB = 1024 * 1024
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

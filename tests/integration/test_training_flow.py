@@ -1,0 +1,195 @@
+"""The train-model and register-best flows against a real MLflow store (SQLite, local files)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+import pytest
+from flows.registry import register_best
+from flows.train import TrainingSummary, train_model
+
+from genreops.datasets import stratified_split
+from genreops.errors import SchemaError, TrainingError
+from genreops.features import FEATURE_NAMES, SCHEMA_HASH
+from genreops.settings import get_settings
+from genreops.tracking import experiment_name, load_classifier
+from helpers import synthetic_feature_frame
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+
+TRIALS = 3
+FAMILIES = ("xgboost", "random_forest", "knn")
+
+
+def write_extraction_output(folder: Path, frame: pd.DataFrame) -> Path:
+    """What `genreops extract` leaves behind: table, split and manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(folder / "features.parquet", index=False)
+    split = stratified_split(frame["clip_id"].tolist(), frame["genre"].tolist(), seed=0)
+    pd.DataFrame({"clip_id": frame["clip_id"], "split": frame["clip_id"].map(split)}).to_csv(
+        folder / "split.csv", index=False
+    )
+    (folder / "manifest.json").write_text(json.dumps({"counts": {"extracted": len(frame)}}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh GENREOPS_HOME: the embedded default (SQLite tracking, artifacts under home)."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENREOPS_HOME", str(home))
+        patch.delenv("GENREOPS_MLFLOW_TRACKING_URI", raising=False)
+        get_settings.cache_clear()
+        yield home
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def trained(home: Path) -> tuple[TrainingSummary, Path]:
+    folder = write_extraction_output(home / "features", synthetic_feature_frame(per_genre=12))
+    summary = train_model(features_url=str(folder), trials=TRIALS, seed=0)
+    return summary, folder
+
+
+def _client() -> Any:
+    mlflow.set_tracking_uri(get_settings().mlflow_uri)
+    return mlflow.MlflowClient()
+
+
+def test_each_family_gets_an_experiment_with_one_parent_run_and_nested_trials(
+    trained: tuple[TrainingSummary, Path], home: Path
+) -> None:
+    summary, _ = trained
+    assert [o.family for o in summary.outcomes] == list(FAMILIES)
+    assert (home / "mlflow.db").exists()
+    client = _client()
+    for outcome in summary.outcomes:
+        experiment = client.get_experiment_by_name(experiment_name(outcome.family))
+        assert experiment.artifact_location.startswith((home / "mlartifacts").as_uri())
+        runs = client.search_runs([experiment.experiment_id])
+        trials = [r for r in runs if r.data.tags.get("genreops.kind") == "trial"]
+        assert len(trials) == TRIALS
+        assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {outcome.run_id}
+        assert all(
+            "n_estimators" in r.data.params or "n_neighbors" in r.data.params for r in trials
+        )
+
+
+def test_the_parent_run_holds_metrics_evidence_dataset_and_model(
+    trained: tuple[TrainingSummary, Path],
+) -> None:
+    summary, folder = trained
+    client = _client()
+    outcome = summary.outcomes[0]
+    run = client.get_run(outcome.run_id)
+    for split in ("val", "test"):
+        for name in (
+            "accuracy",
+            "balanced_accuracy",
+            "precision_macro",
+            "recall_macro",
+            "f1_macro",
+            "mcc",
+            "gmean",
+        ):
+            assert 0.0 <= run.data.metrics[f"{split}_{name}"] <= 1.0 or name == "mcc"
+    assert run.data.tags["genreops.schema_hash"] == SCHEMA_HASH
+    assert run.data.tags["genreops.split_source"] == str(folder / "split.csv")
+    artifacts = {a.path for a in client.list_artifacts(outcome.run_id)}
+    assert {
+        "confusion_matrix_val.png",
+        "confusion_matrix_test.png",
+        "classification_report_val.txt",
+        "classification_report_test.txt",
+        "feature_schema.json",
+        "extraction_manifest.json",
+        "reference_features.parquet",
+    } <= artifacts
+    inputs = run.inputs.dataset_inputs
+    assert len(inputs) == 1 and inputs[0].dataset.digest
+    assert inputs[0].dataset.source and str(folder / "features.parquet") in inputs[0].dataset.source
+    model = mlflow.models.get_model_info(outcome.model_uri)
+    assert model.signature.inputs.input_names() == list(FEATURE_NAMES)
+    assert model.signature.params is not None
+
+
+def test_register_best_sets_both_aliases_and_changes_nothing_when_rerun(
+    trained: tuple[TrainingSummary, Path],
+) -> None:
+    summary, _ = trained
+    first = register_best(top=2)
+    ranked = sorted(summary.outcomes, key=lambda o: -o.validation["gmean"])
+    assert [a.alias for a in first.assignments] == ["champion", "challenger"]
+    assert first.assignments[0].candidate.run_id == ranked[0].run_id
+    assert first.assignments[0].candidate.family != first.assignments[1].candidate.family
+    client = _client()
+    model = client.get_registered_model("genre-classifier")
+    assert {k: str(v) for k, v in model.aliases.items()} == {
+        "champion": first.assignments[0].version,
+        "challenger": first.assignments[1].version,
+    }
+    champion = client.get_model_version_by_alias("genre-classifier", "champion")
+    assert champion.tags["genreops.role"] == "champion"
+    assert "rank 1 of 3 finished runs by val_gmean" in champion.tags["genreops.reason"]
+    assert champion.tags["genreops.schema_hash"] == SCHEMA_HASH
+
+    def state() -> list[tuple[str, dict[str, str], int]]:
+        versions = client.search_model_versions("name='genre-classifier'")
+        return sorted((v.version, dict(v.tags), v.last_updated_timestamp) for v in versions)
+
+    before = (state(), client.get_registered_model("genre-classifier").aliases)
+    again = register_best(top=2)
+    assert not again.changed
+    assert (state(), client.get_registered_model("genre-classifier").aliases) == before
+
+
+def test_the_champion_loads_from_the_registry_and_predicts_genre_names(
+    trained: tuple[TrainingSummary, Path],
+) -> None:
+    _, folder = trained
+    register_best(top=2)
+    table = pd.read_parquet(folder / "features.parquet")
+    model = mlflow.pyfunc.load_model("models:/genre-classifier@champion")
+    predicted = model.predict(table[list(FEATURE_NAMES)])
+    assert list(predicted) and set(predicted) <= set(table["genre"])
+    assert (predicted.to_numpy() == table["genre"].to_numpy()).mean() > 0.8
+    proba = model.predict(table[list(FEATURE_NAMES)].head(3), params={"output": "probabilities"})
+    assert list(proba.columns) == sorted(table["genre"].unique())
+    assert load_classifier("models:/genre-classifier@challenger").genres == list(proba.columns)
+
+
+def test_a_csv_table_trains_too(home: Path) -> None:
+    path = home / "csv" / "table.csv"
+    path.parent.mkdir()
+    synthetic_feature_frame(per_genre=9, seed=4).to_csv(path, index=False)
+    summary = train_model(features_url=str(path), families=["knn"], trials=2)
+    assert summary.table_url == str(path)
+    assert summary.outcomes[0].validation["gmean"] > 0.5
+
+
+def test_a_non_numeric_column_stops_the_flow_naming_it(home: Path) -> None:
+    path = home / "bad.csv"
+    synthetic_feature_frame().assign(comment="nice").to_csv(path, index=False)
+    with pytest.raises(SchemaError, match="'comment'"):
+        train_model(features_url=str(path), families=["knn"], trials=1)
+
+
+def test_a_failing_family_does_not_cost_the_others_their_study(home: Path) -> None:
+    spaces = home / "spaces.yaml"
+    spaces.write_text("knn:\n  n_neighbors: 9999\nrandom_forest:\n  n_estimators: 20\n")
+    folder = write_extraction_output(home / "f2", synthetic_feature_frame(per_genre=6, seed=9))
+    with pytest.raises(
+        TrainingError, match=r"knn: .*no trial completed.*\(finished: random_forest\)"
+    ):
+        train_model(
+            features_url=str(folder),
+            families=["knn", "random_forest"],
+            trials=1,
+            search_space_file=str(spaces),
+        )

@@ -1,0 +1,55 @@
+"""Which runs become champion and challenger (no server needed for the ranking rules)."""
+
+from __future__ import annotations
+
+import pytest
+
+from genreops.registry import Candidate, choose
+
+pytestmark = pytest.mark.unit
+
+
+def _run(run_id: str, family: str, gmean: float, schema: str = "s1", start: int = 0) -> Candidate:
+    return Candidate(
+        run_id=run_id,
+        family=family,
+        model_uri=f"models:/m-{run_id}",
+        schema_version="1",
+        schema_hash=schema,
+        metrics={"val_gmean": gmean, "val_gmean_corrected": gmean},
+        start_time=start,
+    )
+
+
+def _ranked(*runs: Candidate) -> list[Candidate]:
+    return sorted(runs, key=Candidate.sort_key)
+
+
+def test_champion_and_challenger_come_from_different_families_when_possible() -> None:
+    runs = _ranked(_run("x1", "xgboost", 0.90), _run("x2", "xgboost", 0.89), _run("k", "knn", 0.70))
+    chosen, skipped = choose(runs, top=2)
+    assert [c.run_id for c in chosen] == ["x1", "k"]
+    assert skipped == []
+
+
+def test_a_single_family_still_yields_a_challenger() -> None:
+    chosen, _ = choose(_ranked(_run("a", "knn", 0.8), _run("b", "knn", 0.9)), top=2)
+    assert [c.run_id for c in chosen] == ["b", "a"]
+
+
+def test_a_run_of_another_schema_is_never_paired_with_the_champion() -> None:
+    runs = _ranked(
+        _run("new", "xgboost", 0.95, schema="s2"),
+        _run("old", "random_forest", 0.90, schema="s1"),
+        _run("knn", "knn", 0.80, schema="s1"),
+    )
+    chosen, skipped = choose(runs, top=2)
+    assert [c.run_id for c in chosen] == ["new"]
+    assert {c.run_id for c, _ in skipped} == {"old", "knn"}
+    assert "schema s1 differs from the champion's s2" in skipped[0][1]
+
+
+def test_ties_go_to_the_older_run_so_reruns_do_not_flip_aliases() -> None:
+    runs = _ranked(_run("later", "knn", 0.9, start=2), _run("earlier", "xgboost", 0.9, start=1))
+    chosen, _ = choose(runs, top=1)
+    assert [c.run_id for c in chosen] == ["earlier"]
