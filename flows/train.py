@@ -166,7 +166,8 @@ def train_model(
         except GenreopsError as error:
             # one family failing must not cost the others their study
             logger.error("%s failed: %s", family, error)
-            failures.append(f"{family}: {error}")
+            message = str(error)
+            failures.append(message if message.startswith(family) else f"{family}: {message}")
     if failures:
         done = ", ".join(o.family for o in summary.outcomes) or "none"
         raise TrainingError(f"{'; '.join(failures)} (finished: {done})")

@@ -120,6 +120,17 @@ class SearchSpace:
                 chosen[name] = spec
         return chosen
 
+    def capped(self, name: str, maximum: int) -> SearchSpace:
+        """The same space with an integer parameter limited to ``maximum`` (e.g. KNN's
+        neighbours to the rows there are to fit on)."""
+        spec = self.params.get(name)
+        params = dict(self.params)
+        if isinstance(spec, IntRange) and spec.high > maximum:
+            params[name] = spec.model_copy(update={"low": min(spec.low, maximum), "high": maximum})
+        elif isinstance(spec, int) and not isinstance(spec, bool) and spec > maximum:
+            params[name] = maximum
+        return SearchSpace(self.family, params)
+
     def fixed(self) -> dict[str, Any]:
         return {k: v for k, v in self.params.items() if not isinstance(v, BaseModel)}
 

@@ -290,6 +290,8 @@ def tune(
     train_codes = train_y.map(code_of).to_numpy(dtype=np.int64)
     val_codes = val_y.map(code_of).to_numpy(dtype=np.int64)
     train_m, val_m = train_x.to_numpy(np.float64), val_x.to_numpy(np.float64)
+    if family == "knn":  # a small table cannot have more neighbours than training rows
+        space = space.capped("n_neighbors", len(train_m))
 
     def objective(trial: optuna.Trial) -> float:
         params = space.suggest(trial)

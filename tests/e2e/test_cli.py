@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from genreops.features import FEATURE_NAMES
+from genreops.features import FEATURE_NAMES, SCHEMA_HASH
 
 pytestmark = pytest.mark.e2e
 
@@ -29,22 +30,51 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     result = _run("--help", cwd=tmp_path)
     assert result.returncode == 0
-    for command in ("synth", "upload", "extract", "s3-server"):
+    for command in ("synth", "upload", "extract", "s3-server", "train", "register", "models"):
         assert command in result.stdout
 
 
-def test_synth_then_extract_prints_where_the_table_is(tmp_path: Path) -> None:
-    synth = _run("synth", "c", "--per-genre", "1", "--seconds", "6", cwd=tmp_path)
+def test_synth_extract_train_register_models(tmp_path: Path) -> None:
+    """The documented journey: corpus -> features -> three tuned families -> two aliases."""
+    synth = _run("synth", "c", "--per-genre", "3", "--seconds", "6", "--workers", "2", cwd=tmp_path)
     assert synth.returncode == 0, synth.stderr
-    assert len(list((tmp_path / "c").glob("*/*.wav"))) == 10
+    assert len(list((tmp_path / "c").glob("*/*.wav"))) == 30
 
-    extract = _run("extract", "c", "f", "--workers", "1", cwd=tmp_path)
+    extract = _run("extract", "c", "f", "--workers", "1", "--window", "6", cwd=tmp_path)
     assert extract.returncode == 0, extract.stderr
     table_path = tmp_path / "f" / "features.parquet"
     assert f"feature table: {table_path}" in extract.stdout
     table = pd.read_parquet(table_path)
-    assert len(table) == 10 and list(table.columns) == ["clip_id", "genre", *FEATURE_NAMES]
+    assert len(table) == 30 and list(table.columns) == ["clip_id", "genre", *FEATURE_NAMES]
     assert json.loads((tmp_path / "f" / "manifest.json").read_text())["counts"]["failed"] == 0
+
+    train = _run("train", "f", "--model", "all", "--trials", "3", cwd=tmp_path)
+    assert train.returncode == 0, train.stderr
+    for family in ("xgboost", "random_forest", "knn"):
+        assert family in train.stdout
+    assert train.stdout.count("3/0/0") == 3  # trials ok/pruned/failed per family
+
+    register = _run("register", cwd=tmp_path)
+    assert register.returncode == 0, register.stderr
+    assert "champion" in register.stdout and "challenger" in register.stdout
+    again = _run("register", cwd=tmp_path)
+    assert "registry already up to date" in again.stdout
+
+    models = _run("models", cwd=tmp_path)
+    assert models.returncode == 0, models.stderr
+    rows = [
+        line for line in models.stdout.splitlines() if "champion" in line or "challenger" in line
+    ]
+    assert len(rows) == 2 and all(SCHEMA_HASH in row for row in rows)
+
+
+def test_train_refuses_a_non_numeric_column_by_name(tmp_path: Path) -> None:
+    frame = pd.DataFrame({"genre": ["rock", "pop"] * 6, "tempo": range(12), "note": ["x"] * 12})
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    result = _run("train", "t.csv", "--trials", "1", cwd=tmp_path)
+    assert result.returncode == 1
+    assert re.search(r"feature column 'note' \(\w+\) is not numeric", result.stderr)
+    assert "Traceback" not in result.stderr
 
 
 def test_bad_input_gives_one_clear_line_and_exit_code_1(tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ def test_a_non_numeric_column_stops_the_flow_naming_it(home: Path) -> None:
 
 def test_a_failing_family_does_not_cost_the_others_their_study(home: Path) -> None:
     spaces = home / "spaces.yaml"
-    spaces.write_text("knn:\n  n_neighbors: 9999\nrandom_forest:\n  n_estimators: 20\n")
+    spaces.write_text("knn:\n  weights: sideways\nrandom_forest:\n  n_estimators: 20\n")
     folder = write_extraction_output(home / "f2", synthetic_feature_frame(per_genre=6, seed=9))
     with pytest.raises(
         TrainingError, match=r"knn: .*no trial completed.*\(finished: random_forest\)"

@@ -96,9 +96,19 @@ def test_a_space_no_trial_can_fit_fails_with_the_first_reason(
     tmp_path: Path, table: FeatureTable
 ) -> None:
     path = tmp_path / "bad.yaml"
-    path.write_text("knn:\n  n_neighbors: 500\n")  # more neighbours than training rows
-    with pytest.raises(TrainingError, match=r"no trial completed \(2 tried\).*n_neighbors"):
+    path.write_text("knn:\n  weights: sideways\n")
+    with pytest.raises(TrainingError, match=r"no trial completed \(2 tried\).*'weights' parameter"):
         tune(table, load_search_spaces(path)["knn"], trials=2)
+
+
+def test_knn_never_asks_for_more_neighbours_than_there_are_rows(
+    tmp_path: Path, feature_frame: Frame
+) -> None:
+    feature_frame(per_genre=3).to_parquet(tmp_path / "tiny.parquet", index=False)
+    tiny = load_feature_table(str(tmp_path / "tiny.parquet"))  # 4 training rows
+    result = tune(tiny, load_search_spaces()["knn"], trials=5, seed=0)  # shipped space: up to 40
+    assert result.counts == {"complete": 5, "pruned": 0, "fail": 0}
+    assert result.best_params["n_neighbors"] <= 4
 
 
 def test_gmean_reports_plain_and_corrected_values() -> None:
