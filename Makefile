@@ -61,11 +61,14 @@ format: setup ## Apply ruff formatting and fixes
 	$(VENV)/bin/ruff format src tests flows bench
 	$(VENV)/bin/ruff check --fix src tests flows bench
 
-demo: setup ## The whole pipeline end to end (serving parts still to come)
-	@echo "make demo: the serving stack (Triton, MLflow, Prefect deployments) is not built yet."
-	@echo "What works today:"
-	@echo "  $(VENV)/bin/genreops synth /tmp/genreops-corpus --per-genre 10"
-	@echo "  $(VENV)/bin/genreops extract /tmp/genreops-corpus /tmp/genreops-features"
+DEMO_DIR ?= .genreops/demo
+demo: setup ## The pipeline so far on a synthetic corpus: synth, extract, train, register (serving to come)
+	$(VENV)/bin/genreops synth $(DEMO_DIR)/corpus --per-genre 30 --workers 2
+	$(VENV)/bin/genreops extract $(DEMO_DIR)/corpus $(DEMO_DIR)/features
+	$(VENV)/bin/genreops train $(DEMO_DIR)/features --model all --trials 10
+	$(VENV)/bin/genreops register
+	$(VENV)/bin/genreops models
+	@echo "Serving (Triton), the native stack and the Prefect deployments are not built yet."
 
 clean: ## Remove caches and local state (.genreops); keeps .venv
 	rm -rf .pytest_cache .mypy_cache .ruff_cache bench/out .genreops
