@@ -1,7 +1,7 @@
-"""Training benchmarks: tuning speed on a 1,000 x 60 table, and model quality on the synthetic corpus.
+"""Training benchmarks: tuning speed on a 1,000 x 60 table, model quality on the synthetic corpus.
 
-    .venv/bin/python bench/training.py speed     # 3 families x 20 trials, real MLflow SQLite store
-    .venv/bin/python bench/training.py corpus    # synth -> extract -> train -> register, via the CLI
+    .venv/bin/python bench/training.py speed     # 3 families x 20 trials, real MLflow store
+    .venv/bin/python bench/training.py corpus    # synth, extract, train, register via the CLI
 
 ``speed``: goal < 3 minutes for all three families x 20 trials on 2 cores, including the MLflow
 logging of every trial and of the refit models (no Prefect server: its start-up is not

@@ -26,8 +26,9 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 import mlflow
 from mlflow.models import infer_signature
 
-from genreops.errors import TrainingError
+from genreops.errors import GenreopsError, TrainingError
 from genreops.feature_table import FeatureTable
+from genreops.processes import http_answers
 from genreops.settings import Settings
 from genreops.training import Evaluation, GenreClassifier, TrialReport, TuningResult
 
@@ -77,6 +78,15 @@ class TrackingTarget:
         return self.tracking_uri.startswith(("http://", "https://"))
 
     def activate(self) -> None:
+        """Point MLflow here; a server that does not answer fails now, not after minutes of
+        MLflow's own retries."""
+        if self.is_server and not http_answers(
+            f"{self.tracking_uri.rstrip('/')}/health", timeout=5.0, expect="OK"
+        ):
+            raise GenreopsError(
+                f"MLflow tracking server {self.tracking_uri} is not answering "
+                "(is it running? check GENREOPS_MLFLOW_TRACKING_URI)"
+            )
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
 

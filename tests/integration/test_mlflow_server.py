@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import pandas as pd
 import pytest
 from flows.registry import register_best
 from flows.train import train_model
@@ -15,12 +14,13 @@ from flows.train import train_model
 from genreops.features import FEATURE_NAMES
 from genreops.mlflow_server import server_url, start_mlflow_server, stop_mlflow_server
 from genreops.settings import get_settings
-from genreops.storage import ensure_bucket, list_objects
+from genreops.storage import ensure_bucket, list_objects, write_bytes
 from helpers import free_port, synthetic_feature_frame
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
 BUCKET = "s3://mlflow-artifacts"
+TABLES = "s3://feature-tables"
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +42,15 @@ def tracking_server(s3_server: Any, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture
-def server_settings(tracking_server: str, tmp_path: Path) -> Iterator[None]:
-    """The client side: only the server URL, no AWS keys (artifacts are proxied)."""
+def server_settings(tracking_server: str, s3_server: Any, tmp_path: Path) -> Iterator[None]:
+    """The client side: the server URL and genreops' own S3 settings (for the feature table),
+    but no AWS_* keys or MLflow S3 endpoint: MLflow's artifacts go through the server."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GENREOPS_HOME", str(tmp_path / "home"))
         patch.setenv("GENREOPS_MLFLOW_TRACKING_URI", tracking_server)
+        patch.setenv("GENREOPS_S3_ENDPOINT_URL", s3_server.config.endpoint_url)
+        patch.setenv("GENREOPS_S3_ACCESS_KEY_ID", s3_server.config.access_key_id)
+        patch.setenv("GENREOPS_S3_SECRET_ACCESS_KEY", s3_server.config.secret_access_key)
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"):
             patch.delenv(name, raising=False)
         get_settings.cache_clear()
@@ -55,13 +59,15 @@ def server_settings(tracking_server: str, tmp_path: Path) -> Iterator[None]:
 
 
 @pytest.mark.usefixtures("server_settings")
-def test_train_register_and_load_through_the_server_with_artifacts_on_s3(
+def test_train_from_s3_register_and_load_through_the_server_with_artifacts_on_s3(
     s3_server: Any, tracking_server: str, tmp_path: Path
 ) -> None:
-    table = tmp_path / "features.parquet"
-    synthetic_feature_frame(per_genre=9, seed=2).to_parquet(table, index=False)
-    summary = train_model(features_url=str(table), families=["knn", "random_forest"], trials=2)
+    frame = synthetic_feature_frame(per_genre=9, seed=2)
+    ensure_bucket(TABLES, s3=s3_server.config)
+    write_bytes(f"{TABLES}/t/features.parquet", frame.to_parquet(index=False), s3=s3_server.config)
+    summary = train_model(features_url=f"{TABLES}/t", families=["knn", "random_forest"], trials=2)
     assert {o.family for o in summary.outcomes} == {"knn", "random_forest"}
+    assert summary.table_url == f"{TABLES}/t/features.parquet"
 
     registered = register_best(top=2)
     assert [a.alias for a in registered.assignments] == ["champion", "challenger"]
@@ -74,6 +80,5 @@ def test_train_register_and_load_through_the_server_with_artifacts_on_s3(
     mlflow.set_tracking_uri(tracking_server)
     mlflow.set_registry_uri(tracking_server)
     model = mlflow.pyfunc.load_model("models:/genre-classifier@champion")
-    features = pd.read_parquet(table)
-    predicted = model.predict(features[list(FEATURE_NAMES)])
-    assert set(predicted) <= set(features["genre"])
+    predicted = model.predict(frame[list(FEATURE_NAMES)])
+    assert set(predicted) <= set(frame["genre"])

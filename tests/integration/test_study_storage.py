@@ -8,12 +8,12 @@ from pathlib import Path
 
 import optuna
 import pytest
-from helpers import synthetic_feature_frame
 
 from genreops.errors import TrainingError
 from genreops.feature_table import load_feature_table
 from genreops.search_space import load_search_spaces
 from genreops.training import tune
+from helpers import synthetic_feature_frame
 
 pytestmark = pytest.mark.integration
 
@@ -65,7 +65,9 @@ def test_an_unreachable_storage_is_reported_without_the_password(tmp_path: Path)
     path = tmp_path / "t.parquet"
     synthetic_feature_frame(per_genre=4).to_parquet(path, index=False)
     table = load_feature_table(str(path))
-    with pytest.raises(TrainingError, match="study storage 127.0.0.1:1/x: cannot open") as caught:
+    with pytest.raises(
+        TrainingError, match=r"study storage 127\.0\.0\.1:1/x: cannot open"
+    ) as caught:
         tune(
             table,
             load_search_spaces()["knn"],

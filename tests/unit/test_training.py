@@ -120,3 +120,11 @@ def test_gmean_reports_plain_and_corrected_values() -> None:
     assert metrics["accuracy"] == pytest.approx(4 / 6)
     perfect = classification_metrics(truth, truth)
     assert perfect["gmean"] == perfect["mcc"] == perfect["f1_macro"] == 1.0
+
+
+def test_a_timeout_ends_the_study_early_with_what_it_has(
+    table: FeatureTable, spaces: dict[str, SearchSpace]
+) -> None:
+    result = tune(table, spaces["random_forest"], trials=10_000, timeout=3, seed=0)
+    assert 1 <= len(result.trials) < 10_000
+    assert result.classifier.predict(table.part("test")[0]).size
