@@ -1,0 +1,330 @@
+"""Publish the registered champion/challenger into a Triton model repository, as a new version.
+
+The repository is rendered from the template in ``triton_models/``: each model gets a numbered
+version folder (code, pickled model, label order, feature schema, drift reference) and a
+``config.pbtxt`` whose version policy pins that version. Older versions stay on disk, so a
+rollback only re-pins configs and reloads. ``publish.json`` keeps the history.
+
+Refuses to publish when the two models disagree on feature schema or genres, or when their
+schema is not the one the preprocessor computes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import string
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from genreops.errors import GenreopsError
+from genreops.features import FEATURE_NAMES, SCHEMA_HASH, SCHEMA_VERSION
+from genreops.storage import write_bytes
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[2] / "triton_models"
+ENSEMBLE = "genre_ensemble"
+# Load order: an ensemble after everything it calls; the predictor after its BLS target.
+MODELS = ("preprocessor", "fallback", "predictor", "postprocessor", ENSEMBLE)
+HISTORY_FILE = "publish.json"
+MODEL_FILE = "model.joblib"
+META_FILE = "model.json"
+REFERENCE_FILE = "reference.parquet"
+LABELS_FILE = "labels.json"
+KEEP_VERSIONS = 10
+
+
+class PublishError(GenreopsError):
+    """The repository cannot be built or changed as asked."""
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """Values rendered into the template's ``config.pbtxt`` files."""
+
+    max_batch: int = 16
+    preprocess_instances: int = 2
+    window_seconds: float = 30.0
+    min_seconds: float = 5.0
+    max_seconds: float = 900.0
+    max_file_bytes: int = 200 * 1024 * 1024
+    drift_window: int = 200
+    drift_min_samples: int = 50
+    drift_test_every: int = 50
+    drift_share: float = 0.5
+    drift_close_after: int = 1
+    challenger_share: float = 0.0
+
+    def fields(self, n_genres: int, version_policy: str) -> dict[str, str]:
+        values = {k.upper(): str(v) for k, v in asdict(self).items()}
+        values.update(
+            N_GENRES=str(n_genres),
+            N_FEATURES=str(len(FEATURE_NAMES)),
+            SCHEMA_HASH=SCHEMA_HASH,
+            VERSION_POLICY=version_policy,
+        )
+        return values
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered version as published: where it came from and what it knows."""
+
+    name: str
+    version: str
+    run_id: str
+    family: str
+    schema_hash: str
+    genres: list[str]
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.version}"
+
+
+@dataclass
+class PublishResult:
+    repository: Path
+    version: int
+    champion: ModelRef
+    challenger: ModelRef
+    created: bool  # False: this pair was already the published version
+    loaded: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _version_policy(version: int) -> str:
+    return f"version_policy: {{ specific: {{ versions: [ {version} ] }} }}"
+
+
+def read_history(repository: Path) -> dict[str, Any]:
+    path = repository / HISTORY_FILE
+    if not path.exists():
+        return {"current": None, "versions": []}
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    write_bytes(str(path), text.encode())  # local writes go through a temp file + rename
+
+
+def _template_digest(template: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(template.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(template)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def render_configs(
+    repository: Path, template: Path, version: int, n_genres: int, options: ServingOptions
+) -> None:
+    """Write every model's config.pbtxt pinned to ``version`` (atomic per file)."""
+    values = options.fields(n_genres, _version_policy(version))
+    for model in MODELS:
+        text = (template / model / "config.pbtxt").read_text()
+        try:
+            rendered = string.Template(text).substitute(values)
+        except (KeyError, ValueError) as error:
+            raise PublishError(
+                f"{template / model / 'config.pbtxt'}: bad placeholder {error}"
+            ) from error
+        (repository / model).mkdir(parents=True, exist_ok=True)
+        _write_atomic(repository / model / "config.pbtxt", rendered)
+
+
+@contextmanager
+def _staged(final: Path) -> Iterator[Path]:
+    """Build a version folder next to its final place and move it in only when complete."""
+    stage = final.with_name(f".staging-{final.name}-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+        if final.exists():
+            shutil.rmtree(final)
+        stage.replace(final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def check_pair(champion: ModelRef, challenger: ModelRef) -> None:
+    """Both models must read the preprocessor's features and name the same genres."""
+    for ref in (champion, challenger):
+        if ref.schema_hash != SCHEMA_HASH:
+            raise PublishError(
+                f"{ref.label} was trained on feature schema {ref.schema_hash}, but the serving "
+                f"preprocessor computes schema {SCHEMA_HASH} (v{SCHEMA_VERSION}); retrain it on "
+                "a table from `genreops extract`"
+            )
+    if champion.genres != challenger.genres:
+        raise PublishError(
+            f"champion {champion.label} and challenger {challenger.label} know different "
+            f"genres ({champion.genres} vs {challenger.genres}); register a compatible pair"
+        )
+
+
+def write_version(
+    repository: Path,
+    template: Path,
+    version: int,
+    *,
+    champion: tuple[ModelRef, Any],
+    challenger: tuple[ModelRef, Any],
+    reference: Any,
+) -> None:
+    """Every model's folder for ``version``: code from the template plus the artifacts."""
+    champion_ref, champion_model = champion
+    challenger_ref, challenger_model = challenger
+    for model in MODELS:
+        with _staged(repository / model / str(version)) as folder:
+            code = template / model / "model.py"
+            if code.exists():
+                shutil.copy2(code, folder / "model.py")
+            if model == "predictor":
+                joblib.dump(champion_model, folder / MODEL_FILE)
+                _write_atomic(folder / META_FILE, json.dumps(asdict(champion_ref), indent=2))
+                reference.to_parquet(folder / REFERENCE_FILE, index=False)
+            elif model == "fallback":
+                joblib.dump(challenger_model, folder / MODEL_FILE)
+                _write_atomic(folder / META_FILE, json.dumps(asdict(challenger_ref), indent=2))
+            elif model == "postprocessor":
+                _write_atomic(folder / LABELS_FILE, json.dumps(champion_ref.genres))
+            elif model == "preprocessor":
+                schema = {"version": SCHEMA_VERSION, "hash": SCHEMA_HASH, "names": FEATURE_NAMES}
+                _write_atomic(folder / "schema.json", json.dumps(schema))
+
+
+def _prune(repository: Path, keep: list[int]) -> None:
+    for model in MODELS:
+        for folder in (repository / model).iterdir():
+            if folder.is_dir() and folder.name.isdigit() and int(folder.name) not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def publish_pair(
+    repository: Path,
+    *,
+    champion: tuple[ModelRef, Any],
+    challenger: tuple[ModelRef, Any],
+    reference: Any,
+    options: ServingOptions,
+    template: Path = TEMPLATE_DIR,
+) -> PublishResult:
+    """Add a version for this pair unless it is already the current one; configs pin it."""
+    champion_ref, challenger_ref = champion[0], challenger[0]
+    check_pair(champion_ref, challenger_ref)
+    if list(reference.columns) != list(FEATURE_NAMES):
+        raise PublishError(
+            f"the drift reference of {champion_ref.label} does not have the schema's columns"
+        )
+    repository.mkdir(parents=True, exist_ok=True)
+    history = read_history(repository)
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [champion_ref.label, challenger_ref.label, _template_digest(template), asdict(options)],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    current = next((v for v in history["versions"] if v["version"] == history["current"]), None)
+    if current is not None and current["fingerprint"] == fingerprint:
+        return PublishResult(
+            repository, current["version"], champion_ref, challenger_ref, created=False,
+            history=history["versions"],
+        )  # fmt: skip
+    version = max((v["version"] for v in history["versions"]), default=0) + 1
+    write_version(
+        repository, template, version, champion=champion, challenger=challenger,
+        reference=reference,
+    )  # fmt: skip
+    render_configs(repository, template, version, len(champion_ref.genres), options)
+    entry = {
+        "version": version,
+        "fingerprint": fingerprint,
+        "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "champion": asdict(champion_ref),
+        "challenger": asdict(challenger_ref),
+        "options": asdict(options),
+    }
+    history["versions"].append(entry)
+    history["current"] = version
+    history["versions"] = history["versions"][-KEEP_VERSIONS:]
+    _write_atomic(repository / HISTORY_FILE, json.dumps(history, indent=2))
+    _prune(repository, [v["version"] for v in history["versions"]])
+    return PublishResult(
+        repository, version, champion_ref, challenger_ref, created=True,
+        history=history["versions"],
+    )  # fmt: skip
+
+
+def rollback(repository: Path, template: Path = TEMPLATE_DIR) -> dict[str, Any]:
+    """Pin the version published before the current one; returns its history entry."""
+    history = read_history(repository)
+    versions = [v["version"] for v in history["versions"]]
+    if history["current"] not in versions or versions.index(history["current"]) == 0:
+        raise PublishError(f"{repository}: no earlier published version to roll back to")
+    previous = history["versions"][versions.index(history["current"]) - 1]
+    options = ServingOptions(**previous["options"])
+    render_configs(
+        repository, template, previous["version"], len(previous["champion"]["genres"]), options
+    )
+    history["current"] = previous["version"]
+    _write_atomic(repository / HISTORY_FILE, json.dumps(history, indent=2))
+    entry: dict[str, Any] = previous
+    return entry
+
+
+def load_registered_pair(
+    target: Any, model_name: str
+) -> tuple[tuple[ModelRef, Any], tuple[ModelRef, Any], Any]:
+    """The champion and challenger from the registry, with the champion's drift reference.
+
+    ``target`` is a ``genreops.tracking.TrackingTarget`` (MLflow is imported only here).
+    """
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from genreops.tracking import TAG_FAMILY, load_classifier
+
+    target.activate()
+    client = mlflow.MlflowClient()
+    pair = []
+    for alias in ("champion", "challenger"):
+        try:
+            version = client.get_model_version_by_alias(model_name, alias)
+        except MlflowException as error:
+            raise PublishError(
+                f"{model_name}@{alias} is not set in {target.tracking_uri} "
+                "(run `genreops train` and `genreops register --top 2` first)"
+            ) from error
+        classifier = load_classifier(f"models:/{model_name}/{version.version}")
+        run_id = version.run_id or ""
+        run = client.get_run(run_id)
+        ref = ModelRef(
+            name=model_name,
+            version=str(version.version),
+            run_id=run_id,
+            family=run.data.tags.get(TAG_FAMILY, classifier.family),
+            schema_hash=classifier.schema_hash,
+            genres=list(classifier.genres),
+        )
+        pair.append((ref, classifier))
+    champion, challenger = pair
+    check_pair(champion[0], challenger[0])
+    local = mlflow.artifacts.download_artifacts(
+        run_id=champion[0].run_id, artifact_path="reference_features.parquet"
+    )
+    return champion, challenger, pd.read_parquet(local)

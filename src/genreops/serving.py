@@ -1,0 +1,117 @@
+"""What the Triton models do, without Triton: testable alone, called by triton_models/*/model.py.
+
+Each Python-backend model reads its ``config.pbtxt`` parameters and its version folder (written
+by ``genreops.publish``) through these helpers, so the model.py files only move tensors.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+from genreops.audio import load_audio
+from genreops.errors import SchemaError
+from genreops.features import SCHEMA_HASH, extract_features
+from genreops.publish import LABELS_FILE, META_FILE, MODEL_FILE
+from genreops.training import GenreClassifier
+
+
+def parameters(model_config: dict[str, Any]) -> dict[str, str]:
+    """A model's ``parameters { key, value { string_value } }`` as a plain dict."""
+    return {
+        key: str(value.get("string_value", ""))
+        for key, value in (model_config.get("parameters") or {}).items()
+    }
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    window_seconds: float = 30.0
+    min_seconds: float = 5.0
+    max_seconds: float = 900.0
+    max_file_bytes: int = 200 * 1024 * 1024
+
+    @classmethod
+    def from_parameters(cls, params: dict[str, str]) -> PreprocessOptions:
+        expected = params.get("schema_hash", SCHEMA_HASH)
+        if expected != SCHEMA_HASH:
+            raise SchemaError(
+                f"the repository expects feature schema {expected}, this genreops computes "
+                f"{SCHEMA_HASH}; publish again with this version"
+            )
+        return cls(
+            window_seconds=float(params.get("window_seconds", cls.window_seconds)),
+            min_seconds=float(params.get("min_seconds", cls.min_seconds)),
+            max_seconds=float(params.get("max_seconds", cls.max_seconds)),
+            max_file_bytes=int(params.get("max_file_bytes", cls.max_file_bytes)),
+        )
+
+
+def featurize(audio: bytes, options: PreprocessOptions, name: str = "request") -> np.ndarray:
+    """Encoded file -> float32 feature vector; raises AudioError naming the item and reason."""
+    samples = load_audio(
+        bytes(audio),
+        duration=options.window_seconds,
+        name=name,
+        min_seconds=options.min_seconds,
+        max_seconds=options.max_seconds,
+        max_bytes=options.max_file_bytes,
+    )
+    return extract_features(samples).astype(np.float32)
+
+
+@dataclass(frozen=True)
+class PublishedModel:
+    """A model as the repository holds it: the classifier and where it came from."""
+
+    classifier: GenreClassifier
+    label: str  # e.g. "genre-classifier/3"
+    meta: dict[str, Any]
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        return self.classifier.predict_proba(features).astype(np.float32)
+
+
+def load_published_model(folder: Path) -> PublishedModel:
+    """Load a version folder's model; only files ``genreops publish`` wrote are read."""
+    meta = json.loads((folder / META_FILE).read_text())
+    classifier = joblib.load(folder / MODEL_FILE)
+    if not isinstance(classifier, GenreClassifier):
+        raise SchemaError(f"{folder / MODEL_FILE}: not a genreops model")
+    if classifier.schema_hash != SCHEMA_HASH:
+        raise SchemaError(
+            f"{folder}: model schema {classifier.schema_hash} is not the served {SCHEMA_HASH}"
+        )
+    return PublishedModel(classifier, f"{meta['name']}/{meta['version']}", meta)
+
+
+def load_labels(folder: Path) -> np.ndarray:
+    return np.asarray(json.loads((folder / LABELS_FILE).read_text()), dtype=object)
+
+
+def genre_names(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Row-wise most likely genre, as bytes for a TYPE_STRING tensor of shape [n, 1]."""
+    best = labels[np.argmax(probabilities, axis=1)]
+    return np.array([[str(g).encode()] for g in best], dtype=np.object_)
+
+
+class Router:
+    """Who answers each request: the challenger while the gate is open, or for the canary."""
+
+    def __init__(self, challenger_share: float = 0.0, seed: int | None = None) -> None:
+        if not 0.0 <= challenger_share <= 1.0:
+            raise ValueError(f"challenger_share must be within [0, 1], got {challenger_share}")
+        self.challenger_share = challenger_share
+        self._rng = np.random.default_rng(seed)
+
+    def to_challenger(self, n: int, gate_open: bool) -> np.ndarray:
+        if gate_open:
+            return np.ones(n, dtype=bool)
+        if self.challenger_share <= 0.0:
+            return np.zeros(n, dtype=bool)
+        return self._rng.random(n) < self.challenger_share
