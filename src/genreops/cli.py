@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -24,7 +24,10 @@ from rich.progress import (
 from rich.table import Table
 
 from genreops.errors import GenreopsError
-from genreops.settings import get_settings
+from genreops.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from genreops.publish import ServingOptions
 
 app = typer.Typer(
     name="genreops",
@@ -445,6 +448,230 @@ def models(
             row.run_id,
         )
     out.print(table)
+
+
+def _serving_options(settings: Settings) -> ServingOptions:
+    from genreops.publish import ServingOptions
+
+    return ServingOptions(
+        window_seconds=settings.window_seconds,
+        min_seconds=settings.min_seconds,
+        max_seconds=settings.max_seconds,
+        max_file_bytes=settings.max_file_bytes,
+        drift_window=settings.drift_window,
+        drift_min_samples=settings.drift_min_samples,
+        drift_test_every=settings.drift_test_every,
+        drift_share=settings.drift_share,
+        challenger_share=settings.challenger_share,
+    )
+
+
+def _pid_file(settings: Settings) -> Path:
+    return settings.home.resolve() / "run" / "triton.json"
+
+
+def _running_server_url(settings: Settings) -> str | None:
+    """The HTTP URL of the server `genreops serve` started, if it is still running."""
+    from genreops.triton_server import is_ready, read_pid_file
+
+    info = read_pid_file(_pid_file(settings))
+    if info is None or not is_ready(info.ports.http_url):
+        return None
+    return info.ports.http_url
+
+
+@app.command()
+def publish(
+    repo: Annotated[
+        Path | None,
+        typer.Option(help="Model repository (default: GENREOPS_HOME/triton/repository)."),
+    ] = None,
+    model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    server_url: Annotated[
+        str | None,
+        typer.Option(help="Triton HTTP URL to hot-load into (default: the `genreops serve` one)."),
+    ] = None,
+) -> None:
+    """Build a new repository version from the champion/challenger and hot-load it."""
+    from genreops.publish import publish_registered
+    from genreops.tracking import TrackingTarget
+
+    settings = get_settings()
+    repository = (repo or settings.repository).resolve()
+    with _user_errors():
+        url = server_url or _running_server_url(settings)
+        result = publish_registered(
+            TrackingTarget.from_settings(settings),
+            repository,
+            model_name=model_name or settings.model_name,
+            options=_serving_options(settings),
+            server_url=url,
+        )
+    state = "published" if result.created else "already published"
+    out.print(
+        f"{state}: version {result.version} in {repository} — champion "
+        f"{result.champion.label} ({result.champion.family}), challenger "
+        f"{result.challenger.label} ({result.challenger.family})"
+    )
+    out.print(f"loaded into {url}" if result.loaded else "no running server: `genreops serve` next")
+
+
+@app.command()
+def rollback(
+    repo: Annotated[Path | None, typer.Option(help="Model repository.")] = None,
+    server_url: Annotated[str | None, typer.Option(help="Triton HTTP URL to reload.")] = None,
+) -> None:
+    """Pin the previously published version again (and reload a running server)."""
+    from genreops.publish import reload_server
+    from genreops.publish import rollback as rollback_repository
+
+    settings = get_settings()
+    repository = (repo or settings.repository).resolve()
+    with _user_errors():
+        entry = rollback_repository(repository)
+        url = server_url or _running_server_url(settings)
+        if url:
+            reload_server(url)
+    out.print(
+        f"rolled back to version {entry['version']} (champion "
+        f"{entry['champion']['name']}/{entry['champion']['version']})"
+        + (f"; reloaded {url}" if url else "")
+    )
+
+
+@app.command()
+def serve(
+    repo: Annotated[Path | None, typer.Option(help="Model repository.")] = None,
+    http_port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port on 127.0.0.1.")] = 8001,
+    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Start in the background and return.")
+    ] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the server started before.")] = False,
+) -> None:
+    """Run the real Triton server on the published repository (Ctrl-C or --stop ends it)."""
+    from genreops.publish import ENSEMBLE, read_history
+    from genreops.triton_server import (
+        TritonPorts,
+        start_triton,
+        stop_from_pid_file,
+        stop_triton,
+        write_pid_file,
+    )
+
+    settings = get_settings()
+    pid_file = _pid_file(settings)
+    if stop:
+        stopped = stop_from_pid_file(pid_file)
+        out.print("stopped the Triton server" if stopped else "no Triton server was running")
+        return
+    repository = (repo or settings.repository).resolve()
+    ports = TritonPorts(http=http_port, grpc=grpc_port, metrics=metrics_port)
+    published = read_history(repository)["current"] if repository.exists() else None
+    # the Python stubs read settings too: give them absolute paths, whatever their cwd
+    os.environ["GENREOPS_HOME"] = str(settings.home.resolve())
+    log_path = settings.log_dir.resolve() / "triton.log"
+    with _user_errors():
+        repository.mkdir(parents=True, exist_ok=True)
+        console.print(f"starting Triton on {repository} (log {log_path}) ...")
+        process = start_triton(
+            repository,
+            state_dir=settings.home.resolve() / "triton",
+            ports=ports,
+            log_path=log_path,
+            load_models=[ENSEMBLE] if published else [],
+        )
+        write_pid_file(pid_file, process, ports, repository, log_path=log_path)
+    out.print(
+        f"Triton ready: gRPC {ports.grpc_url}, HTTP {ports.http_url}, metrics {ports.metrics_url}"
+        + (f"; serving version {published}" if published else "; nothing published yet")
+    )
+    if detach:
+        return
+
+    def _stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    try:
+        process.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop_triton(process)
+        pid_file.unlink(missing_ok=True)
+
+
+@app.command()
+def predict(
+    paths: Annotated[list[str], typer.Argument(help="Audio files, folders or s3:// prefixes.")],
+    url: Annotated[
+        str | None, typer.Option(help="Triton gRPC host:port (or HTTP host:port).")
+    ] = None,
+    protocol: Annotated[str, typer.Option(help="grpc or http.")] = "grpc",
+    batch_size: Annotated[int, typer.Option(min=1, help="Files per request.")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 4,
+    expect_labels_from_folders: Annotated[
+        bool,
+        typer.Option(
+            "--expect-labels-from-folders",
+            help="Each file's parent folder is its true genre: report accuracy and G-mean.",
+        ),
+    ] = False,
+    output: Annotated[
+        str | None, typer.Option(help="Write one row per input to results.csv|.json (or s3://).")
+    ] = None,
+) -> None:
+    """Classify audio files with the served genre_ensemble; one answer or error per file."""
+    from genreops.client import EnsembleClient, list_inputs, render, summarize
+    from genreops.client import predict as run_predictions
+    from genreops.storage import write_bytes
+
+    settings = get_settings()
+    if protocol not in ("grpc", "http"):
+        console.print("[red]error:[/red] --protocol must be grpc or http")
+        raise typer.Exit(2)
+    target = url or (settings.triton_url if protocol == "grpc" else "127.0.0.1:8000")
+    with _user_errors():
+        inputs = list_inputs(paths, s3=settings.s3)
+        if not inputs:
+            console.print("[red]error:[/red] no audio files found in the given paths")
+            raise typer.Exit(1)
+        client = EnsembleClient(target, protocol)
+        labels = client.labels()
+        with _progress("classifying", len(inputs)) as bar:
+            answers = run_predictions(
+                inputs,
+                client,
+                batch_size=batch_size,
+                concurrency=concurrency,
+                labels_from_folders=expect_labels_from_folders,
+                max_bytes=settings.max_file_bytes,
+                s3=settings.s3,
+                on_answer=lambda _: bar.advance(bar.task_ids[0], 1),
+            )
+        if output:
+            fmt = "json" if output.lower().endswith(".json") else "csv"
+            write_bytes(_absolute(output), render(answers, labels, fmt), s3=settings.s3)
+    failed = [a for a in answers if not a.ok]
+    if failed:
+        table = _results_table(f"{len(failed)} files not classified", "file", "reason", "error")
+        for answer in failed[:20]:
+            table.add_row(answer.path, answer.reason, answer.error[:160])
+        console.print(table)
+    summary = summarize(answers)
+    out.print(
+        f"{summary.answered} of {summary.total} classified; by genre {summary.by_genre}; "
+        f"by model {summary.by_model}; drift-gated answers {summary.drift_answers} "
+        f"({summary.gate_openings} gate openings)"
+    )
+    if summary.accuracy is not None:
+        out.print(f"accuracy {summary.accuracy:.3f}, G-mean {summary.gmean:.3f}")
+    if output:
+        out.print(f"results: {output}")
+    if failed:
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ MODELS = ("preprocessor", "fallback", "predictor", "postprocessor", ENSEMBLE)
 HISTORY_FILE = "publish.json"
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
+CHALLENGER_FILE = "challenger.json"
 REFERENCE_FILE = "reference.parquet"
 LABELS_FILE = "labels.json"
 KEEP_VERSIONS = 10
@@ -65,10 +66,11 @@ class ServingOptions:
     drift_close_after: int = 1
     challenger_share: float = 0.0
 
-    def fields(self, n_genres: int, version_policy: str) -> dict[str, str]:
+    def fields(self, genres: list[str], version_policy: str) -> dict[str, str]:
         values = {k.upper(): str(v) for k, v in asdict(self).items()}
         values.update(
-            N_GENRES=str(n_genres),
+            LABELS=",".join(genres),
+            N_GENRES=str(len(genres)),
             N_FEATURES=str(len(FEATURE_NAMES)),
             SCHEMA_HASH=SCHEMA_HASH,
             VERSION_POLICY=version_policy,
@@ -129,10 +131,10 @@ def _template_digest(template: Path) -> str:
 
 
 def render_configs(
-    repository: Path, template: Path, version: int, n_genres: int, options: ServingOptions
+    repository: Path, template: Path, version: int, genres: list[str], options: ServingOptions
 ) -> None:
     """Write every model's config.pbtxt pinned to ``version`` (atomic per file)."""
-    values = options.fields(n_genres, _version_policy(version))
+    values = options.fields(genres, _version_policy(version))
     for model in MODELS:
         text = (template / model / "config.pbtxt").read_text()
         try:
@@ -169,6 +171,11 @@ def check_pair(champion: ModelRef, challenger: ModelRef) -> None:
                 f"preprocessor computes schema {SCHEMA_HASH} (v{SCHEMA_VERSION}); retrain it on "
                 "a table from `genreops extract`"
             )
+    odd = [g for g in champion.genres if any(c in g for c in ',"\\\n')]
+    if odd:
+        raise PublishError(
+            f"genre name {odd[0]!r}: commas, quotes and backslashes cannot be served"
+        )
     if champion.genres != challenger.genres:
         raise PublishError(
             f"champion {champion.label} and challenger {challenger.label} know different "
@@ -196,6 +203,10 @@ def write_version(
             if model == "predictor":
                 joblib.dump(champion_model, folder / MODEL_FILE)
                 _write_atomic(folder / META_FILE, json.dumps(asdict(champion_ref), indent=2))
+                # who answers through the fallback model, for the MODEL output
+                _write_atomic(
+                    folder / CHALLENGER_FILE, json.dumps(asdict(challenger_ref), indent=2)
+                )
                 reference.to_parquet(folder / REFERENCE_FILE, index=False)
             elif model == "fallback":
                 joblib.dump(challenger_model, folder / MODEL_FILE)
@@ -249,7 +260,7 @@ def publish_pair(
         repository, template, version, champion=champion, challenger=challenger,
         reference=reference,
     )  # fmt: skip
-    render_configs(repository, template, version, len(champion_ref.genres), options)
+    render_configs(repository, template, version, champion_ref.genres, options)
     entry = {
         "version": version,
         "fingerprint": fingerprint,
@@ -278,7 +289,7 @@ def rollback(repository: Path, template: Path = TEMPLATE_DIR) -> dict[str, Any]:
     previous = history["versions"][versions.index(history["current"]) - 1]
     options = ServingOptions(**previous["options"])
     render_configs(
-        repository, template, previous["version"], len(previous["champion"]["genres"]), options
+        repository, template, previous["version"], previous["champion"]["genres"], options
     )
     history["current"] = previous["version"]
     _write_atomic(repository / HISTORY_FILE, json.dumps(history, indent=2))
@@ -328,3 +339,40 @@ def load_registered_pair(
         run_id=champion[0].run_id, artifact_path="reference_features.parquet"
     )
     return champion, challenger, pd.read_parquet(local)
+
+
+def reload_server(server_url: str) -> None:
+    """Have a running server (explicit model control) load the pinned versions, in order.
+
+    Triton loads the new version next to the old one and switches when it is ready, so
+    requests in flight finish on the old version and none fail during the swap.
+    """
+    from genreops.triton_server import load_model
+
+    for model in MODELS:
+        load_model(server_url, model)
+
+
+def publish_registered(
+    target: Any,
+    repository: Path,
+    *,
+    model_name: str,
+    options: ServingOptions,
+    server_url: str | None = None,
+    template: Path = TEMPLATE_DIR,
+) -> PublishResult:
+    """Registry -> repository (new version if the pair changed) -> running server, if any."""
+    champion, challenger, reference = load_registered_pair(target, model_name)
+    result = publish_pair(
+        repository,
+        champion=champion,
+        challenger=challenger,
+        reference=reference,
+        options=options,
+        template=template,
+    )
+    if server_url:
+        reload_server(server_url)
+        result.loaded = True
+    return result

@@ -17,7 +17,7 @@ import numpy as np
 from genreops.audio import load_audio
 from genreops.errors import SchemaError
 from genreops.features import SCHEMA_HASH, extract_features
-from genreops.publish import LABELS_FILE, META_FILE, MODEL_FILE
+from genreops.publish import CHALLENGER_FILE, LABELS_FILE, META_FILE, MODEL_FILE, REFERENCE_FILE
 from genreops.training import GenreClassifier
 
 
@@ -115,3 +115,129 @@ class Router:
         if self.challenger_share <= 0.0:
             return np.zeros(n, dtype=bool)
         return self._rng.random(n) < self.challenger_share
+
+
+@dataclass(frozen=True)
+class Decision:
+    """Who answers a batch: ``to_challenger`` per row, and why."""
+
+    to_challenger: np.ndarray
+    gate_open: bool
+    cause: str  # "drift", "canary" or "" (champion only)
+
+
+class PredictorRuntime:
+    """The predictor's state: champion, router, drift monitor and monitoring writer.
+
+    ``monitor`` and ``writer`` are duck-typed (``genreops.drift.DriftMonitor``,
+    ``genreops.monitoring.MonitoringWriter``) so tests can run this without processes.
+    """
+
+    def __init__(
+        self,
+        champion: PublishedModel,
+        challenger_label: str,
+        router: Router,
+        *,
+        monitor: Any | None = None,
+        writer: Any | None = None,
+        repository_version: int | None = None,
+    ) -> None:
+        self.champion = champion
+        self.challenger_label = challenger_label
+        self.router = router
+        self.monitor = monitor
+        self.writer = writer
+        self.repository_version = repository_version
+        self.labels = np.asarray(champion.classifier.genres, dtype=object)
+
+    @classmethod
+    def open(cls, folder: Path, params: dict[str, str]) -> PredictorRuntime:
+        """Everything a published predictor version needs, from its folder and settings."""
+        from genreops.drift import DriftMonitor, DriftSettings
+        from genreops.monitoring import MonitoringWriter
+        from genreops.settings import get_settings
+
+        settings = get_settings()
+        champion = load_published_model(folder)
+        challenger = json.loads((folder / CHALLENGER_FILE).read_text())
+        version = int(folder.name) if folder.name.isdigit() else None
+        serving = settings.home.resolve() / "serving"
+        drift = DriftSettings(
+            window=int(params.get("drift_window", 200)),
+            min_samples=int(params.get("drift_min_samples", 50)),
+            every=int(params.get("drift_test_every", 50)),
+            drift_share=float(params.get("drift_share", 0.5)),
+            close_after=int(params.get("drift_close_after", 1)),
+        )
+        monitor = DriftMonitor(folder / REFERENCE_FILE, serving / "drift" / f"v{version}", drift)
+        monitor.start()
+        writer = MonitoringWriter(settings.monitoring_db_url, spool_dir=serving / "spool")
+        return cls(
+            champion,
+            f"{challenger['name']}/{challenger['version']}",
+            Router(float(params.get("challenger_share", 0.0))),
+            monitor=monitor,
+            writer=writer,
+            repository_version=version,
+        )
+
+    def gate_open(self) -> bool:
+        return bool(self.monitor.gate_open) if self.monitor is not None else False
+
+    def route(self, n: int) -> Decision:
+        gate = self.gate_open()
+        to_challenger = self.router.to_challenger(n, gate)
+        cause = "drift" if gate else ("canary" if to_challenger.any() else "")
+        return Decision(to_challenger, gate, cause)
+
+    def model_labels(self, to_challenger: np.ndarray) -> np.ndarray:
+        return np.where(to_challenger, self.challenger_label, self.champion.label).astype(object)
+
+    def genres_of(self, probabilities: np.ndarray) -> list[str]:
+        return [str(g) for g in self.labels[np.argmax(probabilities, axis=1)]]
+
+    def drift_state(self) -> dict[str, Any]:
+        return dict(self.monitor.state()) if self.monitor is not None else {}
+
+    def observe(
+        self,
+        features: np.ndarray,
+        probabilities: np.ndarray,
+        models: np.ndarray,
+        *,
+        gate_open: bool,
+        clip_ids: list[str],
+        received_ns: np.ndarray,
+        now_ns: int,
+    ) -> None:
+        """Feed the drift window and record every answer (both leave the request path)."""
+        if self.monitor is not None:
+            self.monitor.submit(features)
+        if self.writer is None:
+            return
+        genres = self.genres_of(probabilities)
+        for row in range(len(features)):
+            model = str(models[row])
+            self.writer.submit_prediction(
+                {
+                    "clip_id": clip_ids[row] if row < len(clip_ids) else "",
+                    "genre": genres[row],
+                    "confidence": float(probabilities[row].max()),
+                    "probabilities": {
+                        str(g): round(float(p), 6)
+                        for g, p in zip(self.labels, probabilities[row], strict=True)
+                    },
+                    "model_version": model,
+                    "model_role": "champion" if model == self.champion.label else "challenger",
+                    "drift_gate_open": gate_open,
+                    "latency_ms": max(0.0, (now_ns - int(received_ns[row])) / 1e6),
+                    "repository_version": self.repository_version,
+                }
+            )
+
+    def close(self) -> None:
+        if self.monitor is not None:
+            self.monitor.stop()
+        if self.writer is not None:
+            self.writer.close()

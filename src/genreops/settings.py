@@ -57,6 +57,23 @@ class Settings(BaseSettings):
         default=None, description="Monitoring store (SQLAlchemy URL); default SQLite under home."
     )
     triton_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC host:port.")
+    triton_repository: Path | None = Field(
+        default=None, description="Published Triton model repository; default under home."
+    )
+    challenger_share: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="Canary: share of normal traffic the challenger answers.",
+    )
+    drift_window: int = Field(
+        default=200, ge=10, description="Recent requests in the drift window."
+    )
+    drift_min_samples: int = Field(default=50, ge=10, description="Window size before testing.")
+    drift_test_every: int = Field(default=50, ge=1, description="Requests between drift tests.")
+    drift_share: float = Field(
+        default=0.5, gt=0, le=1, description="Share of drifted features that opens the gate."
+    )
     prefect_api_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("GENREOPS_PREFECT_API_URL", "PREFECT_API_URL"),
@@ -91,6 +108,10 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def repository(self) -> Path:
+        return (self.triton_repository or self.home / "triton" / "repository").resolve()
 
     @property
     def mlflow_artifacts(self) -> str:

@@ -1,0 +1,140 @@
+"""Triton predictor: the champion answers; the fallback (challenger) answers through BLS while
+the drift gate is open or for the canary share. Drift tests run in their own process
+(genreops.drift); this model only reads the gate and feeds the window.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import triton_python_backend_utils as pb_utils
+
+from genreops.serving import PredictorRuntime, parameters
+
+
+def _clip_ids(request, n):
+    tensor = pb_utils.get_input_tensor_by_name(request, "CLIP_ID")
+    if tensor is None:
+        return [""] * n
+    return [bytes(item[0]).decode("utf-8", "replace") for item in tensor.as_numpy()]
+
+
+class TritonPythonModel:
+    def initialize(self, args):
+        config = json.loads(args["model_config"])
+        folder = Path(args["model_repository"]) / args["model_version"]
+        self.runtime = PredictorRuntime.open(folder, parameters(config))
+        counter, gauge = pb_utils.MetricFamily.COUNTER, pb_utils.MetricFamily.GAUGE
+        # families stay referenced on self: a collected family breaks the next update
+        self.families = {
+            "predictions": pb_utils.MetricFamily(
+                name="genreops_predictions_total",
+                description="Answers by genre and by the model version that gave them",
+                kind=counter,
+            ),
+            "fallback": pb_utils.MetricFamily(
+                name="genreops_fallback_answers_total",
+                description="Answers given by the fallback model, by cause (drift, canary)",
+                kind=counter,
+            ),
+            "fallback_errors": pb_utils.MetricFamily(
+                name="genreops_fallback_errors_total",
+                description="Fallback calls that failed (the champion answered instead)",
+                kind=counter,
+            ),
+            "gate": pb_utils.MetricFamily(
+                name="genreops_drift_gate_open",
+                description="1 while the drift gate is open",
+                kind=gauge,
+            ),
+            "share": pb_utils.MetricFamily(
+                name="genreops_drift_share",
+                description="Share of drifted features in the latest drift test",
+                kind=gauge,
+            ),
+            "tests": pb_utils.MetricFamily(
+                name="genreops_drift_tests_total",
+                description="Drift tests run against the training reference",
+                kind=counter,
+            ),
+        }
+        self.metrics = {}
+        self.tests_seen = 0
+
+    def _metric(self, family, **labels):
+        key = (family, tuple(sorted(labels.items())))
+        if key not in self.metrics:
+            self.metrics[key] = self.families[family].Metric(labels=labels)
+        return self.metrics[key]
+
+    def _update_drift_metrics(self, state):
+        self._metric("gate").set(1.0 if state.get("gate_open") else 0.0)
+        last = state.get("last_test") or {}
+        if "drifted_share" in last:
+            self._metric("share").set(float(last["drifted_share"]))
+        tests = int(state.get("tests_run", 0))
+        if tests > self.tests_seen:
+            self._metric("tests").increment(tests - self.tests_seen)
+            self.tests_seen = tests
+
+    def execute(self, requests):
+        blocks = [pb_utils.get_input_tensor_by_name(r, "FEATURES").as_numpy() for r in requests]
+        received = [
+            pb_utils.get_input_tensor_by_name(r, "RECEIVED_NS").as_numpy() for r in requests
+        ]
+        features = np.concatenate(blocks)
+        decision = self.runtime.route(len(features))
+        probabilities = self.runtime.champion.predict_proba(features)
+        to_challenger = decision.to_challenger
+        if to_challenger.any():
+            call = pb_utils.InferenceRequest(
+                model_name="fallback",
+                requested_output_names=["PROBABILITIES"],
+                inputs=[pb_utils.Tensor("FEATURES", features[to_challenger])],
+            )
+            answer = call.exec()
+            if answer.has_error():
+                self._metric("fallback_errors").increment(int(to_challenger.sum()))
+                to_challenger = np.zeros_like(to_challenger)
+            else:
+                tensor = pb_utils.get_output_tensor_by_name(answer, "PROBABILITIES")
+                probabilities[to_challenger] = tensor.as_numpy()
+                self._metric("fallback", cause=decision.cause).increment(int(to_challenger.sum()))
+        models = self.runtime.model_labels(to_challenger)
+        clip_ids = [c for r, b in zip(requests, blocks, strict=True) for c in _clip_ids(r, len(b))]
+        self.runtime.observe(
+            features,
+            probabilities,
+            models,
+            gate_open=decision.gate_open,
+            clip_ids=clip_ids,
+            received_ns=np.concatenate(received).reshape(-1),
+            now_ns=time.time_ns(),
+        )
+        for genre, model in zip(self.runtime.genres_of(probabilities), models, strict=True):
+            self._metric("predictions", genre=genre, model=model).increment(1)
+        self._update_drift_metrics(self.runtime.drift_state())
+
+        responses, start = [], 0
+        for block in blocks:
+            rows = slice(start, start + len(block))
+            start += len(block)
+            responses.append(
+                pb_utils.InferenceResponse(
+                    output_tensors=[
+                        pb_utils.Tensor("PROBABILITIES", probabilities[rows]),
+                        pb_utils.Tensor(
+                            "MODEL",
+                            np.array([[m.encode()] for m in models[rows]], dtype=np.object_),
+                        ),
+                        pb_utils.Tensor(
+                            "DRIFT", np.full((len(block), 1), decision.gate_open, dtype=bool)
+                        ),
+                    ]
+                )
+            )
+        return responses
+
+    def finalize(self):
+        self.runtime.close()
