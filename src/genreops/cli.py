@@ -577,7 +577,7 @@ def serve(
         console.print(f"starting Triton on {repository} (log {log_path}) ...")
         process = start_triton(
             repository,
-            state_dir=settings.home.resolve() / "triton",
+            state_dir=settings.home.resolve(),
             ports=ports,
             log_path=log_path,
             load_models=[ENSEMBLE] if published else [],
