@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from helpers import free_port
 
 from genreops.errors import GenreopsError
 from genreops.registry import list_versions
 from genreops.tracking import TrackingTarget
+from helpers import free_port
 
 pytestmark = pytest.mark.unit
 
