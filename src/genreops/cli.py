@@ -493,7 +493,7 @@ def publish(
     ] = None,
 ) -> None:
     """Build a new repository version from the champion/challenger and hot-load it."""
-    from genreops.publish import publish_registered
+    from genreops.publish import publish_registered, record_event
     from genreops.tracking import TrackingTarget
 
     settings = get_settings()
@@ -507,6 +507,11 @@ def publish(
             options=_serving_options(settings),
             server_url=url,
         )
+        if result.created:
+            entry = next(v for v in result.history if v["version"] == result.version)
+            record_event(
+                settings.monitoring_db_url, settings.monitoring_spool_dir, "publish", entry
+            )
     state = "published" if result.created else "already published"
     out.print(
         f"{state}: version {result.version} in {repository} — champion "
@@ -522,7 +527,7 @@ def rollback(
     server_url: Annotated[str | None, typer.Option(help="Triton HTTP URL to reload.")] = None,
 ) -> None:
     """Pin the previously published version again (and reload a running server)."""
-    from genreops.publish import reload_server
+    from genreops.publish import record_event, reload_server
     from genreops.publish import rollback as rollback_repository
 
     settings = get_settings()
@@ -532,6 +537,7 @@ def rollback(
         url = server_url or _running_server_url(settings)
         if url:
             reload_server(url)
+        record_event(settings.monitoring_db_url, settings.monitoring_spool_dir, "rollback", entry)
     out.print(
         f"rolled back to version {entry['version']} (champion "
         f"{entry['champion']['name']}/{entry['champion']['version']})"

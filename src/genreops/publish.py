@@ -376,3 +376,22 @@ def publish_registered(
         reload_server(server_url)
         result.loaded = True
     return result
+
+
+def record_event(database_url: str, spool_dir: Path, event: str, entry: dict[str, Any]) -> None:
+    """A publish/rollback in the monitoring store (spooled if the database is away)."""
+    from genreops.monitoring import MonitoringWriter
+
+    with MonitoringWriter(database_url, spool_dir) as writer:
+        writer.submit_model_event(
+            {
+                "event": event,
+                "repository_version": entry["version"],
+                "champion": f"{entry['champion']['name']}/{entry['champion']['version']}",
+                "challenger": f"{entry['challenger']['name']}/{entry['challenger']['version']}",
+                "detail": {
+                    "published_at": entry.get("published_at"),
+                    "options": entry.get("options"),
+                },
+            }
+        )

@@ -162,7 +162,6 @@ class PredictorRuntime:
         champion = load_published_model(folder)
         challenger = json.loads((folder / CHALLENGER_FILE).read_text())
         version = int(folder.name) if folder.name.isdigit() else None
-        serving = settings.home.resolve() / "serving"
         drift = DriftSettings(
             window=int(params.get("drift_window", 200)),
             min_samples=int(params.get("drift_min_samples", 50)),
@@ -170,9 +169,13 @@ class PredictorRuntime:
             drift_share=float(params.get("drift_share", 0.5)),
             close_after=int(params.get("drift_close_after", 1)),
         )
-        monitor = DriftMonitor(folder / REFERENCE_FILE, serving / "drift" / f"v{version}", drift)
+        monitor = DriftMonitor(
+            folder / REFERENCE_FILE, settings.serving_dir / "drift" / f"v{version}", drift
+        )
         monitor.start()
-        writer = MonitoringWriter(settings.monitoring_db_url, spool_dir=serving / "spool")
+        writer = MonitoringWriter(
+            settings.monitoring_db_url, spool_dir=settings.monitoring_spool_dir
+        )
         return cls(
             champion,
             f"{challenger['name']}/{challenger['version']}",

@@ -110,6 +110,15 @@ class Settings(BaseSettings):
         return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
 
     @property
+    def serving_dir(self) -> Path:
+        """Drift state and the monitoring spool of the serving processes (absolute)."""
+        return self.home.resolve() / "serving"
+
+    @property
+    def monitoring_spool_dir(self) -> Path:
+        return self.serving_dir / "spool"
+
+    @property
     def repository(self) -> Path:
         return (self.triton_repository or self.home / "triton" / "repository").resolve()
 
