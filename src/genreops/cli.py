@@ -557,7 +557,7 @@ def serve(
     stop: Annotated[bool, typer.Option("--stop", help="Stop the server started before.")] = False,
 ) -> None:
     """Run the real Triton server on the published repository (Ctrl-C or --stop ends it)."""
-    from genreops.publish import ENSEMBLE, read_history
+    from genreops.publish import MODELS, read_history
     from genreops.triton_server import (
         TritonPorts,
         start_triton,
@@ -586,7 +586,7 @@ def serve(
             state_dir=settings.home.resolve(),
             ports=ports,
             log_path=log_path,
-            load_models=[ENSEMBLE] if published else [],
+            load_models=list(MODELS) if published else [],  # fallback is only called by BLS
         )
         write_pid_file(pid_file, process, ports, repository, log_path=log_path)
     out.print(

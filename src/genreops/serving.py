@@ -150,6 +150,8 @@ class PredictorRuntime:
         self.writer = writer
         self.repository_version = repository_version
         self.labels = np.asarray(champion.classifier.genres, dtype=object)
+        self._tests_recorded = 0
+        self._tests_offset = 0
 
     @classmethod
     def open(cls, folder: Path, params: dict[str, str]) -> PredictorRuntime:
@@ -201,7 +203,40 @@ class PredictorRuntime:
         return [str(g) for g in self.labels[np.argmax(probabilities, axis=1)]]
 
     def drift_state(self) -> dict[str, Any]:
-        return dict(self.monitor.state()) if self.monitor is not None else {}
+        """The gate's state; new drift tests are passed on to the monitoring store."""
+        if self.monitor is None:
+            return {}
+        state = dict(self.monitor.state())
+        if int(state.get("tests_run", 0)) > self._tests_recorded:
+            self._record_drift_tests()
+            self._tests_recorded = int(state.get("tests_run", 0))
+        return state
+
+    def _record_drift_tests(self) -> None:
+        """Lines the worker appended to drift_tests.jsonl since we last looked."""
+        path = Path(self.monitor.tests_path) if self.monitor is not None else None
+        if path is None or self.writer is None or not path.exists():
+            return
+        with path.open("rb") as handle:
+            handle.seek(self._tests_offset)
+            data = handle.read()
+        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
+        self._tests_offset += len(complete)
+        for line in complete.splitlines():
+            test = json.loads(line)
+            self.writer.submit_drift_test(
+                {
+                    "test_id": test["test_id"],
+                    "tested_at": test["tested_at"],
+                    "window_size": test["window_size"],
+                    "drifted_share": test["drifted_share"],
+                    "dataset_drift": test["dataset_drift"],
+                    "gate_open": test.get("gate_open", False),
+                    "column_scores": test.get("column_scores", {}),
+                    "reference": self.champion.label,
+                    "seconds": test.get("seconds"),
+                }
+            )
 
     def observe(
         self,

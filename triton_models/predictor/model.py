@@ -95,6 +95,7 @@ class TritonPythonModel:
             )
             answer = call.exec()
             if answer.has_error():
+                pb_utils.Logger.log_error(f"fallback failed: {answer.error().message()}")
                 self._metric("fallback_errors").increment(int(to_challenger.sum()))
                 to_challenger = np.zeros_like(to_challenger)
             else:
