@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -25,9 +25,6 @@ from rich.table import Table
 
 from genreops.errors import GenreopsError
 from genreops.settings import Settings, get_settings
-
-if TYPE_CHECKING:
-    from genreops.publish import ServingOptions
 
 app = typer.Typer(
     name="genreops",
@@ -450,22 +447,6 @@ def models(
     out.print(table)
 
 
-def _serving_options(settings: Settings) -> ServingOptions:
-    from genreops.publish import ServingOptions
-
-    return ServingOptions(
-        window_seconds=settings.window_seconds,
-        min_seconds=settings.min_seconds,
-        max_seconds=settings.max_seconds,
-        max_file_bytes=settings.max_file_bytes,
-        drift_window=settings.drift_window,
-        drift_min_samples=settings.drift_min_samples,
-        drift_test_every=settings.drift_test_every,
-        drift_share=settings.drift_share,
-        challenger_share=settings.challenger_share,
-    )
-
-
 def _pid_file(settings: Settings) -> Path:
     return settings.home.resolve() / "run" / "triton.json"
 
@@ -493,7 +474,7 @@ def publish(
     ] = None,
 ) -> None:
     """Build a new repository version from the champion/challenger and hot-load it."""
-    from genreops.publish import publish_registered, record_event
+    from genreops.publish import ServingOptions, publish_registered, record_event
     from genreops.tracking import TrackingTarget
 
     settings = get_settings()
@@ -504,7 +485,7 @@ def publish(
             TrackingTarget.from_settings(settings),
             repository,
             model_name=model_name or settings.model_name,
-            options=_serving_options(settings),
+            options=ServingOptions.from_settings(settings),
             server_url=url,
         )
         if result.created:

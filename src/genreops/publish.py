@@ -28,6 +28,7 @@ import joblib
 
 from genreops.errors import GenreopsError
 from genreops.features import FEATURE_NAMES, SCHEMA_HASH, SCHEMA_VERSION
+from genreops.settings import Settings
 from genreops.storage import write_bytes
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,20 @@ class ServingOptions:
     drift_share: float = 0.5
     drift_close_after: int = 1
     challenger_share: float = 0.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServingOptions:
+        return cls(
+            window_seconds=settings.window_seconds,
+            min_seconds=settings.min_seconds,
+            max_seconds=settings.max_seconds,
+            max_file_bytes=settings.max_file_bytes,
+            drift_window=settings.drift_window,
+            drift_min_samples=settings.drift_min_samples,
+            drift_test_every=settings.drift_test_every,
+            drift_share=settings.drift_share,
+            challenger_share=settings.challenger_share,
+        )
 
     def fields(self, genres: list[str], version_policy: str) -> dict[str, str]:
         values = {k.upper(): str(v) for k, v in asdict(self).items()}

@@ -30,7 +30,10 @@ def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
 def test_help_lists_the_commands(tmp_path: Path) -> None:
     result = _run("--help", cwd=tmp_path)
     assert result.returncode == 0
-    for command in ("synth", "upload", "extract", "s3-server", "train", "register", "models"):
+    for command in (
+        "synth", "upload", "extract", "s3-server", "train", "register", "models", "publish",
+        "rollback", "serve", "predict",
+    ):  # fmt: skip
         assert command in result.stdout
 
 

@@ -1,0 +1,117 @@
+"""Prefect flows ``publish`` and ``batch-predict``: thin wrappers over genreops.publish/client."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from genreops import client
+from genreops.publish import (
+    ServingOptions,
+    publish_registered,
+    read_history,
+    record_event,
+)
+from genreops.settings import get_settings
+from genreops.storage import join_url, write_bytes
+from genreops.tracking import TrackingTarget
+
+
+@flow(name="publish")
+def publish(repository: str | None = None, server_url: str | None = None) -> dict[str, Any]:
+    """Publish the registered champion/challenger as a new repository version.
+
+    Args:
+        repository: model repository folder (default: GENREOPS_HOME/triton/repository).
+        server_url: Triton HTTP URL to hot-load into (explicit model control); None: no reload.
+    """
+    logger = get_run_logger()
+    settings = get_settings()
+    repo = Path(repository).resolve() if repository else settings.repository
+    result = publish_registered(
+        TrackingTarget.from_settings(settings),
+        repo,
+        model_name=settings.model_name,
+        options=ServingOptions.from_settings(settings),
+        server_url=server_url,
+    )
+    if result.created:
+        entry = next(v for v in result.history if v["version"] == result.version)
+        record_event(settings.monitoring_db_url, settings.monitoring_spool_dir, "publish", entry)
+    logger.info(
+        "%s version %d: champion %s, challenger %s%s",
+        "published" if result.created else "already published",
+        result.version,
+        result.champion.label,
+        result.challenger.label,
+        f"; loaded into {server_url}" if result.loaded else "",
+    )
+    return {
+        "version": result.version,
+        "created": result.created,
+        "current": read_history(repo)["current"],
+    }
+
+
+@flow(name="batch-predict")
+def batch_predict(
+    input_url: str,
+    output_url: str,
+    url: str | None = None,
+    protocol: str = "grpc",
+    batch_size: int = 1,
+    concurrency: int = 4,
+    expect_labels_from_folders: bool = False,
+) -> dict[str, Any]:
+    """Classify every audio file under a folder or s3:// prefix with the served ensemble.
+
+    Writes ``results.csv`` (one row per file: genre, model, drift, error, probabilities) and
+    ``summary.json`` under ``output_url``. The server itself records every answer in the
+    monitoring store.
+
+    Args:
+        input_url: folder or s3:// prefix of audio files (any depth).
+        output_url: folder or s3:// prefix for results.csv and summary.json.
+        url: Triton host:port (default: GENREOPS_TRITON_URL).
+        protocol: grpc or http.
+        batch_size: files per request.
+        concurrency: requests in flight.
+        expect_labels_from_folders: each file's folder is its true genre (adds accuracy).
+    """
+    logger = get_run_logger()
+    settings = get_settings()
+    paths = client.list_inputs([input_url], s3=settings.s3)
+    ensemble = client.EnsembleClient(url or settings.triton_url, protocol)
+    labels = ensemble.labels()
+    answers = client.predict(
+        paths,
+        ensemble,
+        batch_size=batch_size,
+        concurrency=concurrency,
+        labels_from_folders=expect_labels_from_folders,
+        max_bytes=settings.max_file_bytes,
+        s3=settings.s3,
+    )
+    for answer in answers:
+        if not answer.ok:
+            logger.warning("%s: %s", answer.path, answer.error)
+    summary = client.summarize(answers)
+    write_bytes(
+        join_url(output_url, "results.csv"), client.render(answers, labels, "csv"), s3=settings.s3
+    )
+    write_bytes(
+        join_url(output_url, "summary.json"), json.dumps(asdict(summary), indent=2).encode(),
+        s3=settings.s3,
+    )  # fmt: skip
+    logger.info(
+        "%d of %d classified; by model %s; accuracy %s",
+        summary.answered,
+        summary.total,
+        summary.by_model,
+        "-" if summary.accuracy is None else f"{summary.accuracy:.3f}",
+    )
+    return asdict(summary)
