@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Callable, Iterator
 
 import pandas as pd
 import pytest
 
-from helpers import synthetic_feature_frame
+from helpers import DATABASE, SERVER, postgres_or_skip, synthetic_feature_frame
 
 # Offline machines: telemetry only produces errors. Set before Prefect or MLflow is imported.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -35,3 +36,28 @@ def prefect_harness() -> Iterator[None]:
 @pytest.fixture
 def feature_frame() -> Callable[..., pd.DataFrame]:
     return synthetic_feature_frame
+
+
+@pytest.fixture(scope="session")
+def make_schema() -> Iterator[Callable[[], str]]:
+    """Fresh schemas ``test_<session>_<n>`` in genreops_test; only those are dropped afterwards."""
+    psycopg2 = postgres_or_skip()
+    connection = psycopg2.connect(f"{SERVER}/{DATABASE}", connect_timeout=5)
+    connection.autocommit = True
+    session = uuid.uuid4().hex[:10]
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"test_{session}_{len(made)}"
+        with connection.cursor() as cursor:
+            cursor.execute(f'CREATE SCHEMA "{name}"')  # generated identifier
+        made.append(name)
+        return name
+
+    try:
+        yield make
+    finally:
+        with connection.cursor() as cursor:
+            for name in made:
+                cursor.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        connection.close()

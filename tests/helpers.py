@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import threading
+from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 
 
 def synthetic_feature_frame(
@@ -36,3 +40,100 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+# --- PostgreSQL (the server on this machine: 127.0.0.1:5432, user postgres, trust auth) ---
+
+HOST, PORT = "127.0.0.1", 5432
+SERVER = f"postgresql://postgres@{HOST}:{PORT}"
+DATABASE = "genreops_test"  # created once, never dropped; each session uses its own schemas
+
+
+def postgres_or_skip() -> Any:
+    """psycopg2, once the test database exists; skips the test without a local PostgreSQL."""
+    psycopg2 = pytest.importorskip("psycopg2")
+    try:
+        connection = psycopg2.connect(f"{SERVER}/postgres", connect_timeout=5)
+    except psycopg2.OperationalError as error:
+        pytest.skip(f"no PostgreSQL at {HOST}:{PORT} (user postgres): {error}")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
+        if cursor.fetchone() is None:
+            with contextlib.suppress(psycopg2.errors.DuplicateDatabase):  # a racing session
+                cursor.execute(f'CREATE DATABASE "{DATABASE}"')  # fixed identifier, not input
+    connection.close()
+    return psycopg2
+
+
+def postgres_url(schema: str, port: int = PORT) -> str:
+    """A URL into ``schema`` of the test database, optionally through a proxy port."""
+    return f"postgresql://postgres@{HOST}:{port}/{DATABASE}?options=-csearch_path%3D{schema}"
+
+
+class TcpProxy:
+    """Forwards 127.0.0.1:port to PostgreSQL; ``stop`` drops the listener and every connection."""
+
+    def __init__(self, port: int, target: tuple[str, int] = (HOST, PORT)) -> None:
+        self.port = port
+        self.target = target
+        self.connections = 0
+        self._lock = threading.Lock()
+        self._sockets: list[socket.socket] = []
+        self._listener: socket.socket | None = None
+        self._acceptor: threading.Thread | None = None
+
+    def start(self) -> None:
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind((HOST, self.port))
+        listener.listen(64)
+        self._listener = listener
+        self._acceptor = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        self._acceptor.start()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return  # stopped
+            try:
+                upstream = socket.create_connection(self.target, timeout=5)
+                upstream.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self._lock:
+                self._sockets += [client, upstream]
+                self.connections += 1
+            for source, sink in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while data := source.recv(65536):
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for end in (source, sink):
+                with contextlib.suppress(OSError):
+                    end.shutdown(socket.SHUT_RDWR)
+
+    def stop(self) -> None:
+        if self._listener is not None:
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept() on Linux
+            self._listener.close()
+            self._listener = None
+        if self._acceptor is not None:
+            self._acceptor.join(timeout=10)
+            self._acceptor = None
+        with self._lock:
+            sockets, self._sockets = self._sockets, []
+        for end in sockets:
+            with contextlib.suppress(OSError):
+                end.shutdown(socket.SHUT_RDWR)
+            end.close()

@@ -29,7 +29,7 @@ from genreops.settings import get_settings
 from genreops.synth import render_corpus
 from genreops.tracking import TrackingTarget
 from genreops.triton_server import TritonPorts, start_triton, stop_triton
-from helpers import free_port
+from helpers import TcpProxy, free_port, postgres_url
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -236,4 +236,43 @@ def test_every_answer_and_drift_test_is_in_the_store(served: Served) -> None:
     assert _wait_for(lambda: store.count("predictions") == served.answered, timeout=60), (
         f"{store.count('predictions')} stored, {served.answered} answered"
     )
-    assert store.count("drift_tests") >= 1
+    run = [line for f in (served.home / "serving" / "drift").glob("*/drift_tests.jsonl")
+           for line in f.read_text().splitlines() if line.strip()]  # fmt: skip
+    assert _wait_for(lambda: store.count("drift_tests") == len(run), timeout=30)
+
+
+def test_on_postgresql_an_outage_mid_traffic_loses_nothing(
+    served: Served, make_schema: Callable[[], str], tmp_path: Path
+) -> None:
+    """A second server on the same repository, its store on PostgreSQL behind a proxy that
+    we cut during traffic: every answer and drift test still lands, once."""
+    schema = make_schema()
+    proxy = TcpProxy(free_port())
+    proxy.start()
+    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENREOPS_HOME", str(tmp_path / "home"))
+        patch.setenv("GENREOPS_DATABASE_URL", postgres_url(schema, proxy.port))
+        process = start_triton(
+            served.repository,
+            state_dir=tmp_path,
+            ports=ports,
+            log_path=tmp_path / "triton.log",
+            load_models=list(MODELS),
+        )
+    try:
+        other = Served(tmp_path, served.repository, ports, served.published, served.clean, [])
+        other.ask(served.clean)
+        proxy.stop()  # the database host goes away while traffic goes on
+        for _ in range(3):
+            other.ask(served.clean)
+        proxy.start()
+        other.ask(served.clean)
+        store = MonitoringStore(postgres_url(schema))
+        assert _wait_for(lambda: store.count("predictions") == other.answered, timeout=90), (
+            f"{store.count('predictions')} stored, {other.answered} answered"
+        )
+        assert other.answered == 5 * len(served.clean)
+    finally:
+        stop_triton(process)
+        proxy.stop()
