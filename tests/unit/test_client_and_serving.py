@@ -1,0 +1,128 @@
+"""Client bookkeeping and the serving stage logic, without a server."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genreops.client import Answer, expected_genre, list_inputs, render, summarize
+from genreops.errors import AudioError, SchemaError
+from genreops.monitoring import MonitoringStore, MonitoringWriter
+from genreops.serving import (
+    PredictorRuntime,
+    PreprocessOptions,
+    PublishedModel,
+    Router,
+    featurize,
+    genre_names,
+)
+from genreops.synth import render_clip
+
+pytestmark = pytest.mark.unit
+
+
+def test_summary_counts_models_gate_openings_and_scores() -> None:
+    answers = [
+        Answer("a/rock/1.wav", "rock", "m/1", False, expected="rock"),
+        Answer("a/rock/2.wav", "rock", "m/2", True, expected="rock"),
+        Answer("a/pop/3.wav", "rock", "m/2", True, expected="pop"),
+        Answer("a/pop/4.wav", "pop", "m/1", False, expected="pop"),
+        Answer("a/pop/5.wav", "pop", "m/2", True, expected="pop"),
+        Answer("bad.txt", error="[not_audio] bad.txt: no audio", reason="not_audio"),
+    ]
+    summary = summarize(answers)
+    assert (summary.total, summary.answered, summary.failed) == (6, 5, 1)
+    assert summary.by_model == {"m/2": 3, "m/1": 2}
+    assert summary.drift_answers == 3 and summary.gate_openings == 2
+    assert summary.by_reason == {"not_audio": 1}
+    assert summary.accuracy == pytest.approx(4 / 5)
+    assert summary.gmean == pytest.approx(np.sqrt(1.0 * (2 / 3)))
+
+
+def test_results_have_one_row_per_input_with_probabilities(tmp_path: Path) -> None:
+    answers = [
+        Answer("x.wav", "rock", "m/1", False, [0.25, 0.75]),
+        Answer("y.wav", error="[empty] y.wav: empty file", reason="empty"),
+    ]
+    rows = json.loads(render(answers, ["pop", "rock"], "json"))
+    assert rows[0]["p_rock"] == 0.75 and rows[0]["error"] == ""
+    assert rows[1]["genre"] == "" and rows[1]["error"].startswith("[empty]")
+    csv_text = render(answers, ["pop", "rock"], "csv").decode()
+    assert csv_text.splitlines()[0] == "path,genre,model,drift,error,reason,expected,p_pop,p_rock"
+
+
+def test_inputs_are_listed_from_folders_and_labels_from_parents(tmp_path: Path) -> None:
+    (tmp_path / "jazz").mkdir()
+    (tmp_path / "jazz" / "a.wav").write_bytes(b"x")
+    (tmp_path / "jazz" / "notes.md").write_text("skip me")
+    found = list_inputs([str(tmp_path), str(tmp_path / "missing.wav")])
+    assert found == [str(tmp_path / "jazz" / "a.wav"), str(tmp_path / "missing.wav")]
+    assert expected_genre(found[0]) == "jazz"
+
+
+def test_featurize_refuses_bad_audio_with_its_reason() -> None:
+    options = PreprocessOptions(window_seconds=6.0, min_seconds=5.0)
+    with pytest.raises(AudioError) as caught:
+        featurize(b"", options, "clip-7")
+    assert caught.value.reason == "empty" and "clip-7" in str(caught.value)
+    with pytest.raises(SchemaError, match="expects feature schema"):
+        PreprocessOptions.from_parameters({"schema_hash": "0000"})
+
+
+def test_router_sends_everything_to_the_challenger_while_the_gate_is_open() -> None:
+    router = Router(challenger_share=0.1, seed=0)
+    assert router.to_challenger(50, gate_open=True).all()
+    canary = np.concatenate([router.to_challenger(100, gate_open=False) for _ in range(50)])
+    assert 0.07 < canary.mean() < 0.13
+    assert not Router(0.0).to_challenger(100, gate_open=False).any()
+    with pytest.raises(ValueError, match="challenger_share"):
+        Router(1.5)
+
+
+def test_the_predictor_records_every_answer(tmp_path: Path, feature_frame) -> None:  # type: ignore[no-untyped-def]
+    from genreops.feature_table import load_feature_table
+    from genreops.search_space import load_search_spaces
+    from genreops.training import tune
+
+    feature_frame(per_genre=6).to_parquet(tmp_path / "t.parquet", index=False)
+    classifier = tune(
+        load_feature_table(str(tmp_path / "t.parquet")), load_search_spaces()["knn"], trials=1
+    ).classifier
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    writer = MonitoringWriter(url, tmp_path / "spool")
+    runtime = PredictorRuntime(
+        PublishedModel(classifier, "gc/1", {}), "gc/2", Router(), writer=writer,
+        repository_version=1,
+    )  # fmt: skip
+    features = feature_frame(per_genre=2)[classifier.feature_names].to_numpy(np.float32)
+    decision = runtime.route(len(features))
+    probabilities = runtime.champion.predict_proba(features)
+    models = runtime.model_labels(decision.to_challenger)
+    runtime.observe(
+        features, probabilities, models, gate_open=False, clip_ids=["c"] * len(features),
+        received_ns=np.zeros(len(features), dtype=np.int64), now_ns=5_000_000,
+    )  # fmt: skip
+    runtime.close()
+    rows = MonitoringStore(url).recent_predictions(100)
+    assert len(rows) == len(features)
+    assert {r["model_version"] for r in rows} == {"gc/1"}
+    assert {r["model_role"] for r in rows} == {"champion"}
+    assert rows[0]["latency_ms"] == pytest.approx(5.0)
+    assert set(rows[0]["probabilities"]) == set(classifier.genres)
+    names = genre_names(probabilities, np.asarray(classifier.genres, dtype=object))
+    assert [n[0].decode() for n in names] == runtime.genres_of(probabilities)
+
+
+def test_a_real_clip_becomes_a_feature_vector() -> None:
+    import io
+
+    import soundfile as sf
+
+    samples = render_clip("rock", 0, seconds=6.0)
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, 22050, format="WAV")
+    vector = featurize(buffer.getvalue(), PreprocessOptions(window_seconds=6.0))
+    assert vector.shape == (87,) and vector.dtype == np.float32 and np.isfinite(vector).all()
