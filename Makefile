@@ -62,13 +62,21 @@ format: setup ## Apply ruff formatting and fixes
 	$(VENV)/bin/ruff check --fix src tests flows bench
 
 DEMO_DIR ?= .genreops/demo
-demo: setup ## The pipeline so far on a synthetic corpus: synth, extract, train, register (serving to come)
+demo: setup ## The pipeline so far: synth, extract, train, register, publish, serve, predict (clean + drifted)
 	$(VENV)/bin/genreops synth $(DEMO_DIR)/corpus --per-genre 30 --workers 2
+	$(VENV)/bin/genreops synth $(DEMO_DIR)/clean --per-genre 5 --seed 1 --workers 2
+	$(VENV)/bin/genreops synth $(DEMO_DIR)/drifted --per-genre 10 --seed 2 --drift --workers 2
 	$(VENV)/bin/genreops extract $(DEMO_DIR)/corpus $(DEMO_DIR)/features
 	$(VENV)/bin/genreops train $(DEMO_DIR)/features --model all --trials 10
 	$(VENV)/bin/genreops register
 	$(VENV)/bin/genreops models
-	@echo "Serving (Triton), the native stack and the Prefect deployments are not built yet."
+	$(VENV)/bin/genreops publish
+	$(VENV)/bin/genreops serve --stop >/dev/null
+	$(VENV)/bin/genreops serve --detach
+	$(VENV)/bin/genreops predict $(DEMO_DIR)/clean --expect-labels-from-folders --output $(DEMO_DIR)/clean.csv
+	$(VENV)/bin/genreops predict $(DEMO_DIR)/drifted --expect-labels-from-folders --output $(DEMO_DIR)/drifted.csv
+	$(VENV)/bin/genreops predict $(DEMO_DIR)/drifted --expect-labels-from-folders --output $(DEMO_DIR)/drifted-2.csv
+	@echo "Triton is still running (metrics: http://127.0.0.1:8002/metrics); stop it with: $(VENV)/bin/genreops serve --stop"
 
 clean: ## Remove caches and local state (.genreops); keeps .venv
 	rm -rf .pytest_cache .mypy_cache .ruff_cache bench/out .genreops
