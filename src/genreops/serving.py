@@ -7,6 +7,8 @@ by ``genreops.publish``) through these helpers, so the model.py files only move 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,8 @@ from genreops.errors import SchemaError
 from genreops.features import SCHEMA_HASH, extract_features
 from genreops.publish import CHALLENGER_FILE, LABELS_FILE, META_FILE, MODEL_FILE, REFERENCE_FILE
 from genreops.training import GenreClassifier
+
+log = logging.getLogger(__name__)
 
 
 def parameters(model_config: dict[str, Any]) -> dict[str, str]:
@@ -87,6 +91,10 @@ def load_published_model(folder: Path) -> PublishedModel:
         raise SchemaError(
             f"{folder}: model schema {classifier.schema_hash} is not the served {SCHEMA_HASH}"
         )
+    # one request is one row or a small batch: a thread pool per call costs more than it saves
+    estimator = classifier.pipeline.named_steps.get("model")
+    if estimator is not None and "n_jobs" in estimator.get_params():
+        estimator.set_params(n_jobs=1)
     return PublishedModel(classifier, f"{meta['name']}/{meta['version']}", meta)
 
 
@@ -150,8 +158,17 @@ class PredictorRuntime:
         self.writer = writer
         self.repository_version = repository_version
         self.labels = np.asarray(champion.classifier.genres, dtype=object)
-        self._tests_recorded = 0
         self._tests_offset = 0
+        # drift tests finish in the worker whenever they finish, also when no request comes:
+        # a background thread passes them on to the store (the request path only reads)
+        self._recording = threading.Lock()
+        self._closing = threading.Event()
+        self._recorder: threading.Thread | None = None
+        if monitor is not None and writer is not None:
+            self._recorder = threading.Thread(
+                target=self._record_loop, name="drift-tests-to-store", daemon=True
+            )
+            self._recorder.start()
 
     @classmethod
     def open(cls, folder: Path, params: dict[str, str]) -> PredictorRuntime:
@@ -203,40 +220,41 @@ class PredictorRuntime:
         return [str(g) for g in self.labels[np.argmax(probabilities, axis=1)]]
 
     def drift_state(self) -> dict[str, Any]:
-        """The gate's state; new drift tests are passed on to the monitoring store."""
-        if self.monitor is None:
-            return {}
-        state = dict(self.monitor.state())
-        if int(state.get("tests_run", 0)) > self._tests_recorded:
-            self._record_drift_tests()
-            self._tests_recorded = int(state.get("tests_run", 0))
-        return state
+        return dict(self.monitor.state()) if self.monitor is not None else {}
+
+    def _record_loop(self) -> None:
+        while not self._closing.wait(1.0):
+            try:
+                self._record_drift_tests()
+            except (OSError, ValueError) as error:  # a bad line must not stop the recording
+                log.warning("cannot pass drift tests to the store: %s", error)
 
     def _record_drift_tests(self) -> None:
         """Lines the worker appended to drift_tests.jsonl since we last looked."""
         path = Path(self.monitor.tests_path) if self.monitor is not None else None
         if path is None or self.writer is None or not path.exists():
             return
-        with path.open("rb") as handle:
-            handle.seek(self._tests_offset)
-            data = handle.read()
-        complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
-        self._tests_offset += len(complete)
-        for line in complete.splitlines():
-            test = json.loads(line)
-            self.writer.submit_drift_test(
-                {
-                    "test_id": test["test_id"],
-                    "tested_at": test["tested_at"],
-                    "window_size": test["window_size"],
-                    "drifted_share": test["drifted_share"],
-                    "dataset_drift": test["dataset_drift"],
-                    "gate_open": test.get("gate_open", False),
-                    "column_scores": test.get("column_scores", {}),
-                    "reference": self.champion.label,
-                    "seconds": test.get("seconds"),
-                }
-            )
+        with self._recording:  # the recorder thread and close() may both get here
+            with path.open("rb") as handle:
+                handle.seek(self._tests_offset)
+                data = handle.read()
+            complete = data[: data.rfind(b"\n") + 1]  # a line still being written waits
+            self._tests_offset += len(complete)
+            for line in complete.splitlines():
+                test = json.loads(line)
+                self.writer.submit_drift_test(  # unique test ids: a re-read stores nothing twice
+                    {
+                        "test_id": test["test_id"],
+                        "tested_at": test["tested_at"],
+                        "window_size": test["window_size"],
+                        "drifted_share": test["drifted_share"],
+                        "dataset_drift": test["dataset_drift"],
+                        "gate_open": test.get("gate_open", False),
+                        "column_scores": test.get("column_scores", {}),
+                        "reference": self.champion.label,
+                        "seconds": test.get("seconds"),
+                    }
+                )
 
     def observe(
         self,
@@ -275,7 +293,11 @@ class PredictorRuntime:
             )
 
     def close(self) -> None:
+        self._closing.set()
+        if self._recorder is not None:
+            self._recorder.join(timeout=10)
         if self.monitor is not None:
-            self.monitor.stop()
+            self.monitor.stop()  # lets a due test finish
+            self._record_drift_tests()
         if self.writer is not None:
             self.writer.close()
