@@ -13,27 +13,14 @@ from genreops.errors import TrainingError
 from genreops.feature_table import load_feature_table
 from genreops.search_space import load_search_spaces
 from genreops.training import tune
-from helpers import synthetic_feature_frame
+from helpers import DATABASE, SERVER, postgres_or_skip, synthetic_feature_frame
 
 pytestmark = pytest.mark.integration
-
-SERVER = "postgresql://postgres@127.0.0.1:5432"
-DATABASE = "genreops_test"  # created once, never dropped; each test uses its own study name
 
 
 @pytest.fixture(scope="module")
 def storage_url() -> str:
-    psycopg2 = pytest.importorskip("psycopg2")
-    try:
-        connection = psycopg2.connect(f"{SERVER}/postgres", connect_timeout=5)
-    except psycopg2.OperationalError as error:
-        pytest.skip(f"no PostgreSQL at {SERVER}: {error}")
-    connection.autocommit = True
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DATABASE,))
-        if cursor.fetchone() is None:
-            cursor.execute(f'CREATE DATABASE "{DATABASE}"')  # a fixed identifier, not input
-    connection.close()
+    postgres_or_skip()  # creates the test database once; each test uses its own study name
     return f"{SERVER}/{DATABASE}"
 
 
