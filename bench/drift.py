@@ -33,18 +33,9 @@ import scipy
 
 from genreops.drift import DriftMonitor, DriftSettings, run_drift_test
 from genreops.features import FEATURE_NAMES
+from machine import describe
 
 COLUMNS = list(FEATURE_NAMES)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def percentiles(ns: list[int]) -> tuple[float, float, float, float]:
@@ -179,8 +170,7 @@ def main() -> int:
     lines.append("")
     lines.append("- command: `.venv/bin/python bench/drift.py` " + " ".join(sys.argv[1:]))
     lines.append(
-        f"- machine: {cpu_name()}, {os.cpu_count()} cores, {platform.system()} "
-        f"{platform.release()}; 1-min load average {load_start:.2f} at start, "
+        f"- machine: {describe()}; 1-min load average {load_start:.2f} at start, "
         f"{load_end:.2f} at end"
     )
     lines.append(

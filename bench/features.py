@@ -26,7 +26,6 @@ for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUM
 
 import argparse  # noqa: E402
 import platform  # noqa: E402
-import re  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
@@ -40,6 +39,7 @@ import scipy  # noqa: E402
 
 import genreops  # noqa: E402
 from genreops.features import FEATURE_NAMES, SCHEMA_HASH, extract_features  # noqa: E402
+from machine import describe  # noqa: E402
 
 SR = 22050
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -202,17 +202,6 @@ def _worst(rel: np.ndarray, share: np.ndarray, part: str, major: float = 0.15) -
     return f"{part} " + ", ".join(text)
 
 
-def machine() -> str:
-    model = platform.processor() or "unknown cpu"
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        found = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
-        model = found.group(1).strip() if found else model
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, {platform.system()} {platform.release()}"
-
-
 def versions() -> str:
     return (
         f"Python {platform.python_version()}, numpy {np.__version__}, scipy {scipy.__version__}, "
@@ -247,7 +236,7 @@ def block(base: Timing, ours: Timing, source: str, seconds: float, load_start: f
         f"### {stamp}: {len(ours.wall)} clips x {seconds:g} s, 1 thread",
         "",
         f"- clips: {source}",
-        f"- machine: {machine()}; 1-min load average {load_start:.2f} at start, "
+        f"- machine: {describe()}; 1-min load average {load_start:.2f} at start, "
         f"{load_average():.2f} at end",
         f"- versions: {versions()}",
         "",

@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import os
 
+from machine import describe
+
 # Offline machine: telemetry only produces errors. Before Prefect or MLflow is imported.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "true")
@@ -102,16 +104,6 @@ THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NU
 def say(message: str) -> None:
     """Progress goes to stderr; stdout carries only the markdown block."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 # ------------------------------------------------------------------------------------- setup
@@ -440,8 +432,7 @@ def report(
         f"one 30 s wav per request, gRPC",
         "",
         "- command: `.venv/bin/python bench/serving.py " + " ".join(sys.argv[1:]) + "`",
-        f"- machine: {cpu_name()}, {os.cpu_count()} cores, {platform.system()} "
-        f"{platform.release()}, shared with other jobs; 1-min load average {load_avg[0]:.2f} "
+        f"- machine: {describe()}, shared with other jobs; 1-min load average {load_avg[0]:.2f} "
         f"at start, {load_avg[1]:.2f} at end (per phase below); the client runs on the same "
         "2 cores (its CPU is counted below)",
         f"- versions: Python {platform.python_version()}, tritonserver {meta['triton']} "

@@ -26,16 +26,15 @@ import numpy as np
 import pandas as pd
 from sklearn.datasets import make_classification
 
+from machine import describe
+
 FAMILIES = ("xgboost", "random_forest", "knn")
 GENREOPS = str(Path(sys.executable).with_name("genreops"))
 
 
 def machine() -> str:
     load = os.getloadavg()[0]
-    return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Linux {platform.release()}, Python {platform.python_version()}; 1-min load {load:.2f}"
-    )
+    return f"{describe()}, Python {platform.python_version()}; 1-min load {load:.2f}"
 
 
 def speed(rows: int, features: int, trials: int, seed: int) -> str:
