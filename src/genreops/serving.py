@@ -102,10 +102,14 @@ def load_labels(folder: Path) -> np.ndarray:
     return np.asarray(json.loads((folder / LABELS_FILE).read_text()), dtype=object)
 
 
+def most_likely(probabilities: np.ndarray, labels: np.ndarray) -> list[str]:
+    """Row-wise most likely genre."""
+    return [str(g) for g in labels[np.argmax(probabilities, axis=1)]]
+
+
 def genre_names(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Row-wise most likely genre, as bytes for a TYPE_STRING tensor of shape [n, 1]."""
-    best = labels[np.argmax(probabilities, axis=1)]
-    return np.array([[str(g).encode()] for g in best], dtype=np.object_)
+    return np.array([[g.encode()] for g in most_likely(probabilities, labels)], dtype=np.object_)
 
 
 class Router:
@@ -217,10 +221,10 @@ class PredictorRuntime:
         return np.where(to_challenger, self.challenger_label, self.champion.label).astype(object)
 
     def genres_of(self, probabilities: np.ndarray) -> list[str]:
-        return [str(g) for g in self.labels[np.argmax(probabilities, axis=1)]]
+        return most_likely(probabilities, self.labels)
 
     def drift_state(self) -> dict[str, Any]:
-        return dict(self.monitor.state()) if self.monitor is not None else {}
+        return self.monitor.state() if self.monitor is not None else {}
 
     def _record_loop(self) -> None:
         while not self._closing.wait(1.0):
@@ -266,13 +270,14 @@ class PredictorRuntime:
         clip_ids: list[str],
         received_ns: np.ndarray,
         now_ns: int,
-    ) -> None:
-        """Feed the drift window and record every answer (both leave the request path)."""
+    ) -> list[str]:
+        """Feed the drift window and record every answer (both leave the request path);
+        returns the genre of each row."""
+        genres = self.genres_of(probabilities)
         if self.monitor is not None:
             self.monitor.submit(features)
         if self.writer is None:
-            return
-        genres = self.genres_of(probabilities)
+            return genres
         for row in range(len(features)):
             model = str(models[row])
             self.writer.submit_prediction(
@@ -291,6 +296,7 @@ class PredictorRuntime:
                     "repository_version": self.repository_version,
                 }
             )
+        return genres
 
     def close(self) -> None:
         self._closing.set()

@@ -85,8 +85,12 @@ class TritonPythonModel:
         ]
         features = np.concatenate(blocks)
         decision = self.runtime.route(len(features))
-        probabilities = self.runtime.champion.predict_proba(features)
         to_challenger = decision.to_challenger
+        champion = self.runtime.champion
+        # each row is scored once: by the champion, or (gate open / canary) by the fallback
+        probabilities = np.empty((len(features), len(self.runtime.labels)), dtype=np.float32)
+        if not to_challenger.all():
+            probabilities[~to_challenger] = champion.predict_proba(features[~to_challenger])
         if to_challenger.any():
             call = pb_utils.InferenceRequest(
                 model_name="fallback",
@@ -97,6 +101,7 @@ class TritonPythonModel:
             if answer.has_error():
                 pb_utils.Logger.log_error(f"fallback failed: {answer.error().message()}")
                 self._metric("fallback_errors").increment(int(to_challenger.sum()))
+                probabilities[to_challenger] = champion.predict_proba(features[to_challenger])
                 to_challenger = np.zeros_like(to_challenger)
             else:
                 tensor = pb_utils.get_output_tensor_by_name(answer, "PROBABILITIES")
@@ -104,7 +109,7 @@ class TritonPythonModel:
                 self._metric("fallback", cause=decision.cause).increment(int(to_challenger.sum()))
         models = self.runtime.model_labels(to_challenger)
         clip_ids = [c for r, b in zip(requests, blocks, strict=True) for c in _clip_ids(r, len(b))]
-        self.runtime.observe(
+        genres = self.runtime.observe(
             features,
             probabilities,
             models,
@@ -113,7 +118,7 @@ class TritonPythonModel:
             received_ns=np.concatenate(received).reshape(-1),
             now_ns=time.time_ns(),
         )
-        for genre, model in zip(self.runtime.genres_of(probabilities), models, strict=True):
+        for genre, model in zip(genres, models, strict=True):
             self._metric("predictions", genre=genre, model=model).increment(1)
         self._update_drift_metrics(self.runtime.drift_state())
 
