@@ -178,15 +178,23 @@ def run_drift_test(
     drift_share: float = 0.5,
     columns: Sequence[str] | None = None,
     method: str | None = DEFAULT_METHOD,
+    engine: str = "stattests",
 ) -> DriftTestResult:
-    """Evidently's DataDriftPreset on ``columns`` (default: every numeric reference column).
+    """Test ``columns`` (default: every numeric reference column) for drift with Evidently.
 
+    ``engine="stattests"`` calls, per column, the stat test Evidently's DataDriftPreset would
+    pick (``method``, its default threshold, missing values dropped): the same scores and
+    verdicts in ~0.1 s. ``engine="report"`` runs the whole preset, which also builds a chart
+    per column and costs 10-30 s of CPU: only for reports people look at, never for the gate.
     Dataset drift means the share of drifted columns is >= ``drift_share`` (Evidently's own
     rule). Non-finite values count as missing. A column with no finite value in the window is
     reported drifted (method ``"no finite values"``, score None) without asking Evidently.
-    The first call imports Evidently (~10 s); a report then costs seconds.
+    The first call imports Evidently (~10 s).
     """
     started = time.perf_counter()
+    scorers = {"stattests": _stattest_scores, "report": _evidently_scores}
+    if engine not in scorers:
+        raise DriftError(f"engine={engine!r}: use one of {', '.join(scorers)}")
     if not 0.0 < drift_share <= 1.0:
         raise DriftError(f"drift_share={drift_share} must be in (0, 1]")
     cols = [str(c) for c in columns] if columns is not None else numeric_columns(reference)
@@ -209,7 +217,7 @@ def run_drift_test(
         scores[c] = {"score": None, "method": NO_FINITE, "threshold": None, "drifted": True}
     testable = [c for c in cols if c not in scores]
     if testable:
-        scores.update(_evidently_scores(ref[testable], cur[testable], testable, method))
+        scores.update(scorers[engine](ref[testable], cur[testable], testable, method))
     ordered = {c: scores[c] for c in cols}
     drifted = sum(1 for s in ordered.values() if s["drifted"])
     share = drifted / len(cols)
@@ -232,6 +240,34 @@ def _import_evidently() -> Any:
         import evidently
         from evidently.presets import DataDriftPreset  # noqa: F401
     return evidently
+
+
+def _stattest_scores(
+    ref: pd.DataFrame, cur: pd.DataFrame, cols: list[str], method: str | None
+) -> dict[str, dict[str, Any]]:
+    """Each column through the Evidently stat test its DataDriftPreset would run, no charts."""
+    _import_evidently()
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    out: dict[str, dict[str, Any]] = {}
+    for c in cols:
+        reference, current = ref[c].dropna(), cur[c].dropna()
+        try:
+            test = get_stattest(reference, current, ColumnType.Numerical, method)
+        except ValueError as exc:
+            raise DriftError(f"Evidently stat test {method!r} is unusable here: {exc}") from exc
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # constant columns make scipy warn
+            result = test(reference, current, ColumnType.Numerical, None)
+        score = float(result.drift_score)
+        out[c] = {
+            "score": score if math.isfinite(score) else None,
+            "method": test.display_name,
+            "threshold": float(result.actual_threshold),
+            "drifted": bool(result.drifted),
+        }
+    return out
 
 
 def _evidently_scores(

@@ -152,6 +152,26 @@ def test_unknown_stat_test_is_a_drift_error(reference: pd.DataFrame) -> None:
         run_drift_test(reference, gaussian(10, seed=6), method="no-such-test")
 
 
+@pytest.mark.parametrize("method", ["ks", None, "wasserstein"])
+def test_the_gates_stat_tests_agree_with_evidentlys_full_report(
+    reference: pd.DataFrame, method: str | None
+) -> None:
+    current = reference.iloc[::4].reset_index(drop=True)  # unchanged columns
+    current[COLUMNS[10:]] += np.linspace(0.2, 1.0, 10)  # drifting ones, some barely
+    current.iloc[:9, 4] = np.nan
+    current.iloc[3, 5] = np.inf
+    fast = run_drift_test(reference, current, method=method)
+    full = run_drift_test(reference, current, method=method, engine="report")
+    assert fast.column_scores == full.column_scores
+    assert 0.0 < fast.drifted_share < 1.0  # the comparison covers both verdicts
+    assert fast.dataset_drift == full.dataset_drift
+
+
+def test_unknown_engine_is_refused(reference: pd.DataFrame) -> None:
+    with pytest.raises(DriftError, match="engine='fast'"):
+        run_drift_test(reference, gaussian(10, seed=6), engine="fast")
+
+
 # ------------------------------------------------------------------------------------- gate
 
 
