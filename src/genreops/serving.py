@@ -15,10 +15,12 @@ from typing import Any
 
 import joblib
 import numpy as np
+from sklearn.ensemble import RandomForestClassifier
 
 from genreops.audio import load_audio
 from genreops.errors import SchemaError
 from genreops.features import SCHEMA_HASH, extract_features
+from genreops.forest import FlatForest
 from genreops.publish import CHALLENGER_FILE, LABELS_FILE, META_FILE, MODEL_FILE, REFERENCE_FILE
 from genreops.training import GenreClassifier
 
@@ -76,8 +78,11 @@ class PublishedModel:
     classifier: GenreClassifier
     label: str  # e.g. "genre-classifier/3"
     meta: dict[str, Any]
+    forest: FlatForest | None = None  # the same random forest, fast on a few rows
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        if self.forest is not None:
+            return self.forest.predict_proba(self.classifier.matrix(features)).astype(np.float32)
         return self.classifier.predict_proba(features).astype(np.float32)
 
 
@@ -95,7 +100,13 @@ def load_published_model(folder: Path) -> PublishedModel:
     estimator = classifier.pipeline.named_steps.get("model")
     if estimator is not None and "n_jobs" in estimator.get_params():
         estimator.set_params(n_jobs=1)
-    return PublishedModel(classifier, f"{meta['name']}/{meta['version']}", meta)
+    label = f"{meta['name']}/{meta['version']}"
+    # samplers only act in fit, so a forest after them sees the feature matrix as it is
+    if isinstance(estimator, RandomForestClassifier) and all(
+        hasattr(step, "fit_resample") for _, step in classifier.pipeline.steps[:-1]
+    ):
+        return PublishedModel(classifier, label, meta, FlatForest(estimator))
+    return PublishedModel(classifier, label, meta)
 
 
 def load_labels(folder: Path) -> np.ndarray:

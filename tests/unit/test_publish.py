@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -28,11 +29,11 @@ pytestmark = pytest.mark.unit
 
 
 def _classifier(
-    tmp_path: Path, names: tuple[str, ...] | None = None, **frame: object
+    tmp_path: Path, names: tuple[str, ...] | None = None, family: str = "knn", **frame: object
 ) -> GenreClassifier:
     path = tmp_path / f"t{len(list(tmp_path.iterdir()))}.parquet"
     synthetic_feature_frame(per_genre=6, names=names, **frame).to_parquet(path, index=False)  # type: ignore[arg-type]
-    return tune(load_feature_table(str(path)), load_search_spaces()["knn"], trials=1).classifier
+    return tune(load_feature_table(str(path)), load_search_spaces()[family], trials=1).classifier
 
 
 def _pair(classifier: GenreClassifier, version: str) -> tuple[ModelRef, GenreClassifier]:
@@ -80,6 +81,23 @@ def test_publish_writes_a_pinned_version_and_is_idempotent(
     )  # fmt: skip
     assert not again.created and again.version == 1
     assert read_history(repo)["current"] == 1
+
+
+def test_a_published_forest_is_served_flat_with_the_same_probabilities(
+    tmp_path: Path, reference: pd.DataFrame
+) -> None:
+    forest = _classifier(tmp_path, family="random_forest")
+    repo = tmp_path / "repo"
+    publish_pair(
+        repo, champion=_pair(forest, "1"), challenger=_pair(forest, "2"), reference=reference,
+        options=ServingOptions(),
+    )  # fmt: skip
+    loaded = load_published_model(repo / "predictor" / "1")
+    assert loaded.forest is not None
+    rows = reference.to_numpy(dtype=np.float32)
+    np.testing.assert_allclose(
+        loaded.predict_proba(rows), forest.predict_proba(rows).astype(np.float32), rtol=1e-6
+    )
 
 
 def test_a_new_pair_becomes_version_2_and_rollback_returns_to_1(
