@@ -19,6 +19,7 @@ from genreops.publish import (
 from genreops.settings import get_settings
 from genreops.storage import join_url, write_bytes
 from genreops.tracking import TrackingTarget
+from genreops.triton_server import running_server_url
 
 
 @flow(name="publish")
@@ -27,11 +28,13 @@ def publish(repository: str | None = None, server_url: str | None = None) -> dic
 
     Args:
         repository: model repository folder (default: GENREOPS_HOME/triton/repository).
-        server_url: Triton HTTP URL to hot-load into (explicit model control); None: no reload.
+        server_url: Triton HTTP URL to hot-load into (explicit model control); default: the
+            server `genreops serve` or `genreops stack` runs, if any.
     """
     logger = get_run_logger()
     settings = get_settings()
     repo = Path(repository).resolve() if repository else settings.repository
+    server_url = server_url or running_server_url(settings.home)
     result = publish_registered(
         TrackingTarget.from_settings(settings),
         repo,

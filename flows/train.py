@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
@@ -30,6 +31,7 @@ class FamilyOutcome:
     test: dict[str, float]
     trials: dict[str, int]
     seconds: float
+    reused: bool = False  # an earlier study of the same table and settings, not retrained
 
 
 @dataclass
@@ -49,13 +51,28 @@ def tune_family(
     seed: int,
     study_storage: str | None,
     search_space_file: str | None,
+    skip_trained: bool = False,
 ) -> FamilyOutcome:
     logger = get_run_logger()
     settings = get_settings()
     space = load_search_spaces(Path(search_space_file) if search_space_file else None)[family]
     target = tracking.TrackingTarget.from_settings(settings)
+    key = tracking.study_key(
+        table.digest, family, space.as_dict(), trials=trials, timeout=timeout, seed=seed
+    )
+    if skip_trained and (earlier := tracking.find_study(target, family, key)) is not None:
+        logger.info(
+            "%s: already trained on this table with these settings (run %s); skipped",
+            family,
+            earlier.info.run_id,
+        )
+        progress.advance(trials)
+        return _outcome_of(earlier, family)
     run_name = f"{family}-{table.digest[:8]}-seed{seed}"
-    with tracking.study_run(target, family, table, run_name=run_name) as (run, log_trial):
+    with tracking.study_run(target, family, table, run_name=run_name, key=key) as (
+        run,
+        log_trial,
+    ):
 
         def on_trial(report: TrialReport) -> None:
             log_trial(report)
@@ -109,6 +126,30 @@ def tune_family(
     )
 
 
+def _outcome_of(run: Any, family: str) -> FamilyOutcome:
+    """A finished study's outcome, read back from its MLflow run."""
+    metrics, params = run.data.metrics, run.data.params
+    return FamilyOutcome(
+        family=family,
+        run_id=run.info.run_id,
+        model_uri=run.data.tags[tracking.TAG_MODEL_URI],
+        study_name=params.get("study_name", ""),
+        best_params={k: v for k, v in params.items() if k not in _RUN_PARAMS},
+        validation={k[4:]: v for k, v in metrics.items() if k.startswith("val_")},
+        test={k[5:]: v for k, v in metrics.items() if k.startswith("test_")},
+        trials={
+            "complete": int(metrics.get("trials_complete", 0)),
+            "pruned": int(metrics.get("trials_pruned", 0)),
+            "fail": int(metrics.get("trials_failed", 0)),
+        },
+        seconds=0.0,
+        reused=True,
+    )
+
+
+_RUN_PARAMS = {"family", "seed", "trials_requested", "study_name"}
+
+
 @flow(name="train-model")
 def train_model(
     features_url: str,
@@ -118,6 +159,7 @@ def train_model(
     seed: int = 0,
     study_storage: str | None = None,
     search_space_file: str | None = None,
+    skip_trained: bool = False,
 ) -> TrainingSummary:
     """Tune and track each model family on a feature table; the best refit model per family
     is logged to MLflow (experiment ``genreops-<family>``).
@@ -132,6 +174,8 @@ def train_model(
         study_storage: Optuna storage URL (e.g. postgresql://...) so several workers can
             tune one study; default in memory.
         search_space_file: YAML search spaces; default configs/search_spaces.yaml.
+        skip_trained: reuse a family's finished study of the same table, search space,
+            trials, timeout and seed instead of tuning it again.
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -160,7 +204,14 @@ def train_model(
         try:
             summary.outcomes.append(
                 tune_family(
-                    table, family, trials, timeout_seconds, seed, study_storage, search_space_file
+                    table,
+                    family,
+                    trials,
+                    timeout_seconds,
+                    seed,
+                    study_storage,
+                    search_space_file,
+                    skip_trained,
                 )
             )
         except GenreopsError as error:

@@ -8,6 +8,8 @@ input, the feature schema and extraction manifest, a reference sample of trainin
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -44,6 +46,7 @@ TAG_FAMILY = "genreops.family"
 TAG_SCHEMA_VERSION = "genreops.schema_version"
 TAG_SCHEMA_HASH = "genreops.schema_hash"
 TAG_MODEL_URI = "genreops.model_uri"
+TAG_STUDY_KEY = "genreops.study_key"
 KIND_TRAINING = "training"
 KIND_TRIAL = "trial"
 # What a logged model needs at load time besides genreops itself.
@@ -176,14 +179,44 @@ class TrialLogger:
         self.client.set_terminated(run.info.run_id, status=status)
 
 
+def study_key(table_digest: str, family: str, space: dict[str, Any], **settings: Any) -> str:
+    """What a study was asked to do: the same key means the same table, space and settings."""
+    payload = json.dumps(
+        {"table": table_digest, "family": family, "space": space, "settings": settings},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def find_study(target: TrackingTarget, family: str, key: str) -> Any | None:
+    """The newest finished study of ``family`` with this key and a logged model, if any."""
+    target.activate()
+    experiment = mlflow.MlflowClient().get_experiment_by_name(experiment_name(family))
+    if experiment is None:
+        return None
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id],
+        filter_string=(f"tags.`{TAG_STUDY_KEY}` = '{key}' and attributes.status = 'FINISHED'"),
+        order_by=["attributes.start_time DESC"],
+        max_results=10,
+    )
+    return next((run for run in runs if TAG_MODEL_URI in run.data.tags), None)
+
+
 @contextmanager
 def study_run(
-    target: TrackingTarget, family: str, table: FeatureTable, run_name: str | None = None
+    target: TrackingTarget,
+    family: str,
+    table: FeatureTable,
+    run_name: str | None = None,
+    key: str | None = None,
 ) -> Iterator[tuple[Any, TrialLogger]]:
     """The parent run of one study; yields (run, trial logger). A failed study ends FAILED."""
     target.activate()
     experiment_id = target.experiment_id(family)
     tags = {
+        **({TAG_STUDY_KEY: key} if key else {}),
         TAG_KIND: KIND_TRAINING,
         TAG_FAMILY: family,
         TAG_SCHEMA_VERSION: table.schema_version,

@@ -406,6 +406,19 @@ def read_pid_file(path: Path) -> TritonPidFile | None:
         raise TritonError(f"Triton pid file {path} is unreadable or damaged: {error}") from error
 
 
+def server_pid_file(home: Path) -> Path:
+    """Where `genreops serve` and the stack record the server they started."""
+    return Path(home).resolve() / "run" / "triton.json"
+
+
+def running_server_url(home: Path) -> str | None:
+    """The HTTP URL of the server recorded under ``home``, if it still answers as ready."""
+    info = read_pid_file(server_pid_file(home))
+    if info is None or not is_ready(info.ports.http_url):
+        return None
+    return info.ports.http_url
+
+
 def stop_from_pid_file(path: Path, timeout: float = STOP_TIMEOUT) -> bool:
     """Stop the server a pid file names; False (and the file removed) when none runs.
 

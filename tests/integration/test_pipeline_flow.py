@@ -1,0 +1,74 @@
+"""The `pipeline` flow end to end on a small corpus, and what a second run skips."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flows.pipeline import pipeline
+
+from genreops.settings import get_settings
+from genreops.synth import render_corpus
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
+
+GENRES = ("classical", "metal", "reggae", "jazz")
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENREOPS_HOME", str(home))
+        patch.delenv("GENREOPS_MLFLOW_TRACKING_URI", raising=False)
+        get_settings.cache_clear()
+        yield home
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def runs(home: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    render_corpus(home / "corpus", per_genre=8, seconds=8.0, genres=GENRES, workers=2)
+    options = {"corpus_url": str(home / "corpus"), "features_url": str(home / "features")}
+    first = pipeline(**options, families=["random_forest", "knn"], trials=2)
+    second = pipeline(**options, families=["random_forest", "knn"], trials=2)
+    return first, second
+
+
+def test_a_first_run_extracts_trains_registers_and_publishes(
+    runs: tuple[dict[str, Any], dict[str, Any]], home: Path
+) -> None:
+    first, _ = runs
+    assert first["extracted"] == 8 * len(GENRES) and first["reused_chunks"] == 0
+    assert set(first["families"]) == {"random_forest", "knn"}
+    assert all(info["retrained"] for info in first["families"].values())
+    assert set(first["registered"]) == {"champion", "challenger"}
+    assert first["published"] == {"version": 1, "created": True, "current": 1}
+    assert (home / "triton" / "repository" / "genre_ensemble" / "config.pbtxt").exists()
+
+
+def test_a_second_run_on_the_same_data_redoes_nothing(
+    runs: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    first, second = runs
+    assert second["extracted"] == first["extracted"]
+    assert second["reused_chunks"] >= 1
+    assert not any(info["retrained"] for info in second["families"].values())
+    assert {f: i["run_id"] for f, i in second["families"].items()} == {
+        f: i["run_id"] for f, i in first["families"].items()
+    }
+    assert second["registered"] == first["registered"]
+    assert second["published"] == {"version": 1, "created": False, "current": 1}
+
+
+def test_retrain_tunes_again_on_request(home: Path) -> None:
+    again = pipeline(
+        corpus_url=str(home / "corpus"),
+        features_url=str(home / "features"),
+        families=["knn"],
+        trials=2,
+        retrain=True,
+    )
+    assert again["families"]["knn"]["retrained"]
