@@ -61,7 +61,7 @@ def pipeline(
         output = join_url(results_url or join_url(features_url, "predictions"), f"batch-{number}")
         summary = batch_predict(url, output, expect_labels_from_folders=True)
         batches.append({"input_url": url, "output_url": output, **summary})
-    result = {
+    result: dict[str, Any] = {
         "extracted": extraction.n_extracted,
         "reused_chunks": extraction.reused_chunks,
         "failed_clips": [failure.message for failure in extraction.failures],
