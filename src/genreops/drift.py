@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 STATE_FILE = "state.json"
 TESTS_FILE = "drift_tests.jsonl"
 LOG_FILE = "worker.log"
+WINDOWS_DIR = "windows"  # each test's window, for the drift views
+WINDOWS_KEPT = 200
 FRAME_HEADER = struct.Struct("<I")
 FRAME_DTYPE = np.dtype("<f4")
 MAX_FRAME_BYTES = 64 * 1024 * 1024  # a larger length prefix means a corrupt stream
@@ -270,21 +272,17 @@ def _stattest_scores(
     return out
 
 
-def _evidently_scores(
-    ref: pd.DataFrame, cur: pd.DataFrame, cols: list[str], method: str | None
-) -> dict[str, dict[str, Any]]:
+def evidently_report(
+    ref: pd.DataFrame,
+    cur: pd.DataFrame,
+    cols: list[str],
+    method: str | None,
+    timestamp: datetime | None = None,
+) -> Any:
+    """Evidently's DataDriftPreset snapshot (with a chart per column: seconds of CPU)."""
     _import_evidently()
     from evidently import DataDefinition, Dataset, Report
-    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
-    from evidently.legacy.core import ColumnType
     from evidently.presets import DataDriftPreset
-
-    display: dict[str, str] = {}  # Evidently reports a method it chose by display name
-    if method is not None:
-        try:
-            display[method] = get_registered_stattest(method, ColumnType.Numerical).display_name
-        except ValueError as exc:
-            raise DriftError(f"Evidently stat test {method!r} is unusable here: {exc}") from exc
 
     definition = DataDefinition(numerical_columns=cols)
     # include_tests: each column's pass/fail verdict, so "drifted" never depends on guessing
@@ -293,13 +291,30 @@ def _evidently_scores(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # constant columns make numpy warn inside Evidently
         try:
-            snapshot = report.run(
+            return report.run(
                 current_data=Dataset.from_pandas(cur, data_definition=definition),
                 reference_data=Dataset.from_pandas(ref, data_definition=definition),
+                timestamp=timestamp,
             )
         except (ValueError, KeyError) as exc:
             raise DriftError(f"Evidently could not test drift (method {method!r}): {exc}") from exc
-    data = snapshot.dict()
+
+
+def _evidently_scores(
+    ref: pd.DataFrame, cur: pd.DataFrame, cols: list[str], method: str | None
+) -> dict[str, dict[str, Any]]:
+    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
+    from evidently.legacy.core import ColumnType
+
+    _import_evidently()
+    display: dict[str, str] = {}  # Evidently reports a method it chose by display name
+    if method is not None:
+        try:
+            display[method] = get_registered_stattest(method, ColumnType.Numerical).display_name
+        except ValueError as exc:
+            raise DriftError(f"Evidently stat test {method!r} is unusable here: {exc}") from exc
+
+    data = evidently_report(ref, cur, cols, method).dict()
     values: dict[str, tuple[Any, Any, Any]] = {}
     for metric in data.get("metrics", []):
         config = metric.get("config", {})
@@ -481,6 +496,18 @@ class _CorruptStreamError(Exception):
 # ----------------------------------------------------------------------------------- worker
 
 
+def _keep_window(folder: Path, test_id: str, rows: Any) -> None:
+    """Keep the tested window for the drift views (the newest ``WINDOWS_KEPT`` of them)."""
+    try:
+        folder.mkdir(exist_ok=True)
+        np.save(folder / f"{test_id}.npy", np.asarray(rows, dtype=FRAME_DTYPE))
+        kept = sorted(folder.glob("*.npy"), key=lambda p: p.stat().st_mtime)
+        for old in kept[:-WINDOWS_KEPT]:
+            old.unlink(missing_ok=True)
+    except OSError as error:  # the views lose a window; the gate must not stop
+        log.warning("cannot keep the window of drift test %s: %s", test_id, error)
+
+
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
@@ -615,6 +642,7 @@ def run_worker(
                 tests_run += 1
                 last_test = {**result.summary(), "samples_seen": due_at}
                 record = {**result.to_dict(), "gate_open": gate.is_open, "samples_seen": due_at}
+                _keep_window(directory / WINDOWS_DIR, result.test_id, rows)
                 with (directory / TESTS_FILE).open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
                 log.log(

@@ -1,0 +1,38 @@
+"""Prefect flow ``drift-report``: the gate's recent drift tests become Evidently reports."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+from prefect import flow, get_run_logger
+
+from genreops.drift_views import publish_drift_views
+from genreops.settings import get_settings
+
+
+@flow(name="drift-report")
+def drift_report(limit: int | None = 20) -> dict[str, Any]:
+    """Add an Evidently drift report per new drift test to the drift views' workspace.
+
+    Each report compares the window a drift test saw with the served version's training
+    reference; the drift UI (`genreops stack`, port GENREOPS_DRIFT_UI_PORT) shows them and
+    the drifted share over time.
+
+    Args:
+        limit: most reports to build in this run (each costs seconds of CPU); None: all.
+    """
+    logger = get_run_logger()
+    settings = get_settings()
+    summary = publish_drift_views(
+        settings.serving_dir / "drift",
+        settings.repository,
+        settings.home.resolve() / "drift" / "workspace",
+        limit=limit,
+    )
+    for line in summary.skipped:
+        logger.warning("skipped %s", line)
+    for line in summary.failed:
+        logger.error("failed %s", line)
+    logger.info("%d drift report(s) added to project %s", len(summary.added), summary.project_id)
+    return asdict(summary)
