@@ -8,15 +8,19 @@ batch predictions at its end.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from prefect import flow, get_run_logger
 
-from flows.extract import extract_features
+from flows.extract import dask_runner, extract_features
 from flows.registry import register_best
 from flows.serving import batch_predict, publish
 from flows.train import train_model
-from genreops.storage import join_url
+from genreops.settings import get_settings
+from genreops.storage import join_url, write_bytes
+
+SUMMARY_NAME = "pipeline.json"  # written next to the feature table
 
 
 @flow(name="pipeline")
@@ -46,7 +50,12 @@ def pipeline(
             batch, numbered in order); default: next to the feature table.
     """
     logger = get_run_logger()
-    extraction = extract_features(corpus_url, features_url, split_seed=seed)
+    settings = get_settings()
+    # the configured Dask cluster (GENREOPS_DASK_ADDRESS), as the CLI and the deployment use
+    extract = extract_features.with_options(
+        task_runner=dask_runner(settings.dask_address, settings.dask_workers)
+    )
+    extraction = extract(corpus_url, features_url, split_seed=seed)
     training = train_model(
         extraction.table_url,
         families=families,
@@ -85,6 +94,12 @@ def pipeline(
         "published": published,
         "batches": batches,
     }
+    # the run's own record, for whoever triggered it through the API (the demo reads it)
+    write_bytes(
+        join_url(features_url, SUMMARY_NAME),
+        json.dumps(result, indent=2).encode(),
+        s3=settings.s3,
+    )
     logger.info(
         "pipeline: %d clips (%d chunks reused); retrained %s; registered %s; repository "
         "version %s%s",

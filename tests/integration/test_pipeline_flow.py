@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,7 @@ def test_a_first_run_extracts_trains_registers_and_publishes(
 
 
 def test_a_second_run_on_the_same_data_redoes_nothing(
-    runs: tuple[dict[str, Any], dict[str, Any]],
+    runs: tuple[dict[str, Any], dict[str, Any]], home: Path
 ) -> None:
     first, second = runs
     assert second["extracted"] == first["extracted"]
@@ -61,6 +62,7 @@ def test_a_second_run_on_the_same_data_redoes_nothing(
     }
     assert second["registered"] == first["registered"]
     assert second["published"] == {"version": 1, "created": False, "current": 1}
+    assert json.loads((home / "features" / "pipeline.json").read_text()) == second
 
 
 def test_retrain_tunes_again_on_request(home: Path) -> None:
