@@ -9,11 +9,16 @@ UV := $(VENV)/bin/uv
 UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 # command -> Debian package providing it
-APT_PACKAGES := ffmpeg:ffmpeg node:nodejs npm:npm
+APT_PACKAGES := ffmpeg:ffmpeg node:nodejs npm:npm prometheus:prometheus \
+  prometheus-node-exporter:prometheus-node-exporter chromium:chromium \
+  docker-compose:docker-compose
 S3_SERVER := tools/s3/node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
 .PHONY: help setup system-deps lock test test-unit lint format demo clean
+
+# Docker Compose targets (build_and_up, compose_down, ...)
+include makefiles/*.mk
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -29,7 +34,8 @@ system-deps:
 	  if [ "$$SUDO" != none ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "setup: installing apt packages:$$missing"; \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
-	  else echo "setup: WARNING: please install:$$missing (ffmpeg: mp4/m4a; node+npm: the S3 server)"; fi; \
+	  else echo "setup: WARNING: please install:$$missing (ffmpeg: mp4/m4a; node+npm: the S3 server;" \
+	    "prometheus: metrics; chromium: UI checks; docker-compose: Compose validation)"; fi; \
 	fi
 
 $(STAMP): requirements/lock.txt pyproject.toml

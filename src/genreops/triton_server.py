@@ -46,6 +46,7 @@ logger = logging.getLogger(__name__)
 
 DISTRIBUTION = "nvidia-pytriton"
 HOST = "127.0.0.1"  # the native stack serves loopback only
+BIND_HOSTS = (HOST, "0.0.0.0")  # noqa: S104 - every interface only where asked (containers)
 MODEL_CONTROL_MODES = ("none", "poll", "explicit")
 STUB_NAME = "triton_python_backend_stub"
 STAMP_NAME = ".genreops-stamp"
@@ -248,8 +249,12 @@ def start_triton(
     load_models: Sequence[str] = (),
     extra_args: Sequence[str] = (),
     timeout: float = 180.0,
+    host: str = HOST,
 ) -> subprocess.Popen[bytes]:
-    """Start tritonserver on ``repository`` (loopback only) and wait until it is usable.
+    """Start tritonserver on ``repository`` and wait until it is usable.
+
+    ``host`` is loopback by default; ``0.0.0.0`` (every interface) is for containers, where
+    other services reach the server by its service name. Readiness is asked over loopback.
 
     Readiness is ``/v2/health/ready`` answering 200 and every model of ``load_models`` READY.
     The server runs with ``--strict-readiness=false``: with Triton's default a single model
@@ -271,6 +276,8 @@ def start_triton(
             f"load_models needs model control 'explicit' (got {model_control!r}): "
             "in the other modes Triton loads the whole repository itself"
         )
+    if host not in BIND_HOSTS:
+        raise TritonError(f"Triton binds {' or '.join(BIND_HOSTS)}, not {host!r}")
     repository = Path(repository).resolve()
     if not repository.is_dir():
         raise TritonError(f"Triton model repository {repository} does not exist or is no folder")
@@ -287,9 +294,9 @@ def start_triton(
         "--backend-directory", str(backends),
         "--model-control-mode", model_control,
         *(f"--load-model={model}" for model in load_models),
-        "--http-address", HOST, "--http-port", str(ports.http),
-        "--grpc-address", HOST, "--grpc-port", str(ports.grpc),
-        "--metrics-address", HOST, "--metrics-port", str(ports.metrics),
+        "--http-address", host, "--http-port", str(ports.http),
+        "--grpc-address", host, "--grpc-port", str(ports.grpc),
+        "--metrics-address", host, "--metrics-port", str(ports.metrics),
         "--allow-gpu-metrics=false",
         "--log-verbose=0",
         "--exit-on-error=false",
