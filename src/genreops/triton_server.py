@@ -298,6 +298,7 @@ def start_triton(
         "--grpc-address", host, "--grpc-port", str(ports.grpc),
         "--metrics-address", host, "--metrics-port", str(ports.metrics),
         "--allow-gpu-metrics=false",
+        "--metrics-config=summary_latencies=true",  # p50/p99 for the dashboard
         "--log-verbose=0",
         "--exit-on-error=false",
         "--strict-readiness=false",

@@ -1,4 +1,5 @@
-"""Real servers for integration tests: the embedded S3 server (s3rver) on a free port."""
+"""Real servers for integration tests: the embedded S3 server (s3rver) on a free port, and a
+published genre ensemble (trained, registered and written as a Triton repository) to serve."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
 from genreops import s3server
 from genreops.storage import S3Config
 from helpers import free_port
+
+if TYPE_CHECKING:
+    from genreops.publish import PublishResult, ServingOptions
 
 
 @dataclass
@@ -57,3 +62,104 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         yield server
     finally:
         server.stop()
+
+
+# --- a published ensemble ---------------------------------------------------------------------
+
+SERVING_SECONDS = 10.0  # clip length of the serving corpora (and the serving window)
+
+
+def serving_options() -> ServingOptions:
+    """Small drift windows, so a few dozen drifted clips open the gate."""
+    from genreops.publish import ServingOptions
+
+    return ServingOptions(
+        window_seconds=SERVING_SECONDS,
+        drift_window=30,
+        drift_min_samples=20,
+        drift_test_every=10,
+        max_batch=8,
+    )
+
+
+@dataclass
+class PublishedEnsemble:
+    """A Triton repository with a registered champion/challenger pair, and clips to send.
+
+    ``home`` is the GENREOPS_HOME it was built in (its MLflow store lives there); each test
+    module starts its own server on ``repository``, with its own home for drift state.
+    """
+
+    home: Path
+    repository: Path
+    published: PublishResult
+    clean: list[str]
+    drifted: list[str]
+
+
+@pytest.fixture(scope="session")
+def published_ensemble(
+    tmp_path_factory: pytest.TempPathFactory, prefect_harness: None
+) -> Iterator[PublishedEnsemble]:
+    """Synthetic corpora → features → knn and random forest (3 trials) → the best two
+    registered → a Triton repository. About 1.5 min on 2 cores; built once per session."""
+    from flows.registry import register_best
+    from flows.train import train_model
+
+    from genreops.extraction import (
+        ExtractOptions,
+        extract_chunk,
+        finalize,
+        list_clips,
+        plan_chunks,
+    )
+    from genreops.publish import publish_registered
+    from genreops.settings import get_settings
+    from genreops.synth import render_corpus
+    from genreops.tracking import TrackingTarget
+
+    home = tmp_path_factory.mktemp("published")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENREOPS_HOME", str(home))
+        get_settings.cache_clear()
+        try:
+            render_corpus(home / "train", per_genre=20, seconds=SERVING_SECONDS, seed=0, workers=2)
+            render_corpus(home / "clean", per_genre=3, seconds=SERVING_SECONDS, seed=5, workers=2)
+            render_corpus(
+                home / "drifted",
+                per_genre=5,
+                seconds=SERVING_SECONDS,
+                seed=6,
+                drift=True,
+                workers=2,
+            )
+            options = ExtractOptions(window_seconds=SERVING_SECONDS)
+            clips = list_clips(str(home / "train"))
+            results = [extract_chunk(c, options) for c in plan_chunks(clips, 64, options)]
+            finalize(
+                input_url=str(home / "train"),
+                output_url=str(home / "features"),
+                clips=clips,
+                results=results,
+                options=options,
+            )
+            train_model(
+                features_url=str(home / "features"), families=["knn", "random_forest"], trials=3
+            )
+            register_best(top=2)
+            settings = get_settings()
+            published = publish_registered(
+                TrackingTarget.from_settings(settings),
+                home / "repository",
+                model_name=settings.model_name,
+                options=serving_options(),
+            )
+        finally:
+            get_settings.cache_clear()
+    yield PublishedEnsemble(
+        home=home,
+        repository=home / "repository",
+        published=published,
+        clean=sorted(str(p) for p in (home / "clean").glob("*/*.wav")),
+        drifted=sorted(str(p) for p in (home / "drifted").glob("*/*.wav")),
+    )

@@ -61,6 +61,12 @@ class TritonPythonModel:
         }
         self.metrics = {}
         self.tests_seen = 0
+        # series exist from the start at 0, so rate() and alerts see their first increase
+        for cause in ("drift", "canary"):
+            self._metric("fallback", cause=cause)
+        self._metric("fallback_errors")
+        self._metric("tests")
+        self._metric("gate")
 
     def _metric(self, family, **labels):
         key = (family, tuple(sorted(labels.items())))

@@ -44,7 +44,11 @@ class TritonPythonModel:
         )
         self.seconds = self.time_family.Metric(labels={})
         self.items = self.items_family.Metric(labels={})
-        self.bad = {}
+        # one series per reason from the start at 0, so rate() and alerts see the first one
+        self.bad = {
+            reason: self.bad_family.Metric(labels={"reason": reason})
+            for reason in AudioError.REASONS
+        }
 
     def _refuse(self, reason, message):
         if reason not in self.bad:
