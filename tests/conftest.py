@@ -15,6 +15,8 @@ from helpers import DATABASE, SERVER, postgres_or_skip, synthetic_feature_frame
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "true")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+# a stack left running by `make demo` must not lend its endpoints to the tests
+os.environ.setdefault("GENREOPS_USE_STACK_ENV", "false")
 
 
 @pytest.fixture(scope="session")

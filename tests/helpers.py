@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+import json
+import os
 import socket
+import subprocess
+import sys
 import threading
+import urllib.request
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
+
+from genreops.stack import SERVICES, read_record
 
 
 def synthetic_feature_frame(
@@ -137,3 +145,80 @@ class TcpProxy:
             with contextlib.suppress(OSError):
                 end.shutdown(socket.SHUT_RDWR)
             end.close()
+
+
+# --- the native stack, run as a user runs it ------------------------------------------
+
+GENREOPS = str(Path(sys.executable).with_name("genreops"))
+PORT_SETTINGS = (
+    "GENREOPS_S3_PORT",
+    "GENREOPS_MLFLOW_PORT",
+    "GENREOPS_PREFECT_PORT",
+    "GENREOPS_TRITON_HTTP_PORT",
+    "GENREOPS_TRITON_GRPC_PORT",
+    "GENREOPS_TRITON_METRICS_PORT",
+    "GENREOPS_PROMETHEUS_PORT",
+    "GENREOPS_DRIFT_UI_PORT",
+)
+
+
+class Cli:
+    """Runs `genreops` in a clean environment: only this test's home and ports."""
+
+    def __init__(self, home: Path, cwd: Path) -> None:
+        self.home = home
+        self.cwd = cwd
+        self.env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("GENREOPS_", "PREFECT_", "AWS_", "MLFLOW_"))
+        }
+        self.env["GENREOPS_HOME"] = str(home)
+        self.ports = {name: free_port() for name in PORT_SETTINGS}
+        self.env.update({name: str(port) for name, port in self.ports.items()})
+
+    def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [GENREOPS, *args],
+            cwd=self.cwd,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
+        if check and result.returncode != 0:
+            logs = "\n".join(
+                f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}"
+                for p in sorted((self.home / "logs").glob("*.log"))
+            )
+            raise AssertionError(
+                f"genreops {' '.join(args)} exited {result.returncode}\n"
+                f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}\n{logs}"
+            )
+        return result
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        rows = json.loads(self("stack", "status", "--json", check=False).stdout)
+        return {row["service"]: row for row in rows}
+
+    @property
+    def prefect_api(self) -> str:
+        return f"http://127.0.0.1:{self.ports['GENREOPS_PREFECT_PORT']}/api"
+
+
+def api(url: str, payload: dict[str, Any] | None = None) -> Any:
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
+    request.add_header("Content-Type", "application/json")
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    with opener.open(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def recorded(home: Path) -> dict[str, Any]:
+    records = {}
+    for service in SERVICES:
+        record = read_record(home / "run" / f"{service}.json", service)
+        if record is not None:
+            records[service] = record
+    return records

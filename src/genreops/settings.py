@@ -8,9 +8,16 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    DotEnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from genreops.storage import S3Config
 
@@ -95,6 +102,46 @@ class Settings(BaseSettings):
         default=0.05, ge=0, le=1, description="Extraction fails above this share of bad files."
     )
 
+    # The native stack (`genreops stack up`): its ports on 127.0.0.1 and its servers' databases.
+    s3_port: int = Field(default=4568, ge=1, le=65535, description="Embedded S3 server port.")
+    mlflow_port: int = Field(default=5000, ge=1, le=65535, description="MLflow server port.")
+    prefect_port: int = Field(default=4200, ge=1, le=65535, description="Prefect server port.")
+    triton_http_port: int = Field(default=8000, ge=1, le=65535, description="Triton HTTP port.")
+    triton_grpc_port: int = Field(default=8001, ge=1, le=65535, description="Triton gRPC port.")
+    triton_metrics_port: int = Field(
+        default=8002, ge=1, le=65535, description="Triton Prometheus metrics port."
+    )
+    prometheus_port: int = Field(default=9090, ge=1, le=65535, description="Prometheus port.")
+    drift_ui_port: int = Field(default=8085, ge=1, le=65535, description="Evidently UI port.")
+    mlflow_backend_store_uri: str | None = Field(
+        default=None,
+        description="Database of the stack's MLflow server (e.g. postgresql://...); "
+        "default SQLite under home.",
+    )
+    prefect_database_url: str | None = Field(
+        default=None,
+        description="Database of the stack's Prefect server (postgresql+asyncpg://...); "
+        "default SQLite under home.",
+    )
+    use_stack_env: bool = Field(
+        default=True,
+        description="Read <home>/stack.env (written by `genreops stack up`) below every "
+        "explicit setting, so commands find the running stack.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Explicit settings first (arguments, environment, ``.env``), then the stack's file."""
+        stack = _StackEnvSource(settings_cls, init_settings, env_settings, dotenv_settings)
+        return init_settings, env_settings, dotenv_settings, stack, file_secret_settings
+
     @property
     def data_dir(self) -> Path:
         return self.home / "data"
@@ -108,6 +155,11 @@ class Settings(BaseSettings):
         if self.mlflow_tracking_uri:
             return self.mlflow_tracking_uri
         return f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def drift_workspace(self) -> Path:
+        """Evidently workspace of the drift views (absolute)."""
+        return self.home.resolve() / "drift" / "workspace"
 
     @property
     def serving_dir(self) -> Path:
@@ -141,6 +193,47 @@ class Settings(BaseSettings):
             access_key_id=self.s3_access_key_id,
             secret_access_key=secret.get_secret_value() if secret else None,
         )
+
+
+STACK_ENV_FILE = "stack.env"
+
+
+def _truthy(value: Any) -> bool:
+    return str(value).strip().lower() not in ("0", "false", "no", "off", "")
+
+
+class _StackEnvSource(PydanticBaseSettingsSource):
+    """``<home>/stack.env``: the endpoints of the stack `genreops stack up` started.
+
+    It exists from `stack up` until `stack down` and ranks below every explicit setting, so
+    an exported variable or ``.env`` still wins. The file lives under ``home``, which is
+    itself a setting: it is found from the explicit sources. ``GENREOPS_USE_STACK_ENV=false``
+    ignores it (the test suite does, so a running stack cannot leak into tests).
+    """
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], *explicit: PydanticBaseSettingsSource
+    ) -> None:
+        super().__init__(settings_cls)
+        self._explicit = explicit  # highest priority first
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ reads the whole file at once
+
+    def __call__(self) -> dict[str, Any]:
+        chosen: dict[str, Any] = {}
+        for source in reversed(self._explicit):
+            chosen.update(source())
+        if not _truthy(chosen.get("use_stack_env", True)):
+            return {}
+        path = Path(str(chosen.get("home") or self.settings_cls.model_fields["home"].default))
+        path = path.expanduser() / STACK_ENV_FILE
+        if not path.is_file():
+            return {}
+        values = DotEnvSettingsSource(self.settings_cls, env_file=path)()
+        for name in ("home", "use_stack_env"):  # the file never moves itself
+            values.pop(name, None)
+        return values
 
 
 @lru_cache(maxsize=1)
