@@ -15,7 +15,7 @@ APT_PACKAGES := ffmpeg:ffmpeg node:nodejs npm:npm prometheus:prometheus \
 S3_SERVER := tools/s3/node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps lock test test-unit lint format demo clean
+.PHONY: help setup system-deps lock test test-unit lint format demo up down status clean
 
 # Docker Compose targets (build_and_up, compose_down, ...)
 include makefiles/*.mk
@@ -67,22 +67,18 @@ format: setup ## Apply ruff formatting and fixes
 	$(VENV)/bin/ruff format src tests flows bench
 	$(VENV)/bin/ruff check --fix src tests flows bench
 
-DEMO_DIR ?= .genreops/demo
-demo: setup ## The pipeline so far: synth, extract, train, register, publish, serve, predict (clean + drifted)
-	$(VENV)/bin/genreops synth $(DEMO_DIR)/corpus --per-genre 30 --workers 2
-	$(VENV)/bin/genreops synth $(DEMO_DIR)/clean --per-genre 5 --seed 1 --workers 2
-	$(VENV)/bin/genreops synth $(DEMO_DIR)/drifted --per-genre 10 --seed 2 --drift --workers 2
-	$(VENV)/bin/genreops extract $(DEMO_DIR)/corpus $(DEMO_DIR)/features
-	$(VENV)/bin/genreops train $(DEMO_DIR)/features --model all --trials 10
-	$(VENV)/bin/genreops register
-	$(VENV)/bin/genreops models
-	$(VENV)/bin/genreops publish
-	$(VENV)/bin/genreops serve --stop >/dev/null
-	$(VENV)/bin/genreops serve --detach
-	$(VENV)/bin/genreops predict $(DEMO_DIR)/clean --expect-labels-from-folders --output $(DEMO_DIR)/clean.csv
-	$(VENV)/bin/genreops predict $(DEMO_DIR)/drifted --expect-labels-from-folders --output $(DEMO_DIR)/drifted.csv
-	$(VENV)/bin/genreops predict $(DEMO_DIR)/drifted --expect-labels-from-folders --output $(DEMO_DIR)/drifted-2.csv
-	@echo "Triton is still running (metrics: http://127.0.0.1:8002/metrics); stop it with: $(VENV)/bin/genreops serve --stop"
+up: setup ## Start the native stack (S3, MLflow, Prefect + deployments, Triton, Prometheus, drift UI)
+	$(VENV)/bin/genreops stack up
+
+down: ## Stop everything `make up` / `make demo` started (and nothing else)
+	@if [ -x $(VENV)/bin/genreops ]; then $(VENV)/bin/genreops stack down; fi
+
+status: ## Each stack service with its pid, health and URL
+	$(VENV)/bin/genreops stack status
+
+demo: setup ## The whole platform once: stack up, corpus, pipeline deployment, predictions, summary
+	$(VENV)/bin/genreops stack up
+	$(VENV)/bin/genreops demo
 
 clean: ## Remove caches and local state (.genreops); keeps .venv
 	rm -rf .pytest_cache .mypy_cache .ruff_cache bench/out .genreops

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from genreops.drift_views import publish_drift_views
+from genreops.drift_views import publish_drift_views, running_ui
 from genreops.settings import get_settings
 
 
@@ -27,8 +27,9 @@ def drift_report(limit: int | None = 20) -> dict[str, Any]:
     summary = publish_drift_views(
         settings.serving_dir / "drift",
         settings.repository,
-        settings.home.resolve() / "drift" / "workspace",
+        settings.drift_workspace,
         limit=limit,
+        ui_url=running_ui(settings.drift_ui_port),
     )
     for line in summary.skipped:
         logger.warning("skipped %s", line)

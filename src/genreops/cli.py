@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,6 +18,8 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    SpinnerColumn,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -93,6 +96,14 @@ def main(
         ("MLFLOW_DISABLE_TELEMETRY", "true"),
     ):
         os.environ.setdefault(name, value)
+    # Prefect reads only os.environ: hand it the running stack's server (via <home>/stack.env),
+    # or every flow command would start a temporary server of its own.
+    try:
+        api = get_settings().prefect_api_url
+    except ValueError:
+        api = None  # invalid settings: the command itself reports them
+    if api:
+        os.environ.setdefault("PREFECT_API_URL", api)
 
 
 @app.command()
@@ -529,9 +540,13 @@ def rollback(
 @app.command()
 def serve(
     repo: Annotated[Path | None, typer.Option(help="Model repository.")] = None,
-    http_port: Annotated[int, typer.Option(help="HTTP port on 127.0.0.1.")] = 8000,
-    grpc_port: Annotated[int, typer.Option(help="gRPC port on 127.0.0.1.")] = 8001,
+    http_port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
+    grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
     metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
+    host: Annotated[
+        str,
+        typer.Option(help="Address to bind: 127.0.0.1, or 0.0.0.0 inside a container."),
+    ] = "127.0.0.1",
     detach: Annotated[
         bool, typer.Option("--detach", help="Start in the background and return.")
     ] = False,
@@ -568,6 +583,7 @@ def serve(
             ports=ports,
             log_path=log_path,
             load_models=list(MODELS) if published else [],  # fallback is only called by BLS
+            host=host,
         )
         write_pid_file(pid_file, process, ports, repository, log_path=log_path)
     out.print(
@@ -659,6 +675,201 @@ def predict(
         out.print(f"results: {output}")
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("drift-report")
+def drift_report(
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Most reports to build now (each costs seconds).")
+    ] = None,
+) -> None:
+    """Turn the drift gate's new drift tests into Evidently reports for the drift UI."""
+    from genreops.drift_views import publish_drift_views, running_ui
+
+    settings = get_settings()
+    with _user_errors():
+        summary = publish_drift_views(
+            settings.serving_dir / "drift",
+            settings.repository,
+            settings.drift_workspace,
+            limit=limit,
+            ui_url=running_ui(settings.drift_ui_port),
+        )
+    for line in summary.skipped:
+        out.print(f"[yellow]skipped[/yellow] {line}")
+    for line in summary.failed:
+        out.print(f"[red]failed[/red] {line}")
+    out.print(
+        f"{len(summary.added)} report(s) added to {settings.drift_workspace} "
+        f"(project {summary.project_id}); `genreops stack up` serves the drift UI"
+    )
+
+
+# URLs worth opening, by stack service
+_EXPLORE = {
+    "prefect": "Prefect UI",
+    "mlflow": "MLflow",
+    "prometheus": "Prometheus",
+    "drift-ui": "Drift UI",
+    "triton": "Triton",
+}
+
+
+@app.command()
+def demo(
+    per_genre: Annotated[int, typer.Option(min=4, help="Training clips per genre.")] = 30,
+    clean_per_genre: Annotated[int, typer.Option(min=1, help="Clean test clips/genre.")] = 5,
+    drifted_per_genre: Annotated[int, typer.Option(min=1, help="Drifted test clips/genre.")] = 10,
+    trials: Annotated[int, typer.Option(min=1, help="Optuna trials per family.")] = 10,
+) -> None:
+    """The whole platform once, through the running stack (`genreops stack up` first).
+
+    Renders a synthetic corpus plus a clean and a drifted test set, uploads them to the
+    stack's S3, runs the `pipeline` deployment through the Prefect server (extract, train,
+    register, publish, classify both test sets through Triton), updates the drift views and
+    prints a summary. Everything already done is reused, so a second demo is quicker.
+    """
+    from genreops.demo import DemoPlan, run_demo, summary_lines
+    from genreops.stack import Stack
+
+    settings = get_settings()
+    with _user_errors():
+        services = Stack(settings).status()
+    needed = ("s3", "mlflow", "prefect", "deployments", "triton")
+    down = [row.service for row in services if row.service in needed and not row.healthy]
+    if down:
+        console.print(
+            f"[red]error:[/red] the stack is not up ({', '.join(down)} not healthy): "
+            "run `genreops stack up` (or `make demo`, which does)"
+        )
+        raise typer.Exit(1)
+    plan = DemoPlan.from_settings(
+        settings,
+        per_genre=per_genre,
+        clean_per_genre=clean_per_genre,
+        drifted_per_genre=drifted_per_genre,
+        trials=trials,
+    )
+    with _user_errors():
+        result = run_demo(settings, plan, say=out.print)
+    urls = {
+        _EXPLORE[row.service]: row.url
+        for row in services
+        if row.service in _EXPLORE and row.healthy and row.url
+    }
+    out.rule("genreops demo")
+    for line in summary_lines(result, urls):
+        out.print(line)
+    out.print("The stack keeps running for exploring; `make down` stops it.")
+
+
+# --- the native stack -----------------------------------------------------------------------
+
+stack_app = typer.Typer(
+    help="The native local stack: S3, MLflow, Prefect and its deployments, Triton, Prometheus "
+    "and the drift UI, on 127.0.0.1.",
+    no_args_is_help=True,
+)
+app.add_typer(stack_app, name="stack")
+
+
+@contextmanager
+def _stack_events() -> Iterator[Callable[[str, str, str], None]]:
+    """One line per service: a spinner with elapsed time while it starts, then its outcome."""
+    bar = Progress(
+        SpinnerColumn(finished_text=" "),
+        TextColumn("{task.description}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    )
+    tasks: dict[str, TaskID] = {}
+    marks = {
+        "skipped": "[yellow]-[/yellow]",
+        "left running": "[yellow]*[/yellow]",
+        "failed": "[red]!![/red]",
+    }
+
+    def on_event(service: str, state: str, detail: str) -> None:
+        text = f"{service:<12} {state}: {detail}"
+        if service not in tasks:
+            tasks[service] = bar.add_task(text, total=None)
+        if state in ("starting", "waiting", "stopping"):
+            bar.update(tasks[service], description=text)
+        else:
+            mark = marks.get(state, "[green]ok[/green]")
+            bar.update(tasks[service], description=f"{mark} {text}", total=1, completed=1)
+
+    with bar:
+        yield on_event
+
+
+def _stack_table(rows: list[Any]) -> Table:
+    table = _results_table("genreops stack", "service", "state", "pid", "url", "detail")
+    colours = {"running": "green", "unhealthy": "red", "stopped": "red", "skipped": "yellow"}
+    for row in rows:
+        colour = colours.get(row.state, "white")
+        table.add_row(
+            row.service,
+            f"[{colour}]{row.state}[/{colour}]",
+            str(row.pid or "-"),
+            row.url,
+            row.detail,
+        )
+    return table
+
+
+@stack_app.command("up")
+def stack_up(
+    only: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated services to start (plus what they need): "
+            "s3,mlflow,prefect,deployments,triton,prometheus,drift-ui."
+        ),
+    ] = None,
+    timeout: Annotated[
+        float | None,
+        typer.Option(min=1.0, help="Seconds each service may take to get healthy."),
+    ] = None,
+) -> None:
+    """Start the stack (what runs already is left alone) and wait until every part is healthy."""
+    from genreops.stack import Stack
+
+    stack = Stack(get_settings())
+    with _user_errors(), _stack_events() as on_event:
+        rows = stack.up(only.split(",") if only else None, timeout, on_event)
+    out.print(_stack_table(rows))
+    out.print(f"endpoints for other shells and tools: source {stack.env_file}")
+
+
+@stack_app.command("status")
+def stack_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Each service with its pid, health and URL; exit 1 when one is not healthy."""
+    from genreops.stack import Stack
+
+    with _user_errors():
+        rows = Stack(get_settings()).status()
+    if as_json:
+        typer.echo(json.dumps([row.as_dict() for row in rows], indent=2))
+    else:
+        out.print(_stack_table(rows))
+    if any(not row.healthy and row.state != "skipped" for row in rows):
+        raise typer.Exit(1)
+
+
+@stack_app.command("down")
+def stack_down() -> None:
+    """Stop, in reverse order, every service the stack started (and nothing else)."""
+    from genreops.stack import Stack
+
+    with _user_errors(), _stack_events() as on_event:
+        stopped = Stack(get_settings()).down(on_event)
+    out.print(
+        f"stopped: {', '.join(stopped)}" if stopped else "no service of the stack was running"
+    )
 
 
 if __name__ == "__main__":

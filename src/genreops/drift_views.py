@@ -31,6 +31,7 @@ from genreops.drift import (
     read_reference,
     reference_columns,
 )
+from genreops.processes import http_answers
 from genreops.publish import REFERENCE_FILE
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,12 @@ def _reference(path: Path) -> pd.DataFrame:
     return read_reference(path, columns)
 
 
+def running_ui(port: int) -> str | None:
+    """The URL of an ``evidently ui`` answering on ``port`` of this machine, if any."""
+    url = f"http://127.0.0.1:{port}"
+    return url if http_answers(f"{url}/api/projects", expect="[") else None
+
+
 def ensure_project(workspace: Any) -> Any:
     """The ``genreops drift`` project, created with its dashboard the first time."""
     from evidently.sdk.models import PanelMetric
@@ -126,13 +133,19 @@ def publish_drift_views(
     *,
     limit: int | None = None,
     method: str | None = DEFAULT_METHOD,
+    ui_url: str | None = None,
 ) -> ViewsSummary:
-    """Add a snapshot per unpublished drift test (at most ``limit``); returns what happened."""
+    """Add a snapshot per unpublished drift test (at most ``limit``); returns what happened.
+
+    With ``ui_url`` (a running ``evidently ui`` on ``workspace_dir``) the snapshots go through
+    its API, so it shows them at once (it reads its folder only when it starts); otherwise
+    they are written to ``workspace_dir`` directly.
+    """
     _import_evidently()
-    from evidently.ui.workspace import Workspace
+    from evidently.ui.workspace import RemoteWorkspace, Workspace
 
     workspace_dir.mkdir(parents=True, exist_ok=True)
-    workspace = Workspace(str(workspace_dir))
+    workspace = RemoteWorkspace(ui_url) if ui_url else Workspace(str(workspace_dir))
     project = ensure_project(workspace)
     ledger = workspace_dir / PUBLISHED_FILE
     published = set(json.loads(ledger.read_text())) if ledger.exists() else set()
