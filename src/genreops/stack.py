@@ -46,7 +46,15 @@ from typing import Any
 
 from genreops import s3server
 from genreops.errors import GenreopsError
-from genreops.processes import http_answers, log_tail, port_in_use, start_process
+from genreops.processes import (
+    http_answers,
+    log_tail,
+    pid_alive,
+    port_in_use,
+    proc_stat,
+    start_process,
+    start_ticks,
+)
 from genreops.settings import STACK_ENV_FILE, Settings
 
 logger = logging.getLogger(__name__)
@@ -270,25 +278,6 @@ class PidRecord:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (state first), or None if gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2 :].split()
-
-
-def start_ticks(pid: int) -> int | None:
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields and len(fields) > 19 else None
-
-
-def pid_alive(pid: int) -> bool:
-    fields = _proc_stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")  # a zombie has exited
-
-
 def record_alive(record: PidRecord) -> bool:
     """The recorded process still runs (same pid *and* same start time)."""
     return pid_alive(record.pid) and start_ticks(record.pid) == record.started
@@ -341,7 +330,7 @@ def kill_orphans(record: PidRecord) -> None:
     process group id, so while no *other* process has the leader's pid, the group can only hold
     that service's own children.
     """
-    fields = _proc_stat(record.pid)
+    fields = proc_stat(record.pid)
     if fields is None or (fields[0] in ("Z", "X") and start_ticks(record.pid) == record.started):
         _signal_group(record.pid, signal.SIGKILL)
 
@@ -352,7 +341,7 @@ def _session_children() -> set[int]:
     found = set()
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
-            fields = _proc_stat(int(entry.name))
+            fields = proc_stat(int(entry.name))
             # fields: state, ppid, pgrp, session, ...
             if fields and int(fields[1]) == me and int(fields[3]) == int(entry.name):
                 found.add(int(entry.name))
@@ -784,6 +773,8 @@ class Stack:
             (self.home / "prefect").mkdir(parents=True, exist_ok=True)
             database = f"sqlite+aiosqlite:///{self.home / 'prefect' / 'prefect.db'}"
         env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database
+        # the UI asks this API; left unset it would ask the default port, not ours
+        env["PREFECT_UI_API_URL"] = self.endpoints.prefect_api
         argv = [
             _venv_tool("prefect"),
             "server", "start",

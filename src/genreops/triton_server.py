@@ -40,7 +40,14 @@ from pathlib import Path
 from typing import Any
 
 from genreops.errors import GenreopsError
-from genreops.processes import log_tail, port_in_use, start_process, stop_process
+from genreops.processes import (
+    log_tail,
+    pid_alive,
+    port_in_use,
+    start_process,
+    start_ticks,
+    stop_process,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -370,7 +377,7 @@ def write_pid_file(
     log_path: Path | None = None,
 ) -> TritonPidFile:
     """Record a running server so that another command can find and stop it."""
-    started = _start_ticks(process.pid)
+    started = start_ticks(process.pid)
     if started is None:
         raise TritonError(f"cannot record Triton pid {process.pid}: the process is gone")
     info = TritonPidFile(
@@ -473,27 +480,8 @@ def _signal(pid: int, group: bool, sig: signal.Signals) -> None:
         raise TritonError(f"not allowed to stop Triton (pid {pid}): {error}") from error
 
 
-def _proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (state first), or None if gone."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return text[text.rfind(")") + 2 :].split()
-
-
-def _start_ticks(pid: int) -> int | None:
-    fields = _proc_stat(pid)
-    return int(fields[19]) if fields and len(fields) > 19 else None
-
-
-def _alive(pid: int) -> bool:
-    fields = _proc_stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")  # a zombie has exited
-
-
 def _is_recorded_server(info: TritonPidFile) -> bool:
-    if not _alive(info.pid) or _start_ticks(info.pid) != info.started:
+    if not pid_alive(info.pid) or start_ticks(info.pid) != info.started:
         return False
     try:
         argv0 = Path(f"/proc/{info.pid}/cmdline").read_bytes().split(b"\0")[0]
@@ -504,7 +492,7 @@ def _is_recorded_server(info: TritonPidFile) -> bool:
 
 def _wait_gone(pid: int, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while pid_alive(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)
