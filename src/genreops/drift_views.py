@@ -119,7 +119,7 @@ def ensure_project(workspace: Any) -> Any:
     )
     project.dashboard.add_panel(counter_panel("Latest drifted share", [share], size="half"))
     project.dashboard.add_panel(
-        counter_panel("Drift tests", [count], size="half", aggregation="count")
+        counter_panel("Drifted features, latest test", [count], size="half")
     )
     project.dashboard.add_panel(line_plot_panel("Drifted share of features over time", [share]))
     project.dashboard.add_panel(line_plot_panel("Drifted features over time", [count]))
