@@ -160,7 +160,8 @@ def _numeric_block(frame: pd.DataFrame, columns: list[str], what: str) -> pd.Dat
     if missing:
         raise DriftError(f"{what} lacks {len(missing)} drift column(s): {_names(missing)}")
     block = frame[columns]
-    wrong = [c for c in columns if c not in numeric_columns(block)]
+    numeric = set(numeric_columns(block))
+    wrong = [c for c in columns if c not in numeric]
     if wrong:
         raise DriftError(f"{what} has non-numeric drift column(s): {_names(wrong)}")
     values = block.to_numpy(dtype=np.float64, copy=True)
