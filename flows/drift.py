@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from genreops.drift_views import publish_drift_views, running_ui
+from genreops.drift_views import publish_for
 from genreops.settings import get_settings
 
 
@@ -23,14 +23,7 @@ def drift_report(limit: int | None = 20) -> dict[str, Any]:
         limit: most reports to build in this run (each costs seconds of CPU); None: all.
     """
     logger = get_run_logger()
-    settings = get_settings()
-    summary = publish_drift_views(
-        settings.serving_dir / "drift",
-        settings.repository,
-        settings.drift_workspace,
-        limit=limit,
-        ui_url=running_ui(settings.drift_ui_port),
-    )
+    summary = publish_for(get_settings(), limit)
     for line in summary.skipped:
         logger.warning("skipped %s", line)
     for line in summary.failed:

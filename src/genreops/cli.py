@@ -684,17 +684,11 @@ def drift_report(
     ] = None,
 ) -> None:
     """Turn the drift gate's new drift tests into Evidently reports for the drift UI."""
-    from genreops.drift_views import publish_drift_views, running_ui
+    from genreops.drift_views import publish_for
 
     settings = get_settings()
     with _user_errors():
-        summary = publish_drift_views(
-            settings.serving_dir / "drift",
-            settings.repository,
-            settings.drift_workspace,
-            limit=limit,
-            ui_url=running_ui(settings.drift_ui_port),
-        )
+        summary = publish_for(settings, limit)
     for line in summary.skipped:
         out.print(f"[yellow]skipped[/yellow] {line}")
     for line in summary.failed:

@@ -33,6 +33,7 @@ from genreops.drift import (
 )
 from genreops.processes import http_answers
 from genreops.publish import REFERENCE_FILE
+from genreops.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -191,3 +192,14 @@ def publish_drift_views(
         summary.added.append(test.test_id)
     ledger.write_text(json.dumps(sorted(published)))
     return summary
+
+
+def publish_for(settings: Settings, limit: int | None = None) -> ViewsSummary:
+    """``publish_drift_views`` on the settings' serving state, through the UI if it runs."""
+    return publish_drift_views(
+        settings.serving_dir / "drift",
+        settings.repository,
+        settings.drift_workspace,
+        limit=limit,
+        ui_url=running_ui(settings.drift_ui_port),
+    )

@@ -151,3 +151,13 @@ def start_ticks(pid: int) -> int | None:
 def pid_alive(pid: int) -> bool:
     fields = proc_stat(pid)
     return fields is not None and fields[0] not in ("Z", "X")  # a zombie has exited
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    """True once ``pid`` has exited (a zombie counts as gone), False after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while pid_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

@@ -54,6 +54,7 @@ from genreops.processes import (
     proc_stat,
     start_process,
     start_ticks,
+    wait_gone,
 )
 from genreops.settings import STACK_ENV_FILE, Settings
 
@@ -348,25 +349,16 @@ def _session_children() -> set[int]:
     return found
 
 
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
-
-
 def stop_record(record: PidRecord, timeout: float = STOP_TIMEOUT) -> bool:
     """SIGTERM the recorded process group, SIGKILL after ``timeout``; False if it was gone."""
     if not record_alive(record):
         kill_orphans(record)
         return False
     _signal_group(record.pid, signal.SIGTERM)
-    if not _wait_gone(record.pid, timeout):
+    if not wait_gone(record.pid, timeout):
         logger.warning("%s (pid %d) ignored SIGTERM; killing it", record.service, record.pid)
         _signal_group(record.pid, signal.SIGKILL)
-        if not _wait_gone(record.pid, 10.0):
+        if not wait_gone(record.pid, 10.0):
             raise StackError(f"{record.service} (pid {record.pid}) did not stop")
     kill_orphans(record)  # workers whose leader exited first
     return True

@@ -47,6 +47,7 @@ from genreops.processes import (
     start_process,
     start_ticks,
     stop_process,
+    wait_gone,
 )
 
 logger = logging.getLogger(__name__)
@@ -455,10 +456,10 @@ def stop_from_pid_file(path: Path, timeout: float = STOP_TIMEOUT) -> bool:
         path.unlink(missing_ok=True)
         return False
     _signal(pid, leads_group, signal.SIGTERM)
-    if not _wait_gone(pid, timeout):
+    if not wait_gone(pid, timeout):
         logger.warning("Triton (pid %d) ignored SIGTERM for %.0f s; killing it", pid, timeout)
         _signal(pid, leads_group, signal.SIGKILL)
-        if not _wait_gone(pid, 10.0):
+        if not wait_gone(pid, 10.0):
             raise TritonError(f"Triton (pid {pid}) did not stop; pid file {path} kept")
     if leads_group:  # stubs whose server died first
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -488,15 +489,6 @@ def _is_recorded_server(info: TritonPidFile) -> bool:
     except OSError:
         return False
     return Path(os.fsdecode(argv0)).name == "tritonserver"
-
-
-def _wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while pid_alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
 
 
 # --- Triton's HTTP API --------------------------------------------------------------------
