@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import optuna
 import pandas as pd
+import sqlalchemy.exc
+import tenacity
 import xgboost as xgb
 from imblearn.metrics import classification_report_imbalanced, geometric_mean_score
 from imblearn.over_sampling import RandomOverSampler
@@ -251,11 +253,23 @@ def _sampler(seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.TPESampler(seed=seed)
 
 
+@tenacity.retry(
+    # workers started together on a fresh database race to create Optuna's tables; the
+    # loser's CREATE fails on a unique constraint, and a moment later the tables exist
+    retry=tenacity.retry_if_exception_type(sqlalchemy.exc.IntegrityError),
+    wait=tenacity.wait_random(0.2, 1.0),
+    stop=tenacity.stop_after_attempt(5),
+    reraise=True,
+)
+def _open_storage(url: str) -> optuna.storages.BaseStorage:
+    return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+
+
 def _storage(url: str | None) -> optuna.storages.BaseStorage | None:
     if not url:
         return None
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs={"pool_pre_ping": True})
+        return _open_storage(url)
     except Exception as error:  # optuna/sqlalchemy raise many kinds; the user needs the URL
         safe = url.split("@")[-1]
         raise TrainingError(f"study storage {safe}: cannot open ({error})") from error

@@ -34,7 +34,7 @@ def cli(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
                 os.killpg(record.pid, signal.SIGKILL)
 
 
-def test_stack_up_status_rerun_trigger_and_down(cli: Cli) -> None:
+def test_stack_up_status_rerun_trigger_and_down(cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     has_prometheus = Path("/usr/bin/prometheus").is_file()
 
     up = cli("stack", "up")
@@ -55,7 +55,9 @@ def test_stack_up_status_rerun_trigger_and_down(cli: Cli) -> None:
     assert "already running" in again.stderr
     assert {s: row["pid"] for s, row in cli.status().items()} == pids
 
-    # commands find the stack by themselves, through <home>/stack.env
+    # commands find the stack by themselves, through <home>/stack.env (when nothing explicit,
+    # like the test harness's own Prefect server, says otherwise)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
     found = Settings(_env_file=None, home=cli.home, use_stack_env=True)  # type: ignore[call-arg]
     assert found.mlflow_uri == status["mlflow"]["url"]
     assert found.triton_url == f"127.0.0.1:{cli.ports['GENREOPS_TRITON_GRPC_PORT']}"
