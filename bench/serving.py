@@ -63,13 +63,7 @@ from typing import Any
 import numpy as np
 
 from genreops.drift import read_state
-from genreops.extraction import (
-    ExtractOptions,
-    extract_chunk,
-    finalize,
-    list_clips,
-    plan_chunks,
-)
+from genreops.extraction import ExtractOptions, extract_in_process
 from genreops.features import SCHEMA_HASH
 from genreops.publish import MODELS, ServingOptions, publish_registered
 from genreops.settings import get_settings
@@ -147,15 +141,7 @@ def build(
         return Setup(home, train_clips, served)
     say("extracting features (30 s window)")
     options = ExtractOptions(window_seconds=SECONDS)
-    clips = list_clips(str(home / "train"))
-    results = [extract_chunk(c, options) for c in plan_chunks(clips, 64, options)]
-    finalize(
-        input_url=str(home / "train"),
-        output_url=str(home / "features"),
-        clips=clips,
-        results=results,
-        options=options,
-    )
+    extract_in_process(str(home / "train"), str(home / "features"), options)
     say(f"training {', '.join(families)} x {trials} trials, registering the best two")
     with prefect_api():
         train_model(features_url=str(home / "features"), families=families, trials=trials)

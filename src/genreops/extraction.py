@@ -228,6 +228,20 @@ def extract_or_reuse_chunk(
     return result
 
 
+def extract_in_process(
+    input_url: str, output_url: str, options: ExtractOptions, *, chunk_size: int = 64
+) -> ExtractionSummary:
+    """The whole extraction in this process, one chunk after another: no Prefect, no Dask.
+
+    For small corpora (tests, benchmarks); the ``extract-features`` flow is the scalable path.
+    """
+    clips = list_clips(input_url)
+    results = [extract_chunk(c, options) for c in plan_chunks(clips, chunk_size, options)]
+    return finalize(
+        input_url=input_url, output_url=output_url, clips=clips, results=results, options=options
+    )
+
+
 def finalize(
     *,
     input_url: str,

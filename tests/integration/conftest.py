@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from genreops import s3server
+from genreops.settings import get_settings
 from genreops.storage import S3Config
 from helpers import free_port
 
@@ -106,13 +107,7 @@ def published_ensemble(
     from flows.registry import register_best
     from flows.train import train_model
 
-    from genreops.extraction import (
-        ExtractOptions,
-        extract_chunk,
-        finalize,
-        list_clips,
-        plan_chunks,
-    )
+    from genreops.extraction import ExtractOptions, extract_in_process
     from genreops.publish import publish_registered
     from genreops.settings import get_settings
     from genreops.synth import render_corpus
@@ -134,15 +129,7 @@ def published_ensemble(
                 workers=2,
             )
             options = ExtractOptions(window_seconds=SERVING_SECONDS)
-            clips = list_clips(str(home / "train"))
-            results = [extract_chunk(c, options) for c in plan_chunks(clips, 64, options)]
-            finalize(
-                input_url=str(home / "train"),
-                output_url=str(home / "features"),
-                clips=clips,
-                results=results,
-                options=options,
-            )
+            extract_in_process(str(home / "train"), str(home / "features"), options)
             train_model(
                 features_url=str(home / "features"), families=["knn", "random_forest"], trials=3
             )
@@ -163,3 +150,15 @@ def published_ensemble(
         clean=sorted(str(p) for p in (home / "clean").glob("*/*.wav")),
         drifted=sorted(str(p) for p in (home / "drifted").glob("*/*.wav")),
     )
+
+
+@pytest.fixture(scope="module")
+def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh GENREOPS_HOME: the embedded default (SQLite tracking, artifacts under home)."""
+    home = tmp_path_factory.mktemp("home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("GENREOPS_HOME", str(home))
+        patch.delenv("GENREOPS_MLFLOW_TRACKING_URI", raising=False)
+        get_settings.cache_clear()
+        yield home
+    get_settings.cache_clear()

@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from flows.pipeline import pipeline
 
-from genreops.settings import get_settings
 from genreops.synth import render_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
 GENRES = ("classical", "metal", "reggae", "jazz")
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    home = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GENREOPS_HOME", str(home))
-        patch.delenv("GENREOPS_MLFLOW_TRACKING_URI", raising=False)
-        get_settings.cache_clear()
-        yield home
-    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from flows.registry import register_best
 from flows.train import train_model
 
 from genreops.client import Answer, EnsembleClient, predict, summarize
-from genreops.extraction import ExtractOptions, extract_chunk, finalize, list_clips, plan_chunks
+from genreops.extraction import ExtractOptions, extract_in_process
 from genreops.monitoring import MonitoringStore
 from genreops.publish import (
     MODELS,
@@ -62,15 +62,6 @@ class Served:
         return answers
 
 
-def _extract(corpus: Path, out: Path) -> None:
-    options = ExtractOptions(window_seconds=SECONDS)
-    clips = list_clips(str(corpus))
-    results = [extract_chunk(c, options) for c in plan_chunks(clips, 64, options)]
-    finalize(
-        input_url=str(corpus), output_url=str(out), clips=clips, results=results, options=options
-    )
-
-
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("serving")
@@ -80,7 +71,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         render_corpus(home / "train", per_genre=20, seconds=SECONDS, seed=0, workers=2)
         render_corpus(home / "clean", per_genre=3, seconds=SECONDS, seed=5, workers=2)
         render_corpus(home / "drifted", per_genre=5, seconds=SECONDS, seed=6, drift=True, workers=2)
-        _extract(home / "train", home / "features")
+        extract_in_process(
+            str(home / "train"), str(home / "features"), ExtractOptions(window_seconds=SECONDS)
+        )
         train_model(
             features_url=str(home / "features"), families=["knn", "random_forest"], trials=3
         )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +35,6 @@ def write_extraction_output(folder: Path, frame: pd.DataFrame) -> Path:
     )
     (folder / "manifest.json").write_text(json.dumps({"counts": {"extracted": len(frame)}}))
     return folder
-
-
-@pytest.fixture(scope="module")
-def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh GENREOPS_HOME: the embedded default (SQLite tracking, artifacts under home)."""
-    home = tmp_path_factory.mktemp("home")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GENREOPS_HOME", str(home))
-        patch.delenv("GENREOPS_MLFLOW_TRACKING_URI", raising=False)
-        get_settings.cache_clear()
-        yield home
-    get_settings.cache_clear()
 
 
 @pytest.fixture(scope="module")
