@@ -222,3 +222,30 @@ def recorded(home: Path) -> dict[str, Any]:
         if record is not None:
             records[service] = record
     return records
+
+
+# --- reliability figures (docs/RELIABILITY.md, issue 6) -------------------------------
+
+# `make test` runs every reliability test in its fast size; `make reliability` sets "full".
+RELIABILITY_FULL = os.environ.get("GENREOPS_RELIABILITY", "fast") == "full"
+RELIABILITY_OUT = Path(
+    os.environ.get(
+        "GENREOPS_RELIABILITY_OUT",
+        Path(__file__).resolve().parents[1] / "test-output" / "reliability",
+    )
+)
+
+
+def record_reliability(section: str, name: str, figures: dict[str, Any]) -> Path:
+    """Keep one result's figures for tools/reliability_report.py (one JSON file per result).
+
+    ``section`` is one of bad_inputs, faults, load, security; ``name`` identifies the result
+    within it (a door, a fault, a phase, a check). Written before the test's assertions, so a
+    failing run still reports what it measured.
+    """
+    folder = RELIABILITY_OUT / section
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    payload = {"section": section, "name": name, "mode": "full" if RELIABILITY_FULL else "fast"}
+    path.write_text(json.dumps({**payload, **figures}, indent=2, default=str) + "\n")
+    return path

@@ -169,20 +169,32 @@ def _mel_bank(sr: float) -> np.ndarray:
     return np.ascontiguousarray(bank.T)
 
 
+@lru_cache(maxsize=4)
+def _mel_bands(sr: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The mel bank as triangles: each filter's first bin, its end bin and its weights.
+
+    Every Slaney filter covers a few contiguous bins (about 2,000 non-zeros in 131,000), so
+    ``_mel_power`` walks just those instead of a dense (frames x bins) @ (bins x 128) product.
+    """
+    bank = _mel_bank(sr)
+    starts = np.zeros(N_MELS, dtype=np.int64)
+    stops = np.zeros(N_MELS, dtype=np.int64)
+    weights: list[np.ndarray] = []
+    offset = 0
+    for m in range(N_MELS):
+        members = np.flatnonzero(bank[:, m])
+        if members.size:
+            starts[m], stops[m] = members[0], members[-1] + 1
+        weights.append(bank[starts[m] : stops[m], m])
+        offset += int(stops[m] - starts[m])
+    return starts, stops, np.concatenate(weights).astype(np.float32)
+
+
 @lru_cache(maxsize=128)  # tuning is estimated in steps of 0.01: at most 101 banks (50 kB each)
 def _chroma_bank(sr: float, tuning: float) -> np.ndarray:
     """(bins, 12): ``power @ bank`` is chroma_stft before its per-frame normalisation."""
     bank = librosa.filters.chroma(sr=sr, n_fft=N_FFT, tuning=tuning, n_chroma=N_CHROMA)
     return np.ascontiguousarray(bank.T, dtype=np.float32)
-
-
-@lru_cache(maxsize=4)
-def _moment_bank(sr: float) -> np.ndarray:
-    """(bins, 3): ``mag @ bank`` gives each frame's sum, first and second frequency moment."""
-    freq = _freqs(sr)
-    return np.ascontiguousarray(
-        np.stack([np.ones_like(freq), freq, freq**2], axis=1), dtype=np.float32
-    )
 
 
 @lru_cache(maxsize=1)
@@ -287,11 +299,16 @@ def _compute(y: np.ndarray, sr: float) -> dict[str, float]:
     mag = np.sqrt(power)
 
     # Time domain, on librosa's framing.
-    rms = np.sqrt(np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / N_FFT)
-    _put(out, "rms", rms)
-    _put(out, "zero_crossing_rate", _zero_crossing_rate(y, n_frames))
+    energy = np.empty(n_frames, dtype=np.float64)
+    crossings = np.empty(n_frames, dtype=np.float64)
+    _frame_energy_and_crossings(y, np.float32(ZC_THRESHOLD), N_FFT, HOP_LENGTH, energy, crossings)
+    _put(out, "rms", np.sqrt(energy / N_FFT))
+    _put(out, "zero_crossing_rate", crossings)
 
-    mel_db = _power_to_db(power @ _mel_bank(sr))
+    mel_starts, mel_stops, mel_weights = _mel_bands(sr)
+    mel = np.empty((n_frames, N_MELS), dtype=np.float32)
+    _mel_power(power, mel_starts, mel_stops, mel_weights, mel)
+    mel_db = _power_to_db(mel)
     # chroma_stft estimates the tuning first and builds its filter bank for it.
     chroma = power @ _chroma_bank(sr, round(_estimate_tuning(power, sr), 2))
     peak = chroma.max(axis=1, keepdims=True)
@@ -300,8 +317,10 @@ def _compute(y: np.ndarray, sr: float) -> dict[str, float]:
     for rank, value in enumerate(np.sort(chroma.mean(axis=0))[::-1], start=1):
         out[f"chroma_rank{rank}_mean"] = float(value)
 
-    # Spectral shape of the magnitude: one product gives sum, first and second moments.
-    moments = (mag @ _moment_bank(sr)).astype(np.float64)
+    # Spectral shape of the magnitude: one pass gives sum, first and second moments, rolloff.
+    moments = np.empty((n_frames, 3), dtype=np.float64)
+    rolloff_bins = np.empty(n_frames, dtype=np.int64)
+    _shape_and_rolloff(mag, _freqs(sr), np.float32(ROLLOFF), moments, rolloff_bins)
     total = moments[:, 0]
     voiced = total > _TINY32
     safe = np.where(voiced, total, 1.0)
@@ -309,8 +328,6 @@ def _compute(y: np.ndarray, sr: float) -> dict[str, float]:
     spread = np.where(voiced, moments[:, 2] / safe - np.square(centroid), 0.0)
     _put(out, "spectral_centroid", centroid)
     _put(out, "spectral_bandwidth", np.sqrt(np.maximum(spread, 0.0)))
-    rolloff_bins = np.empty(n_frames, dtype=np.int64)
-    _rolloff_bins(mag, np.float32(ROLLOFF), rolloff_bins)
     _put(out, "rolloff", _freqs(sr)[rolloff_bins])
 
     starts, stops, counts = _contrast_bands(sr)
@@ -321,10 +338,10 @@ def _compute(y: np.ndarray, sr: float) -> dict[str, float]:
     for k in range(len(starts)):
         _put(out, f"spectral_contrast{k + 1}", contrast[k])
 
-    floor = np.maximum(power, np.float32(AMIN))
-    log_mean = np.log(floor).mean(axis=1, dtype=np.float64)
-    _put(out, "spectral_flatness", np.exp(log_mean) / floor.mean(axis=1, dtype=np.float64))
-    del floor
+    log_mean = np.empty(n_frames, dtype=np.float64)
+    mean = np.empty(n_frames, dtype=np.float64)
+    _log_and_plain_means(power, np.float32(AMIN), log_mean, mean)
+    _put(out, "spectral_flatness", np.exp(log_mean) / mean)
 
     harmonic, percussive = _hpss_rms(mag, power)
     _put(out, "harmony", harmonic)
@@ -350,8 +367,11 @@ def _power_spectrogram(frames: np.ndarray) -> np.ndarray:
     """|STFT|² of the (strided, unwindowed) frames with librosa's periodic Hann window."""
     window = _window()
     power = np.empty((frames.shape[0], N_FFT // 2 + 1), dtype=np.float32)
+    windowed = np.empty((_FFT_BLOCK, N_FFT), dtype=np.float32)
     for start in range(0, frames.shape[0], _FFT_BLOCK):
-        spectrum = scipy.fft.rfft(frames[start : start + _FFT_BLOCK] * window, axis=1, workers=1)
+        chunk = frames[start : start + _FFT_BLOCK]
+        buffer = np.multiply(chunk, window, out=windowed[: chunk.shape[0]])
+        spectrum = scipy.fft.rfft(buffer, axis=1, workers=1, overwrite_x=True)
         block = power[start : start + _FFT_BLOCK]
         np.square(spectrum.real, out=block)
         block += np.square(spectrum.imag)
@@ -366,13 +386,6 @@ def _put(out: dict[str, float], base: str, series: np.ndarray) -> None:
     out[f"{base}_var"] = float(np.mean(np.square(values - mean)))
 
 
-def _zero_crossing_rate(y: np.ndarray, n_frames: int) -> np.ndarray:
-    """librosa.feature.zero_crossing_rate: edge padding; |x| <= 1e-10 counts as +0."""
-    rate = np.empty(n_frames, dtype=np.float64)
-    _crossing_rate(y, np.float32(ZC_THRESHOLD), N_FFT, HOP_LENGTH, rate)
-    return rate
-
-
 def _estimate_tuning(power: np.ndarray, sr: float) -> float:
     """librosa.estimate_tuning(S=power), as chroma_stft calls it, at a fraction of the cost.
 
@@ -380,23 +393,11 @@ def _estimate_tuning(power: np.ndarray, sr: float) -> float:
     neighbour each side) are scanned, and the parabolic fit is done at the peaks only.
     """
     lo, hi = _tuning_bins(sr)
-    block = power[:, lo - 1 : hi + 1]
-    ref = np.float32(0.1) * power.max(axis=1, keepdims=True)
-    gated = np.where(block > ref, block, np.float32(0.0))
-    center = gated[:, 1:-1]
-    peaks = (center > gated[:, :-2]) & (center >= gated[:, 2:])
-    rows, cols = np.nonzero(peaks)
-    if rows.size == 0:
-        return 0.0
-    prev = block[rows, cols]
-    cur = block[rows, cols + 1]
-    nxt = block[rows, cols + 2]
-    slope = (nxt - prev) / 2  # np.gradient in the interior
-    curve = nxt + prev - 2 * cur
-    shift = np.zeros_like(cur)
-    np.divide(-slope, curve, out=shift, where=np.abs(slope) < np.abs(curve))
-    pitch = (cols + lo + shift) * np.float32(sr / N_FFT)
-    strength = cur + np.float32(0.5) * slope * shift
+    capacity = power.shape[0] * ((hi - lo + 1) // 2 + 1)  # peaks are never adjacent
+    pitch = np.empty(capacity, dtype=np.float32)
+    strength = np.empty(capacity, dtype=np.float32)
+    found = _tuning_peaks(power, lo, hi, np.float32(sr / N_FFT), pitch, strength)
+    pitch, strength = pitch[:found], strength[:found]
     keep = pitch > 0
     pitch = pitch[keep & (strength >= np.median(strength[keep]))] if keep.any() else pitch[keep]
     if pitch.size == 0:
@@ -436,11 +437,13 @@ def _tempo(envelope: np.ndarray, sr: float) -> float:
     frames = np.lib.stride_tricks.sliding_window_view(padded, win)[:n] * window
     lag0 = np.einsum("ij,ij->i", frames, frames)  # the autocorrelation's maximum
     weights = np.divide(1.0, lag0, out=np.zeros_like(lag0), where=lag0 >= _TINY64)
+    frames32 = frames.astype(np.float32)  # float32 FFTs: the argmax never moved (30 clips)
     summed = np.zeros(n_pad // 2 + 1)
     for start in range(0, n, 2 * _FFT_BLOCK):
         stop = start + 2 * _FFT_BLOCK
-        spectrum = scipy.fft.rfft(frames[start:stop], n=n_pad, axis=1, workers=1)
-        summed += weights[start:stop] @ (np.square(spectrum.real) + np.square(spectrum.imag))
+        spectrum = scipy.fft.rfft(frames32[start:stop], n=n_pad, axis=1, workers=1)
+        power = np.square(spectrum.real) + np.square(spectrum.imag)
+        summed += weights[start:stop] @ power.astype(np.float64)
     mean_autocorr = scipy.fft.irfft(summed, n=n_pad)[:win] / n
     score = np.log1p(1e6 * mean_autocorr) + logprior
     return float(bpms[int(np.argmax(score))])
@@ -464,24 +467,18 @@ def _hpss_rms(mag: np.ndarray, power: np.ndarray) -> tuple[np.ndarray, np.ndarra
     typical = np.empty_like(level)
     energy = np.empty_like(level)
     _pool_octets(mag, power, level, typical, energy)
-    harm = _median_rows(np.ascontiguousarray(level.T), HPSS_KERNEL).T
+    harm = np.empty_like(level)
+    _running_median(level, HPSS_KERNEL, harm)
     perc = np.empty_like(typical)
     _median5_rows(typical, perc)
-    h2 = np.square(harm)
-    p2 = np.square(perc)
-    total = h2 + p2
-    silent = total <= _TINY32
-    total[silent] = 1.0
     # 2 * one-sided power / n_fft**2 is the mean square of the windowed frame; the window's
     # mean square turns it into the RMS of a signal that is steady over the frame.
     scale = 2.0 / (N_FFT**2 * float(np.mean(np.square(_window(), dtype=np.float64))))
-    amplitude = np.sqrt(energy * np.float32(scale))
-    results = []
-    for part in (h2, p2):
-        mask = part / total
-        mask[silent] = 0.5
-        results.append(_overlap_add_rms(mask * amplitude))
-    return results[0], results[1]
+    padded = np.zeros((2, n_frames + 3, groups), dtype=np.float32)
+    _masked_amplitudes(harm, perc, energy, np.float32(scale), padded)
+    powers = np.empty((2, 2, n_frames), dtype=np.float64)
+    _overlap_add_powers(padded, powers)
+    return _window_rms(powers[0]), _window_rms(powers[1])
 
 
 _GROUP = 8  # bins per group in the HPSS grid; _pool_octets is written for exactly 8
@@ -493,20 +490,15 @@ _OLA_FAR = float(np.sin(np.pi / 8) ** 4)
 _OLA_SUM = 1.5
 
 
-def _overlap_add_rms(amplitude: np.ndarray) -> np.ndarray:
-    """RMS per frame of the signal an inverse STFT would build from per-group amplitudes.
+def _window_rms(powers: np.ndarray) -> np.ndarray:
+    """RMS per frame of the signal an inverse STFT would build (see ``_overlap_add_powers``).
 
-    ``amplitude`` is (frames, groups). Overlap-add mixes neighbouring frames into the signal
-    with Hann² weights; ``librosa.feature.rms`` then averages that signal's power over n_fft
-    samples around each frame centre (here: 9 points, every half hop, trapezoid rule).
+    ``librosa.feature.rms`` averages the signal's power over n_fft samples around each frame
+    centre: here 9 points, every half hop, trapezoid rule. ``powers`` holds each frame's power
+    at its centre and half a hop later.
     """
-    n_frames = amplitude.shape[0]
-    padded = np.pad(amplitude, ((1, 2), (0, 0)))
-    before, here, after, later = padded[:-3], padded[1:-2], padded[2:-1], padded[3:]
-    at_centre = (here + 0.25 * (before + after)) / _OLA_SUM
-    off_centre = (_OLA_NEAR * (here + after) + _OLA_FAR * (before + later)) / _OLA_SUM
-    centre_power = np.square(at_centre).sum(axis=1, dtype=np.float64)
-    half_power = np.square(off_centre).sum(axis=1, dtype=np.float64)  # at t + hop/2
+    centre_power, half_power = powers
+    n_frames = centre_power.shape[0]
     c = np.pad(centre_power, 2)
     h = np.pad(half_power, 2)
     window_power = (
@@ -522,24 +514,159 @@ def _overlap_add_rms(amplitude: np.ndarray) -> np.ndarray:
     return np.sqrt(window_power)
 
 
-def _median_rows(rows: np.ndarray, kernel: int) -> np.ndarray:
-    """Median along each row with 'reflect' edges, as scipy.ndimage.median_filter in hpss.
-
-    Rows are padded by reflection and laid end to end, so one call of scipy's fast 1-D running
-    median does them all; no window reaches into the next row.
-    """
-    half = kernel // 2
-    if half >= rows.shape[1]:  # tiny input: the general (slow) filter handles deep reflection
-        return np.asarray(
-            scipy.ndimage.median_filter(rows, size=(1, kernel), mode="reflect"), dtype=rows.dtype
-        )
-    padded = np.pad(rows, ((0, 0), (half, half)), mode="symmetric")
-    flat = scipy.ndimage.median_filter(padded.reshape(-1), size=kernel, mode="reflect")
-    return flat.reshape(padded.shape)[:, half:-half]
+def _running_median(values: np.ndarray, kernel: int, out: np.ndarray) -> None:
+    """Median over ``kernel`` frames around each frame, per column, with 'reflect' edges, as
+    scipy.ndimage.median_filter does in librosa's hpss."""
+    if kernel // 2 >= values.shape[0]:  # tiny input: the general filter handles deep reflection
+        out[:] = scipy.ndimage.median_filter(values, size=(kernel, 1), mode="reflect")
+    else:
+        _running_median_columns(values, kernel, out)
 
 
 # ---------------------------------------------------------------------------------------------
 # Numba kernels: loops that numpy can only express with sorts or big temporaries.
+
+
+@numba.njit(cache=True, nogil=True, fastmath=True)  # compares and selects only: exact
+def _running_median_columns(x: np.ndarray, kernel: int, out: np.ndarray) -> None:  # pragma: no cover
+    """Running median down each column, vectorised across columns (needs kernel // 2 < rows).
+
+    Each column keeps its window sorted; a step drops the oldest value and inserts the new one
+    by rank counting and selects, without branches, so all columns move together in SIMD.
+    """
+    n, cols = x.shape
+    half = kernel // 2
+    window = np.empty((kernel, cols), dtype=x.dtype)
+    moved = np.empty((kernel, cols), dtype=x.dtype)
+    rank_old = np.empty(cols, dtype=np.float32)  # float counters keep the loops one width
+    rank_new = np.empty(cols, dtype=np.float32)
+    for k in range(kernel):
+        j = k - half
+        j = -j - 1 if j < 0 else j  # 'reflect': d c b a | a b c d
+        window[k] = x[j]
+    for c in range(cols):
+        window[:, c] = np.sort(window[:, c])
+    out[0] = window[half]
+    for i in range(1, n):
+        j_old = i - 1 - half
+        j_old = -j_old - 1 if j_old < 0 else j_old
+        j_new = i + half
+        j_new = 2 * n - j_new - 1 if j_new >= n else j_new
+        old = x[j_old]
+        new = x[j_new]
+        for c in range(cols):
+            rank_old[c] = np.float32(0.0)
+            # the new value's rank once the old one is gone
+            rank_new[c] = np.float32(-1.0) if old[c] < new[c] else np.float32(0.0)
+        for k in range(kernel):
+            for c in range(cols):
+                w = window[k, c]
+                rank_old[c] += np.float32(1.0) if w < old[c] else np.float32(0.0)
+                rank_new[c] += np.float32(1.0) if w < new[c] else np.float32(0.0)
+        for k in range(kernel):
+            up = min(k + 1, kernel - 1)
+            down = max(k - 1, 0)
+            kf = np.float32(k)
+            for c in range(cols):
+                p = rank_old[c]  # the old value's slot (its first copy)
+                q = rank_new[c]
+                here = window[k, c]
+                above = window[up, c]
+                below = window[down, c]
+                value = new[c]
+                kept = here if kf < p else above  # slot k of the window without the old value
+                kept_before = below if kf - np.float32(1.0) < p else here  # ... its slot k - 1
+                moved[k, c] = kept if kf < q else (value if kf == q else kept_before)
+        window, moved = moved, window
+        out[i] = window[half]
+
+
+@numba.njit(cache=True, nogil=True)
+def _masked_amplitudes(
+    harm: np.ndarray, perc: np.ndarray, energy: np.ndarray, scale: np.float32, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """librosa's soft masks (power 2, margin 1; 0.5 each where both parts are silent) times
+    each group's amplitude, into ``out[part, 1 + frame, group]`` (zero rows around)."""
+    n_frames, groups = harm.shape
+    for t in range(n_frames):
+        for g in range(groups):
+            h2 = harm[t, g] * harm[t, g]
+            p2 = perc[t, g] * perc[t, g]
+            total = h2 + p2
+            amplitude = np.sqrt(energy[t, g] * scale)
+            silent = total <= _TINY32
+            share = h2 / (np.float32(1.0) if silent else total)
+            other = p2 / (np.float32(1.0) if silent else total)
+            out[0, t + 1, g] = (np.float32(0.5) if silent else share) * amplitude
+            out[1, t + 1, g] = (np.float32(0.5) if silent else other) * amplitude
+
+
+@numba.njit(cache=True, nogil=True)
+def _overlap_add_powers(padded: np.ndarray, powers: np.ndarray) -> None:  # pragma: no cover
+    """Power of the overlap-added signal at each frame centre and half a hop later.
+
+    ``padded[part, 1 + t, group]`` is frame t's masked amplitude. Overlap-add mixes
+    neighbouring frames with Hann² weights (``_OLA_*``); groups are orthogonal, so powers add.
+    """
+    parts, rows, groups = padded.shape
+    for part in range(parts):
+        for t in range(rows - 3):
+            centre = 0.0
+            later = 0.0
+            for g in range(groups):
+                before = padded[part, t, g]
+                here = padded[part, t + 1, g]
+                after = padded[part, t + 2, g]
+                next_after = padded[part, t + 3, g]
+                at_centre = (here + np.float32(0.25) * (before + after)) * np.float32(1 / _OLA_SUM)
+                off_centre = (
+                    np.float32(_OLA_NEAR) * (here + after)
+                    + np.float32(_OLA_FAR) * (before + next_after)
+                ) * np.float32(1 / _OLA_SUM)
+                centre += at_centre * at_centre
+                later += off_centre * off_centre
+            powers[part, 0, t] = centre
+            powers[part, 1, t] = later
+
+
+@numba.njit(cache=True, nogil=True)
+def _tuning_peaks(
+    power: np.ndarray,
+    lo: int,
+    hi: int,
+    bin_hz: np.float32,
+    pitch: np.ndarray,
+    strength: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """piptrack's peaks in bins [lo, hi): above a tenth of the frame's maximum, a local
+    maximum (> left, >= right, values under the gate counting as 0), refined by a parabola.
+    Writes each peak's pitch and strength in frame order; returns how many."""
+    n_frames, n_bins = power.shape
+    found = 0
+    for t in range(n_frames):
+        peak = np.float32(0.0)
+        for f in range(n_bins):
+            peak = max(peak, power[t, f])
+        ref = np.float32(0.1) * peak
+        for f in range(lo, hi):
+            prev = power[t, f - 1]
+            cur = power[t, f]
+            nxt = power[t, f + 1]
+            if not cur > ref:
+                continue
+            if not cur > (prev if prev > ref else np.float32(0.0)):
+                continue
+            if not cur >= (nxt if nxt > ref else np.float32(0.0)):
+                continue
+            slope = (nxt - prev) / np.float32(2.0)  # np.gradient in the interior
+            curve = nxt + prev - np.float32(2.0) * cur
+            shift = np.float32(0.0)
+            if abs(slope) < abs(curve):
+                shift = -slope / curve
+            pitch[found] = (np.float32(f) + shift) * bin_hz
+            strength[found] = cur + np.float32(0.5) * slope * shift
+            found += 1
+    return found
 
 
 @numba.njit(cache=True, nogil=True)
@@ -660,38 +787,131 @@ def _band_extremes(
 
 
 @numba.njit(cache=True, nogil=True)
-def _crossing_rate(
-    y: np.ndarray, threshold: np.float32, frame_length: int, hop: int, out: np.ndarray
+def _frame_energy_and_crossings(
+    y: np.ndarray,
+    threshold: np.float32,
+    frame_length: int,
+    hop: int,
+    energy: np.ndarray,
+    crossings: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """Sign changes per sample within each centred, edge-padded frame (zero_crossing_rate)."""
+    """Per centred frame: sum of squares (zero padding, as rms) and zero-crossing rate.
+
+    A frame spans exactly ``frame_length // hop`` hop-sized blocks of the padded signal, so
+    both are summed per block once and each frame adds its blocks (exact partitions, no
+    running total to cancel). Crossings are sign changes within the edge-padded frame
+    (zero_crossing_rate; |x| <= threshold counts as +0); pairs in the padding never cross.
+    """
     n = y.shape[0]
-    half = frame_length // 2
-    counts = np.zeros(n, dtype=np.int64)  # counts[m]: crossings between samples 0..m
-    previous = y[0] < -threshold
-    total = 0
-    for m in range(1, n):
-        current = y[m] < -threshold
-        total += current != previous  # branch-free: noisy audio crosses at random
-        counts[m] = total
-        previous = current
-    for t in range(out.shape[0]):
-        # the frame's sample pairs (j-1, j) with j in [start+1, start+frame_length-1] of the
-        # padded signal; edge padding repeats the end samples, so pairs in the padding never cross
-        first = max(t * hop + 1 - half, 1)
-        last = min(t * hop + frame_length - 1 - half, n - 1)
-        out[t] = (counts[last] - counts[first - 1]) / frame_length if last >= first else 0.0
+    n_frames = energy.shape[0]
+    span = frame_length // hop
+    lead = frame_length // 2 // hop  # padding blocks before the first sample
+    blocks = (n + hop - 1) // hop
+    block_energy = np.zeros(n_frames + span, dtype=np.float64)
+    # block_crossings[b]: crossings between samples (m - 1, m) for m in block b (m >= 1);
+    # first_pair[b]: the one with m = b * hop, which a frame starting at that sample excludes
+    block_crossings = np.zeros(blocks, dtype=np.int64)
+    first_pair = np.zeros(blocks, dtype=np.int64)
+    for b in range(blocks):
+        start = b * hop
+        stop = min(start + hop, n)
+        acc = 0.0
+        count = 0
+        for m in range(start, stop):
+            v = np.float64(y[m])
+            acc += v * v
+        for m in range(max(start, 1), stop):
+            count += (y[m] < -threshold) != (y[m - 1] < -threshold)
+        if start >= 1:
+            first_pair[b] = (y[start] < -threshold) != (y[start - 1] < -threshold)
+        block_energy[lead + b] = acc
+        block_crossings[b] = count
+    for t in range(n_frames):
+        acc = 0.0
+        for b in range(t, t + span):
+            acc += block_energy[b]
+        energy[t] = acc
+        # the frame holds samples [(t - lead) * hop, (t - lead + span) * hop) of y: the pairs
+        # inside it are its blocks' pairs minus the pair straddling its first sample
+        count = 0
+        for b in range(max(t - lead, 0), min(t - lead + span, blocks)):
+            count += block_crossings[b]
+        if 0 <= t - lead < blocks:
+            count -= first_pair[t - lead]
+        crossings[t] = count / frame_length
 
 
 @numba.njit(cache=True, nogil=True)
-def _rolloff_bins(
-    mag: np.ndarray, fraction: np.float32, out: np.ndarray
-) -> None:  # pragma: no cover
-    """First bin whose float32 running sum reaches ``fraction`` of the frame's total (rolloff)."""
+def _mel_power(
+    power: np.ndarray, starts: np.ndarray, stops: np.ndarray, weights: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """``power @ mel_bank`` over each filter's non-zero bins only (see ``_mel_bands``)."""
+    n_frames = power.shape[0]
+    n_mels = starts.shape[0]
+    for t in range(n_frames):
+        offset = 0
+        for m in range(n_mels):
+            acc = np.float32(0.0)
+            for b in range(starts[m], stops[m]):
+                acc += power[t, b] * weights[offset + b - starts[m]]
+            offset += stops[m] - starts[m]
+            out[t, m] = acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _log_and_plain_means(
+    power: np.ndarray, amin: np.float32, log_mean: np.ndarray, mean: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Per frame: mean of log(max(p, amin)) and mean of max(p, amin) (spectral_flatness).
+
+    Logs are the costly part: products of 8 floored float32 values always fit a float64
+    (1e-80 .. 3.4e38**8 = 1.8e306), so one log per 8 bins gives the same sum of logs.
+    """
+    n_frames, n_bins = power.shape
+    for t in range(n_frames):
+        logs = 0.0
+        total = 0.0
+        f = 0
+        while f + 8 <= n_bins:
+            product = 1.0
+            for i in range(8):
+                v = max(power[t, f + i], amin)
+                total += v
+                product *= np.float64(v)
+            logs += np.log(product)
+            f += 8
+        while f < n_bins:
+            v = max(power[t, f], amin)
+            total += v
+            logs += np.log(np.float64(v))
+            f += 1
+        log_mean[t] = logs / n_bins
+        mean[t] = total / n_bins
+
+
+@numba.njit(cache=True, nogil=True)
+def _shape_and_rolloff(
+    mag: np.ndarray, freqs: np.ndarray, fraction: np.float32, moments: np.ndarray, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Per frame: sum, first and second frequency moment of the magnitude (centroid,
+    bandwidth) and the first bin whose float32 running sum reaches ``fraction`` of the
+    frame's total (rolloff, as librosa's float32 cumsum)."""
     n_frames, n_bins = mag.shape
     for t in range(n_frames):
         acc = np.float32(0.0)
+        total = 0.0
+        first = 0.0
+        second = 0.0
         for f in range(n_bins):
-            acc += mag[t, f]
+            v = mag[t, f]
+            acc += v
+            weighted = np.float64(v) * freqs[f]
+            total += v
+            first += weighted
+            second += weighted * freqs[f]
+        moments[t, 0] = total
+        moments[t, 1] = first
+        moments[t, 2] = second
         threshold = fraction * acc
         acc = np.float32(0.0)
         out[t] = n_bins - 1
