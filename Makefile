@@ -15,7 +15,7 @@ APT_PACKAGES := ffmpeg:ffmpeg node:nodejs npm:npm prometheus:prometheus \
 S3_SERVER := tools/s3/node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps lock test test-unit lint format demo up down status clean
+.PHONY: help setup system-deps lock test test-unit reliability lint format demo up down status clean
 
 # Docker Compose targets (build_and_up, compose_down, ...)
 include makefiles/*.mk
@@ -60,7 +60,20 @@ test: setup ## Run the whole test suite (starts the servers it needs itself)
 test-unit: setup ## Only the fast unit tests
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)
 
-lint: setup ## ruff, ruff-format, mypy and file hygiene via pre-commit
+# Full-size reliability suite (issue 6). The report is written even when tests fail; the
+# target then exits with pytest's code. The audit never fails (report only, offline-safe).
+RELIABILITY_OUT ?= test-output/reliability
+RELIABILITY_DOC ?= docs/RELIABILITY.md
+reliability: setup ## Bad input, faults, load, security at full size; rewrites docs/RELIABILITY.md
+	rm -rf $(RELIABILITY_OUT)
+	tools/pip_audit.sh
+	GENREOPS_RELIABILITY=full GENREOPS_RELIABILITY_OUT=$(abspath $(RELIABILITY_OUT)) \
+	  $(PY) -m pytest -m reliability -p no:randomly $(PYTEST_ARGS); code=$$?; \
+	$(PY) tools/reliability_report.py --records $(RELIABILITY_OUT) --output $(RELIABILITY_DOC) \
+	  || { [ $$code -ne 0 ] || code=1; }; \
+	exit $$code
+
+lint: setup ## ruff, ruff-format, mypy, file hygiene and pip-audit (report only) via pre-commit
 	$(VENV)/bin/pre-commit run --all-files
 
 format: setup ## Apply ruff formatting and fixes

@@ -528,7 +528,9 @@ def _running_median(values: np.ndarray, kernel: int, out: np.ndarray) -> None:
 
 
 @numba.njit(cache=True, nogil=True, fastmath=True)  # compares and selects only: exact
-def _running_median_columns(x: np.ndarray, kernel: int, out: np.ndarray) -> None:  # pragma: no cover
+def _running_median_columns(
+    x: np.ndarray, kernel: int, out: np.ndarray
+) -> None:  # pragma: no cover
     """Running median down each column, vectorised across columns (needs kernel // 2 < rows).
 
     Each column keeps its window sorted; a step drops the oldest value and inserts the new one
@@ -818,8 +820,7 @@ def _frame_energy_and_crossings(
         acc = 0.0
         count = 0
         for m in range(start, stop):
-            v = np.float64(y[m])
-            acc += v * v
+            acc += float(y[m]) * float(y[m])
         for m in range(max(start, 1), stop):
             count += (y[m] < -threshold) != (y[m - 1] < -threshold)
         if start >= 1:
@@ -877,7 +878,7 @@ def _log_and_plain_means(
             for i in range(8):
                 v = max(power[t, f + i], amin)
                 total += v
-                product *= np.float64(v)
+                product *= float(v)
             logs += np.log(product)
             f += 8
         while f < n_bins:

@@ -101,20 +101,61 @@ def split_s3_url(url: str) -> tuple[str, str]:
     return bucket, key
 
 
+# Longest name segment most filesystems take (ext4, s3rver's folders on disk) and longest S3 key.
+MAX_SEGMENT_BYTES = 255
+MAX_S3_KEY_BYTES = 1024
+
+
 def _check_segments(url: str, segments: list[str]) -> list[str]:
-    """Drop empty and '.' segments; refuse '..' so keys never escape their prefix."""
+    """Drop empty and '.' segments; refuse what could leave the prefix or break a store.
+
+    Refused: '..'; backslashes (a path separator on Windows, so ``..\\x`` would climb
+    there); NUL and other control characters (truncate C paths, split log and CSV lines);
+    names that are not valid UTF-8; segments longer than filesystems take.
+    """
     kept = []
     for segment in segments:
         if segment in ("", "."):
             continue
         if segment == "..":
             raise StorageError(f"{url}: '..' is not allowed in object names (path traversal)")
+        if "\\" in segment:
+            raise StorageError(
+                f"{url}: backslashes are not allowed in object names ({segment!r}; a path "
+                "separator on Windows)"
+            )
+        if any(ord(c) < 32 or ord(c) == 127 for c in segment):
+            raise StorageError(
+                f"{url}: control characters (NUL, newline, ...) are not allowed in object "
+                f"names ({segment!r})"
+            )
+        try:
+            size = len(segment.encode("utf-8"))
+        except UnicodeEncodeError as error:  # lone surrogates: a name that was not UTF-8
+            raise StorageError(f"{url}: object names must be valid UTF-8 ({segment!r})") from error
+        if size > MAX_SEGMENT_BYTES:
+            raise StorageError(
+                f"{url}: object name segment too long ({size} bytes; at most "
+                f"{MAX_SEGMENT_BYTES}): {segment[:40]!r}..."
+            )
         kept.append(segment)
     return kept
 
 
+def _file_url_segment(segment: str) -> str:
+    """A literal name as a file:// URL segment: ``_local_path`` percent-decodes URLs, so an
+    unescaped ``%2e%2e`` would come back as '..' (and ``?``/``#`` would cut the path)."""
+    return segment.replace("%", "%25").replace("?", "%3F").replace("#", "%23")
+
+
 def join_url(base: Location, *parts: str) -> str:
-    """Append relative posix parts to a location; '..' segments and absolute parts are refused."""
+    """Append relative posix parts to a location; the result always stays under ``base``.
+
+    Parts are literal names (clip ids, file names), never URL-encoded: '..' segments,
+    absolute parts, backslashes, control characters and over-long names are refused with a
+    StorageError naming the base; on file:// bases '%', '?' and '#' are escaped so the name
+    decodes back to itself.
+    """
     base_str = os.fspath(base)
     for part in parts:
         if part.startswith("/"):
@@ -122,9 +163,16 @@ def join_url(base: Location, *parts: str) -> str:
     segments = _check_segments(base_str, [s for part in parts for s in part.split("/")])
     if not segments:
         return base_str
-    tail = "/".join(segments)
-    if is_s3_url(base_str) or base_str.startswith("file://"):
-        return f"{base_str.rstrip('/')}/{tail}"
+    if is_s3_url(base_str):
+        joined = f"{base_str.rstrip('/')}/{'/'.join(segments)}"
+        size = len(split_s3_url(joined)[1].encode("utf-8"))
+        if size > MAX_S3_KEY_BYTES:
+            raise StorageError(
+                f"{base_str}: object key too long ({size} bytes; S3 allows {MAX_S3_KEY_BYTES})"
+            )
+        return joined
+    if base_str.startswith("file://"):
+        return f"{base_str.rstrip('/')}/{'/'.join(_file_url_segment(s) for s in segments)}"
     return str(Path(base_str).joinpath(*segments))
 
 
