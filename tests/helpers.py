@@ -9,7 +9,9 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from genreops.settings import get_settings
 from genreops.stack import SERVICES, read_record
+from genreops.triton_server import TritonPorts, start_triton, stop_triton
 
 
 def synthetic_feature_frame(
@@ -44,10 +48,32 @@ def synthetic_feature_frame(
     return frame
 
 
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0, every: float = 0.5) -> bool:
+    """Poll ``condition`` until it holds (True) or ``timeout`` s pass (its last answer)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(every)
+    return condition()
+
+
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port never handed out before in this process.
+
+    The kernel may give the same ephemeral port to two back-to-back calls once the first
+    socket is closed; two services told the same port would then collide (seen in CI).
+    """
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 # --- PostgreSQL (the server on this machine: 127.0.0.1:5432, user postgres, trust auth) ---
@@ -249,3 +275,43 @@ def record_reliability(section: str, name: str, figures: dict[str, Any]) -> Path
     payload = {"section": section, "name": name, "mode": "full" if RELIABILITY_FULL else "fast"}
     path.write_text(json.dumps({**payload, **figures}, indent=2, default=str) + "\n")
     return path
+
+
+@contextlib.contextmanager
+def running_ensemble(
+    repository: Path,
+    home: Path,
+    *,
+    database_url: str | None = None,
+    state_dir: Path | None = None,
+    log_path: Path | None = None,
+    timeout: float = 180.0,
+) -> Iterator[tuple[subprocess.Popen[bytes], TritonPorts]]:
+    """The ensemble of ``repository`` on a real tritonserver (free ports, every model loaded)
+    whose Python stubs keep their state under ``home``: drift state and the monitoring store
+    (SQLite there unless ``database_url``). Stopped on exit."""
+    from genreops.publish import MODELS
+
+    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
+    with pytest.MonkeyPatch.context() as patch:  # the stubs read settings at start
+        patch.setenv("GENREOPS_HOME", str(home))
+        if database_url is None:
+            patch.delenv("GENREOPS_DATABASE_URL", raising=False)
+        else:
+            patch.setenv("GENREOPS_DATABASE_URL", database_url)
+        get_settings.cache_clear()
+        try:
+            process = start_triton(
+                repository,
+                state_dir=state_dir or home,
+                ports=ports,
+                log_path=log_path or home / "triton.log",
+                load_models=list(MODELS),  # the fallback is not in the ensemble graph (BLS)
+                timeout=timeout,
+            )
+        finally:
+            get_settings.cache_clear()
+    try:
+        yield process, ports
+    finally:
+        stop_triton(process)

@@ -16,7 +16,7 @@ import contextlib
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
@@ -48,7 +48,7 @@ from genreops.publish import MODELS, record_event
 from genreops.settings import get_settings
 from genreops.synth import render_corpus
 from genreops.triton_server import TritonPorts, start_triton, stop_triton, unload_model
-from helpers import free_port, postgres_url
+from helpers import free_port, postgres_url, wait_until
 
 if TYPE_CHECKING:
     from conftest import PublishedEnsemble
@@ -60,15 +60,6 @@ DRIFT_RULE = ROOT / "configs" / "grafana" / "provisioning" / "alerting" / "drift
 # Triton's latency quantiles (the p50/p99 panel) exist only with this flag.
 SUMMARY_LATENCIES = "--metrics-config=summary_latencies=true"
 ACTIVE = ("pending", "firing")
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return condition()
 
 
 @dataclass
@@ -181,13 +172,13 @@ def observed(
         bad = _bad_files(base / "bad")
         refused = sum(not a.ok for a in ask(bad))
         seen = 'sum(genreops_bad_inputs_total{job="triton"})'
-        assert _wait_for(lambda: (_value(observed, seen) or 0) >= refused, timeout=60)
+        assert wait_until(lambda: (_value(observed, seen) or 0) >= refused, timeout=60)
         ask([bad[i % len(bad)] for i in range(max(8, observed.answered // 3))])
         # The fallback goes away while the gate is open: the champion answers instead.
         unload_model(ports.http_url, "fallback")
         observed.fallback_failed = ask(published_ensemble.drifted[:1])
         seen = 'sum(genreops_fallback_errors_total{job="triton"})'
-        assert _wait_for(lambda: (_value(observed, seen) or 0) >= 1, timeout=60)
+        assert wait_until(lambda: (_value(observed, seen) or 0) >= 1, timeout=60)
         observed.fallback_failed += ask(published_ensemble.drifted[1:10])
         if database_url:
             entry = published_ensemble.published.history[-1]
@@ -225,7 +216,7 @@ def test_prometheus_scrapes_triton_the_node_exporter_and_itself(observed: Observ
         data = prometheus_api(observed.prometheus, "/api/v1/targets")
         return {t["labels"]["job"]: t["health"] for t in data["activeTargets"]}
 
-    assert _wait_for(lambda: set(health().values()) == {"up"}, timeout=60), health()
+    assert wait_until(lambda: set(health().values()) == {"up"}, timeout=60), health()
     assert health().keys() == {"prometheus", "triton", "node"}
 
 
@@ -236,7 +227,7 @@ def test_every_dashboard_expression_returns_series(observed: Observed) -> None:
     def empty() -> list[str]:
         return [e for e in expressions if not instant_query(observed.prometheus, e)]
 
-    _wait_for(lambda: not empty(), timeout=90)  # a few scrapes after the traffic
+    wait_until(lambda: not empty(), timeout=90)  # a few scrapes after the traffic
     assert empty() == []  # also: instant_query raised on none of them (no PromQL error)
 
 
@@ -247,7 +238,7 @@ def test_alert_rules_are_loaded_and_evaluate_without_error(observed: Observed) -
         data = prometheus_api(observed.prometheus, "/api/v1/rules")
         return {r["name"]: r for group in data["groups"] for r in group["rules"]}
 
-    assert _wait_for(lambda: all(r["health"] == "ok" for r in rules().values()), timeout=30)
+    assert wait_until(lambda: all(r["health"] == "ok" for r in rules().values()), timeout=30)
     loaded = rules()
     assert loaded.keys() == expected
     assert all(not rule.get("lastError") for rule in loaded.values())
@@ -262,7 +253,7 @@ def test_each_alert_goes_active_while_its_condition_holds(observed: Observed) ->
     """Gate open, failing requests, refused files, failing fallback: each rule's expression
     returns series and its alert is pending (the ``for:`` durations are minutes long)."""
     rules = {r["alert"]: r for r in _alert_rules() if r["alert"] != "GenreopsTritonDown"}
-    assert _wait_for(lambda: rules.keys() <= _active_alerts(observed).keys(), timeout=60), (
+    assert wait_until(lambda: rules.keys() <= _active_alerts(observed).keys(), timeout=60), (
         f"active: {sorted(_active_alerts(observed))}"
     )
     active = _active_alerts(observed)
@@ -307,7 +298,7 @@ def test_every_sql_query_runs_on_the_monitoring_store(observed: Observed) -> Non
         pytest.skip("no PostgreSQL at 127.0.0.1:5432 for the monitoring store")
     store = MonitoringStore(observed.database_url)
     try:
-        assert _wait_for(lambda: store.count("predictions") == observed.answered, timeout=90), (
+        assert wait_until(lambda: store.count("predictions") == observed.answered, timeout=90), (
             f"{store.count('predictions')} stored, {observed.answered} answered"
         )
         assert store.count("drift_tests") >= 1 and store.count("model_events") == 1
@@ -347,7 +338,7 @@ def test_every_sql_query_runs_on_the_monitoring_store(observed: Observed) -> Non
 def test_triton_down_fires_the_server_down_alert(observed: Observed) -> None:
     stop_triton(observed.triton)
     (rule,) = [r for r in _alert_rules() if r["alert"] == "GenreopsTritonDown"]
-    assert _wait_for(lambda: "GenreopsTritonDown" in _active_alerts(observed), timeout=60)
+    assert wait_until(lambda: "GenreopsTritonDown" in _active_alerts(observed), timeout=60)
     series = instant_query(observed.prometheus, rule["expr"])
     assert [s["metric"]["job"] for s in series] == ["triton"]
     alert = _active_alerts(observed)["GenreopsTritonDown"]

@@ -29,7 +29,7 @@ from genreops.settings import get_settings
 from genreops.synth import render_corpus
 from genreops.tracking import TrackingTarget
 from genreops.triton_server import TritonPorts, start_triton, stop_triton
-from helpers import TcpProxy, free_port, postgres_url
+from helpers import TcpProxy, free_port, postgres_url, running_ensemble, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -104,15 +104,6 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         finally:
             stop_triton(process)
     get_settings.cache_clear()
-
-
-def _wait_for(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.5)
-    return False
 
 
 def test_clean_clips_are_answered_by_the_champion(served: Served) -> None:
@@ -227,12 +218,12 @@ def test_every_answer_and_drift_test_is_in_the_store(served: Served) -> None:
     """Last in this module: every answer any test above received was stored."""
     assert served.answered > 0
     store = MonitoringStore(get_settings().monitoring_db_url)
-    assert _wait_for(lambda: store.count("predictions") == served.answered, timeout=60), (
+    assert wait_until(lambda: store.count("predictions") == served.answered, timeout=60), (
         f"{store.count('predictions')} stored, {served.answered} answered"
     )
     run = [line for f in (served.home / "serving" / "drift").glob("*/drift_tests.jsonl")
            for line in f.read_text().splitlines() if line.strip()]  # fmt: skip
-    assert _wait_for(lambda: store.count("drift_tests") == len(run), timeout=30)
+    assert wait_until(lambda: store.count("drift_tests") == len(run), timeout=30)
 
 
 def test_on_postgresql_an_outage_mid_traffic_loses_nothing(
@@ -243,30 +234,25 @@ def test_on_postgresql_an_outage_mid_traffic_loses_nothing(
     schema = make_schema()
     proxy = TcpProxy(free_port())
     proxy.start()
-    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("GENREOPS_HOME", str(tmp_path / "home"))
-        patch.setenv("GENREOPS_DATABASE_URL", postgres_url(schema, proxy.port))
-        process = start_triton(
-            served.repository,
-            state_dir=tmp_path,
-            ports=ports,
-            log_path=tmp_path / "triton.log",
-            load_models=list(MODELS),
-        )
     try:
-        other = Served(tmp_path, served.repository, ports, served.published, served.clean, [])
-        other.ask(served.clean)
-        proxy.stop()  # the database host goes away while traffic goes on
-        for _ in range(3):
+        with running_ensemble(
+            served.repository,
+            tmp_path / "home",
+            database_url=postgres_url(schema, proxy.port),
+            state_dir=tmp_path,
+            log_path=tmp_path / "triton.log",
+        ) as (_, ports):
+            other = Served(tmp_path, served.repository, ports, served.published, served.clean, [])
             other.ask(served.clean)
-        proxy.start()
-        other.ask(served.clean)
-        store = MonitoringStore(postgres_url(schema))
-        assert _wait_for(lambda: store.count("predictions") == other.answered, timeout=90), (
-            f"{store.count('predictions')} stored, {other.answered} answered"
-        )
-        assert other.answered == 5 * len(served.clean)
+            proxy.stop()  # the database host goes away while traffic goes on
+            for _ in range(3):
+                other.ask(served.clean)
+            proxy.start()
+            other.ask(served.clean)
+            store = MonitoringStore(postgres_url(schema))
+            assert wait_until(lambda: store.count("predictions") == other.answered, timeout=90), (
+                f"{store.count('predictions')} stored, {other.answered} answered"
+            )
+            assert other.answered == 5 * len(served.clean)
     finally:
-        stop_triton(process)
         proxy.stop()

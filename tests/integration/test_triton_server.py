@@ -108,12 +108,7 @@ def make_repository(root: Path) -> Path:
 
 
 def free_ports() -> TritonPorts:
-    chosen: list[int] = []
-    while len(chosen) < 3:
-        port = free_port()
-        if port not in chosen:
-            chosen.append(port)
-    return TritonPorts(http=chosen[0], grpc=chosen[1], metrics=chosen[2])
+    return TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
 
 
 def live_processes(marker: Path) -> list[int]:
