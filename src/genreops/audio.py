@@ -40,6 +40,9 @@ SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".mp4", ".m4a")
 
 # A peak below this is no signal anyone can classify (-80 dBFS).
 SILENCE_PEAK = 1e-4
+# Float samples are nominally within [-1, 1]; +60 dBFS is no recording, and far beyond it the
+# features overflow float32 (a float wav of 1e30 gave infinite features).
+MAX_PEAK = 1e3
 # ffmpeg/ffprobe get this long per call; a healthy 15-minute m4a decodes in well under 10 s.
 FFMPEG_TIMEOUT_S = 120.0
 # Enough to see the magic bytes, an ID3 tag of normal size and the chunks ahead of a wav's data.
@@ -271,8 +274,9 @@ def _decode_soundfile(src: _Source, sniffed: _Sniffed, window: _Window) -> tuple
     """Seek to the window and read only it; check the header's length where it can be trusted."""
     clip, kind = src.name, sniffed.kind
     if kind == "wav":
-        _check_wav_header(src)
-    target: Any = str(src.path) if src.path is not None else io.BytesIO(src.data or b"")
+        _check_wav_header(src, window)
+    # bytes: a file name that is not UTF-8 opens as it is (soundfile would encode str strictly)
+    target: Any = os.fsencode(src.path) if src.path is not None else io.BytesIO(src.data or b"")
     try:
         handle = sf.SoundFile(target)
     except Exception as exc:
@@ -321,8 +325,12 @@ def _decode_soundfile(src: _Source, sniffed: _Sniffed, window: _Window) -> tuple
     return data, rate
 
 
-def _check_wav_header(src: _Source) -> None:
-    """libsndfile quietly shortens a wav whose data chunk overruns the file; call that truncated."""
+def _check_wav_header(src: _Source, window: _Window) -> None:
+    """libsndfile quietly shortens a wav whose data chunk overruns the file; call that truncated.
+
+    Unless the header claims more than the length limit: that is the user's limit, known
+    without reading a sample, so such a file is refused as too long (not as damaged).
+    """
     hdr = _wav_header(src.head)
     if hdr.data_offset is None or not hdr.data_size or not hdr.byte_rate:
         return
@@ -330,10 +338,17 @@ def _check_wav_header(src: _Source) -> None:
         return
     holds = max(0, src.size - hdr.data_offset)
     if hdr.data_size - holds > _LENGTH_SLACK_S * hdr.byte_rate:
+        declared = hdr.data_size / hdr.byte_rate
+        if declared > window.max_seconds:
+            raise AudioError(
+                src.name,
+                "too_long",
+                f"too long (header says {declared:.1f} s, limit is {window.max_seconds:g} s)",
+            )
         raise AudioError(
             src.name,
             "corrupt",
-            f"truncated wav (header says {hdr.data_size / hdr.byte_rate:.1f} s, "
+            f"truncated wav (header says {declared:.1f} s, "
             f"file holds {holds / hdr.byte_rate:.1f} s)",
         )
 
@@ -363,11 +378,42 @@ def _open_error(src: _Source, sniffed: _Sniffed, exc: Exception) -> AudioError:
         tag = _wav_header(src.head).format_tag
         if tag is not None and tag not in _SNDFILE_WAV_TAGS:
             return AudioError(clip, "unsupported", f"wav with codec 0x{tag:04x} is not supported")
-    if kind == "ogg" and not any(
-        m in src.head[:512] for m in (b"\x01vorbis", b"OpusHead", b"\x7fFLAC")
+    if (
+        kind == "ogg"
+        and _ogg_first_page_intact(src.head)
+        and not any(m in src.head[:512] for m in (b"\x01vorbis", b"OpusHead", b"\x7fFLAC"))
     ):
+        # only an intact first page names the codec; a cut or damaged one is just corrupt
         return AudioError(clip, "unsupported", "ogg stream is not vorbis, opus or flac audio")
     return AudioError(clip, "corrupt", f"damaged {kind} file ({_short(exc)})")
+
+
+def _ogg_crc_table() -> tuple[int, ...]:
+    table = []
+    for i in range(256):
+        r = i << 24
+        for _ in range(8):
+            r = ((r << 1) ^ 0x04C11DB7) if r & 0x80000000 else r << 1
+        table.append(r & 0xFFFFFFFF)
+    return tuple(table)
+
+
+_OGG_CRC = _ogg_crc_table()
+
+
+def _ogg_first_page_intact(head: bytes) -> bool:
+    """True when the first Ogg page is complete and its checksum is right."""
+    if len(head) < 27 or head[:4] != b"OggS":
+        return False
+    n = head[26]
+    end = 27 + n + sum(head[27 : 27 + n])
+    if len(head) < 27 + n or len(head) < end:
+        return False
+    page = head[:22] + b"\0\0\0\0" + head[26:end]
+    crc = 0
+    for byte in page:
+        crc = ((crc << 8) & 0xFFFFFFFF) ^ _OGG_CRC[((crc >> 24) & 0xFF) ^ byte]
+    return crc == int.from_bytes(head[22:26], "little")
 
 
 def _short(exc: BaseException) -> str:
@@ -510,6 +556,10 @@ def _finish(clip: str, data: np.ndarray, rate: int) -> np.ndarray:
     peak = float(np.abs(mono).max()) if mono.size else 0.0
     if peak < SILENCE_PEAK:
         raise AudioError(clip, "silent", f"silent (peak amplitude {peak:.1e})")
+    if peak > MAX_PEAK:
+        raise AudioError(
+            clip, "corrupt", f"samples far out of range (peak {peak:.1e}, full scale is 1.0)"
+        )
     if rate != SAMPLE_RATE:
         try:
             mono = soxr.resample(mono, rate, SAMPLE_RATE)

@@ -2,8 +2,10 @@
 
 Files are read here and sent as bytes (no shared filesystem with the server). Requests carry
 ``--batch-size`` files; when the server refuses a multi-file request (one bad file fails its
-whole request), its files are resent one by one so each bad file fails alone. Connection
-failures are retried with backoff (inference is idempotent); refusals are not.
+whole request), its files are resent one by one so each bad file fails alone. Requests the
+server never ran are retried with backoff (inference is idempotent): connection failures, and
+a model instance whose backend process has died; refusals of the input are not. Every answer
+says how many attempts it took, and a failure keeps the server's last message.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import threading
 import time
 from collections import Counter
@@ -21,14 +24,23 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
-from tenacity import retry, retry_if_exception, stop_after_attempt, wait_exponential
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from genreops.audio import SUPPORTED_EXTENSIONS
-from genreops.errors import GenreopsError
+from genreops.errors import GenreopsError, ObjectTooLargeError
 from genreops.storage import S3Config, is_s3_url, list_objects, read_bytes
+
+log = logging.getLogger(__name__)
 
 ENSEMBLE = "genre_ensemble"
 PROTOCOLS = ("grpc", "http")
+ATTEMPTS = 4  # per request: the first try and up to three retries (0.5, 1, 2 s apart)
 
 
 class ClientError(GenreopsError):
@@ -48,6 +60,7 @@ class Answer:
     reason: str = ""
     expected: str = ""
     seconds: float = 0.0
+    attempts: int = 0  # requests sent for this input (more than 1: retried)
 
     @property
     def ok(self) -> bool:
@@ -76,10 +89,26 @@ def expected_genre(path: str) -> str:
 
 
 def _retryable(error: BaseException) -> bool:
+    """Worth sending again: the server never ran the request.
+
+    That is a server that cannot be reached, and a model instance whose Python backend
+    process has died (Triton refuses the request with "Stub process '<instance>' is not
+    healthy" without running it; the model's other instances may answer). Errors about the
+    input itself are final.
+    """
     text = str(error).lower()
-    return any(
+    if any(
         word in text
         for word in ("unavailable", "connection refused", "failed to connect", "reset by peer")
+    ):
+        return True
+    return "stub process" in text and "not healthy" in text
+
+
+def _log_retry(state: RetryCallState) -> None:
+    error = state.outcome.exception() if state.outcome is not None else None
+    log.warning(
+        "inference attempt %d failed (%s); retrying", state.attempt_number, _error_text(error)
     )
 
 
@@ -116,17 +145,34 @@ class EnsembleClient:
             params = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
         return [g for g in params.get("labels", "").split(",") if g]
 
-    @retry(
-        retry=retry_if_exception(_retryable),
-        stop=stop_after_attempt(4),
-        wait=wait_exponential(multiplier=0.5, max=8),
-        reraise=True,
-    )
     def infer(self, payloads: Sequence[bytes], clip_ids: Sequence[str]) -> dict[str, np.ndarray]:
+        """One inference request, retried as ``_retryable`` allows (see ``last_attempts``)."""
+        retrying = Retrying(
+            retry=retry_if_exception(_retryable),
+            stop=stop_after_attempt(ATTEMPTS),
+            wait=wait_exponential(multiplier=0.5, max=8),
+            before_sleep=_log_retry,
+            reraise=True,
+        )
+        self._local.attempts = 0
+        for attempt in retrying:
+            with attempt:
+                self._local.attempts = attempt.retry_state.attempt_number
+                return self._infer_once(payloads, clip_ids)
+        raise AssertionError("unreachable: tenacity reraises the last error")
+
+    def last_attempts(self) -> int:
+        """Requests sent by this thread's last ``infer`` call."""
+        return int(getattr(self._local, "attempts", 0))
+
+    def _infer_once(
+        self, payloads: Sequence[bytes], clip_ids: Sequence[str]
+    ) -> dict[str, np.ndarray]:
         client = self._client()
         triton = self._local.module
         audio = np.array([[p] for p in payloads], dtype=np.object_)
-        ids = np.array([[c.encode()] for c in clip_ids], dtype=np.object_)
+        # surrogateescape: a path that is not UTF-8 is sent as its own bytes
+        ids = np.array([[c.encode("utf-8", "surrogateescape")] for c in clip_ids], dtype=np.object_)
         inputs = [triton.InferInput("AUDIO", list(audio.shape), "BYTES")]
         inputs.append(triton.InferInput("CLIP_ID", list(ids.shape), "BYTES"))
         inputs[0].set_data_from_numpy(audio)
@@ -145,7 +191,7 @@ def _reason(message: str) -> str:
     return message[start + 1 : end] if 0 <= start < end else "server"
 
 
-def _error_text(error: Exception) -> str:
+def _error_text(error: BaseException | None) -> str:
     message = getattr(error, "message", None)
     text = message() if callable(message) else str(error)
     return " ".join(str(text).split())
@@ -172,7 +218,8 @@ def predict(
             return read_bytes(paths[index], s3=s3, max_bytes=max_bytes)
         except GenreopsError as error:
             answers[index].error = str(error)
-            answers[index].reason = "unreadable"
+            too_large = isinstance(error, ObjectTooLargeError)
+            answers[index].reason = "too_large" if too_large else "unreadable"
             return None
 
     def send(indices: list[int]) -> list[int]:
@@ -188,9 +235,16 @@ def predict(
                 for i in ready:
                     send([i])
                 return indices
-            answers[ready[0]].error = _error_text(error)
-            answers[ready[0]].reason = _reason(answers[ready[0]].error)
+            answer = answers[ready[0]]
+            answer.attempts = client.last_attempts()
+            answer.error = _error_text(error)
+            # "unavailable": the server never ran it (unreachable, or a dead backend process);
+            # sending it again later may succeed, unlike a refusal of the input
+            answer.reason = "unavailable" if _retryable(error) else _reason(answer.error)
+            if answer.attempts > 1:
+                answer.error += f" (after {answer.attempts} attempts)"
             return indices
+        attempts = client.last_attempts()
         seconds = (time.perf_counter() - started) / len(ready)
         for row, i in enumerate(ready):
             answer = answers[i]
@@ -199,6 +253,7 @@ def predict(
             answer.drift = bool(out["DRIFT"][row][0])
             answer.probabilities = [float(p) for p in out["PROBABILITIES"][row]]
             answer.seconds = seconds
+            answer.attempts = attempts
         return indices
 
     batches = [

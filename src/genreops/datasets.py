@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from genreops.audio import SUPPORTED_EXTENSIONS
+from genreops.errors import decode_name
 from genreops.storage import Location, S3Config, list_objects
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,13 @@ class LabeledClip:
     fingerprint: str
 
 
+def clip_id_for(relative: str) -> str:
+    """The clip id of a file at ``relative``: the path itself, except that bytes of a local
+    file name that are not UTF-8 are written as escapes (``caf\\xe9.wav``), so the id can be
+    stored in parquet, JSON and databases while the file is still opened by its real name."""
+    return decode_name(relative.encode("utf-8", "surrogateescape"))
+
+
 def discover_labeled(
     root_url: Location,
     *,
@@ -52,19 +60,20 @@ def discover_labeled(
     misplaced: list[str] = []
     not_audio: list[str] = []
     for item in list_objects(root_url, s3=s3):
-        parts = item.relative.split("/")
+        clip_id = clip_id_for(item.relative)
+        parts = clip_id.split("/")
         if any(part.startswith(".") for part in parts):
             continue
-        if not item.relative.lower().endswith(wanted):
-            not_audio.append(item.relative)
+        if not clip_id.lower().endswith(wanted):
+            not_audio.append(clip_id)
             continue
         if len(parts) != 2:
-            misplaced.append(item.relative)
+            misplaced.append(clip_id)
             continue
         clips.append(
             LabeledClip(
                 url=item.url,
-                clip_id=item.relative,
+                clip_id=clip_id,
                 genre=parts[0].lower(),
                 size=item.size,
                 fingerprint=item.fingerprint,

@@ -1,6 +1,22 @@
-"""One exception family, so callers can catch every expected failure with one clause."""
+"""One exception family, so callers can catch every expected failure with one clause; and how
+the names in its messages are shown."""
 
 from __future__ import annotations
+
+
+def printable(text: str) -> str:
+    """``text`` fit for one line of a message or a log: control characters (NUL, newlines),
+    invisible formatting (a right-to-left override) and undecodable bytes (surrogate escapes)
+    are written as escapes; printable text in any script stays as it is."""
+    return "".join(
+        c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text
+    )
+
+
+def decode_name(raw: bytes) -> str:
+    """A name received as bytes (a file name, a request's clip id) as text: UTF-8, each byte
+    that is not UTF-8 written as ``\\xNN``, so the name stays unique, readable and storable."""
+    return raw.decode("utf-8", "backslashreplace")
 
 
 class GenreopsError(Exception):
@@ -28,7 +44,9 @@ class AudioError(GenreopsError):
         self.clip = clip
         self.reason = reason
         self.detail = detail
-        super().__init__(f"{clip}: {detail}")
+        # The clip is named as it can be shown: a NUL would cut the message short in C layers
+        # (Triton), a newline would forge log lines, a lone surrogate cannot be encoded.
+        super().__init__(f"{printable(clip)}: {detail}")
 
     def __reduce__(self) -> tuple[type[AudioError], tuple[str, str, str]]:
         # Keeps the fields when the error crosses a process boundary (Dask, Prefect results).

@@ -290,12 +290,21 @@ def dump_json(value: Any) -> str:
     return json.dumps(_plain(value), separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
+def _storable(text: str) -> str:
+    """``text`` as every database stores it: PostgreSQL refuses NUL in text and UTF-8 has no
+    lone surrogates (a file name that is not UTF-8), so those are written as escapes."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _coerce(kind: str, value: Any, length: int | None) -> Any:
     if kind == "str":
         if isinstance(value, bytes | bytearray):
             value = bytes(value).decode("utf-8", "replace")
         if not isinstance(value, str):
             raise TypeError(f"must be text, got {_show(value)}")
+        value = _storable(value)
         return value[:length] if length else value
     if kind == "float":
         if isinstance(value, numbers.Real) and not _is_bool(value):
@@ -387,7 +396,7 @@ def prepare_row(table: str, row: Mapping[str, Any]) -> dict[str, Any]:
     ident = full[key]
     if isinstance(ident, bytes | bytearray):
         ident = bytes(ident).decode("utf-8", "replace")
-    ident = str(ident)
+    ident = _storable(str(ident))
     if len(ident) > 128:
         raise InvalidRowError(f"{table} row {ident[:40]}...: {key} is longer than 128 characters")
     full[key] = ident

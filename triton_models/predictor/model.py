@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from genreops.errors import decode_name
 from genreops.serving import PredictorRuntime, parameters
 
 
@@ -17,7 +18,7 @@ def _clip_ids(request, n):
     tensor = pb_utils.get_input_tensor_by_name(request, "CLIP_ID")
     if tensor is None:
         return [""] * n
-    return [bytes(item[0]).decode("utf-8", "replace") for item in tensor.as_numpy()]
+    return [decode_name(bytes(item[0])) for item in tensor.as_numpy()]
 
 
 class TritonPythonModel:

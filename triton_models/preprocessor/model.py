@@ -10,7 +10,7 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from genreops.errors import AudioError
+from genreops.errors import AudioError, decode_name
 from genreops.serving import PreprocessOptions, featurize, parameters
 
 
@@ -18,9 +18,7 @@ def _clip_ids(request, n):
     tensor = pb_utils.get_input_tensor_by_name(request, "CLIP_ID")
     if tensor is None:
         return ["request"] * n
-    return [
-        bytes(item[0]).decode("utf-8", "replace")[:256] or "request" for item in tensor.as_numpy()
-    ]
+    return [decode_name(bytes(item[0]))[:256] or "request" for item in tensor.as_numpy()]
 
 
 class TritonPythonModel:
