@@ -9,12 +9,19 @@ from genreops.settings import get_settings
 
 
 @flow(name="register-best")
-def register_best(top: int = 2, model_name: str | None = None) -> registry.RegistrySummary:
+def register_best(
+    top: int = 2, model_name: str | None = None, restore_timeout_seconds: float = 120.0
+) -> registry.RegistrySummary:
     """Rank finished training runs by validation G-mean and register the top ones.
+
+    The champion and challenger aliases move together: if the tracking server fails between
+    the alias writes, the previous aliases are restored and the run fails with the reason.
 
     Args:
         top: how many versions to keep ranked (1: champion only; 2: champion and challenger).
         model_name: registered model name (default: the `GENREOPS_MODEL_NAME` setting).
+        restore_timeout_seconds: how long to keep trying to restore the previous aliases
+            when the tracking server fails part-way.
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -22,6 +29,7 @@ def register_best(top: int = 2, model_name: str | None = None) -> registry.Regis
         tracking.TrackingTarget.from_settings(settings),
         model_name=model_name or settings.model_name,
         top=top,
+        restore_timeout=restore_timeout_seconds,
     )
     for assignment in summary.assignments:
         logger.info(

@@ -18,6 +18,7 @@ from typing import Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from tenacity import RetryCallState, Retrying, stop_before_delay, wait_exponential
 
 from genreops.errors import RegistryError
 from genreops.search_space import FAMILIES
@@ -199,8 +200,14 @@ def register_best(
     model_name: str = "genre-classifier",
     top: int = 2,
     families: Sequence[str] = FAMILIES,
+    restore_timeout: float = 120.0,
 ) -> RegistrySummary:
-    """Register the top runs as versions of ``model_name``; set champion/challenger aliases."""
+    """Register the top runs as versions of ``model_name``; set champion/challenger aliases.
+
+    Versions and their tags are written first, the aliases last and all together: if the
+    tracking server fails part-way, the previous aliases are restored (waiting up to
+    ``restore_timeout`` seconds for the server) and a RegistryError names what failed.
+    """
     if top < 1:
         raise RegistryError("top must be at least 1")
     name = _check_name(model_name)
@@ -216,7 +223,7 @@ def register_best(
             )
         chosen, skipped = choose(ranked, top)
         summary = RegistrySummary(name, len(ranked), [], skipped)
-        registered = _ensure_registered_model(client, name, summary.changes)
+        _ensure_registered_model(client, name, summary.changes)
         by_run: dict[str, Any] = {}
         for existing in client.search_model_versions(f"name='{name}'"):
             known = by_run.get(existing.run_id or "")
@@ -256,19 +263,127 @@ def register_best(
             if reason is not None and tags.get(TAG_REASON) != reason:
                 client.set_model_version_tag(name, version.version, TAG_REASON, reason)
 
-        # 3. aliases last, champion first, so a reader never sees a challenger without one
-        current = {alias: str(v) for alias, v in (registered.aliases or {}).items()}
-        for assignment in summary.assignments:
-            if assignment.alias and current.get(assignment.alias) != assignment.version:
-                client.set_registered_model_alias(name, assignment.alias, assignment.version)
-                summary.changes.append(f"{assignment.alias} -> version {assignment.version}")
-        for alias in ALIASES[len(summary.assignments) :]:
-            if alias in current:
-                client.delete_registered_model_alias(name, alias)
-                summary.changes.append(f"removed {alias} (no compatible run)")
+        # 3. aliases last, champion first, so a reader never sees a challenger without one;
+        #    all or nothing: a failed write puts the previous aliases back (see _set_aliases)
+        wanted: dict[str, str | None] = {
+            a.alias: a.version for a in summary.assignments if a.alias is not None
+        }
+        wanted.update(dict.fromkeys(ALIASES[len(summary.assignments) :]))
+        summary.changes += _set_aliases(
+            client, name, wanted, target.tracking_uri, restore_timeout=restore_timeout
+        )
         return summary
     except MlflowException as error:
         raise RegistryError(f"model registry at {target.tracking_uri}: {error.message}") from error
+
+
+def _current_aliases(client: Any, name: str) -> dict[str, str]:
+    aliases = client.get_registered_model(name).aliases or {}
+    return {alias: str(version) for alias, version in aliases.items() if alias in ALIASES}
+
+
+def _write_alias(client: Any, name: str, alias: str, version: str | None) -> None:
+    if version is None:
+        client.delete_registered_model_alias(name, alias)
+    else:
+        client.set_registered_model_alias(name, alias, version)
+
+
+def _show_aliases(aliases: dict[str, str | None]) -> str:
+    return ", ".join(
+        f"{alias} -> {'none' if aliases.get(alias) is None else 'version ' + str(aliases[alias])}"
+        for alias in ALIASES
+    )
+
+
+def _set_aliases(
+    client: Any,
+    name: str,
+    wanted: dict[str, str | None],
+    tracking_uri: str,
+    *,
+    restore_timeout: float,
+) -> list[str]:
+    """Move the aliases to ``wanted`` (None: remove) as one change: all of them or none.
+
+    MLflow sets one alias per request, so a tracking server that stops between two writes
+    would leave a champion of one ranking next to a challenger of another: a pair nobody
+    chose, which serving would publish. The previous aliases are read right before the first
+    write; when a write fails, every alias is put back as it was (retrying while the server
+    is away, up to ``restore_timeout`` seconds) and the error says what failed and in which
+    state the aliases are.
+    """
+    previous = _current_aliases(client, name)  # the last read: nothing is written before it
+    steps = [
+        (alias, version)
+        for alias, version in wanted.items()
+        if previous.get(alias) != version and not (version is None and alias not in previous)
+    ]
+    changes: list[str] = []
+    for alias, version in steps:
+        try:
+            _write_alias(client, name, alias, version)
+        except Exception as error:  # MLflow wraps connection errors; anything else: same answer
+            doing = (
+                f"removing alias {alias}"
+                if version is None
+                else f"setting alias {alias} -> version {version}"
+            )
+            cause = _message(error)
+            old = {a: previous.get(a) for a in ALIASES}
+            new = {a: wanted.get(a, previous.get(a)) for a in ALIASES}
+            outcome = _restore_aliases(client, name, previous, restore_timeout)
+            if outcome is None:
+                state = f"the previous aliases are in place ({_show_aliases(old)})"
+            else:
+                state = (
+                    f"the previous aliases could not be restored within "
+                    f"{restore_timeout:.0f} s ({outcome}); they may be half-set: run "
+                    f"register-best again once the server answers (intended: "
+                    f"{_show_aliases(new)}; before: {_show_aliases(old)})"
+                )
+            raise RegistryError(
+                f"model registry at {tracking_uri}: {doing} of {name} failed ({cause}); {state}"
+            ) from error
+        changes.append(
+            f"removed {alias} (no compatible run)"
+            if version is None
+            else f"{alias} -> version {version}"
+        )
+    return changes
+
+
+def _restore_aliases(
+    client: Any, name: str, previous: dict[str, str], timeout: float
+) -> str | None:
+    """Put every alias back as in ``previous``; None when done, else the last error."""
+
+    def restore() -> None:
+        now = _current_aliases(client, name)
+        for alias in ALIASES:
+            if now.get(alias) != previous.get(alias):
+                _write_alias(client, name, alias, previous.get(alias))
+        if _current_aliases(client, name) != previous:
+            raise RegistryError("the aliases changed again while they were being restored")
+
+    def warn(state: RetryCallState) -> None:
+        error = state.outcome.exception() if state.outcome is not None else None
+        log.warning("restoring the aliases of %s failed (%s); retrying", name, _message(error))
+
+    try:
+        Retrying(
+            stop=stop_before_delay(timeout),
+            wait=wait_exponential(multiplier=1, max=10),
+            before_sleep=warn,
+            reraise=True,
+        )(restore)
+    except Exception as error:
+        return _message(error)
+    return None
+
+
+def _message(error: BaseException | None) -> str:
+    return str(getattr(error, "message", None) or error)
 
 
 @dataclass(frozen=True)

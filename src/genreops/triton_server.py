@@ -271,8 +271,13 @@ def start_triton(
     extra_args: Sequence[str] = (),
     timeout: float = 180.0,
     host: str = HOST,
+    watchdog: bool = True,
 ) -> subprocess.Popen[bytes]:
     """Start tritonserver on ``repository`` and wait until it is usable.
+
+    ``watchdog`` also starts ``genreops.triton_watchdog`` beside it (log: ``<log>-watchdog``),
+    which reloads a model whose Python stub process died; it exits within a second of the
+    server (``stop_triton`` stops it at once).
 
     ``host`` is loopback by default; ``0.0.0.0`` (every interface) is for containers, where
     other services reach the server by its service name. Readiness is asked over loopback.
@@ -344,7 +349,27 @@ def start_triton(
             f"not READY after startup ({reasons}); log {log_path}:\n{log_tail(log_path)}",
             ports.http_url,
         )
+    if watchdog:
+        _WATCHDOGS[process.pid] = _start_watchdog(process.pid, ports.http_url, log_path)
     return process
+
+
+# tritonserver pid -> its watchdog, so stop_triton can reap it
+_WATCHDOGS: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _start_watchdog(server_pid: int, http_url: str, log_path: Path) -> subprocess.Popen[bytes]:
+    log_file = log_path.with_name(f"{log_path.stem}-watchdog{log_path.suffix or '.log'}")
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "genreops.triton_watchdog", "--pid", str(server_pid),
+             "--url", http_url],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # not stopped by a Ctrl-C meant for the foreground
+        )  # fmt: skip
 
 
 def _check_ports(ports: TritonPorts) -> None:
@@ -378,8 +403,11 @@ def _reasons(url: str, models: Sequence[str]) -> str:
 
 
 def stop_triton(process: subprocess.Popen[bytes], timeout: float = STOP_TIMEOUT) -> None:
-    """Stop a server from ``start_triton`` and its Python stubs (SIGTERM, then SIGKILL)."""
+    """Stop a server from ``start_triton``, its Python stubs and its watchdog."""
     stop_process(process, timeout=timeout)
+    watchdog = _WATCHDOGS.pop(process.pid, None)
+    if watchdog is not None:  # it exits by itself once the server is gone
+        stop_process(watchdog, timeout=5.0)
 
 
 def write_pid_file(
@@ -555,6 +583,22 @@ def load_model(url: str, name: str, *, timeout: float = 600.0) -> None:
     if status != 200:
         raise TritonModelError(name, "load", _error_text(body), _base_url(url))
     logger.info("Triton at %s loaded model %s", _base_url(url), name)
+
+
+def restart_model_instances(url: str, model: str, *, timeout: float = 600.0) -> float:
+    """Reload ``model`` with its current configuration plus a fresh parameter, so Triton
+    builds new instances (a plain load of an unchanged model does nothing). Seconds taken."""
+    status, body = _call("GET", url, "/v2/models/" + urllib.parse.quote(model, safe="") + "/config")
+    if status != 200:
+        raise TritonModelError(model, "restart", _error_text(body), _base_url(url))
+    config = json.loads(body)
+    config.setdefault("parameters", {})["genreops_restart"] = {"string_value": uuid.uuid4().hex}
+    payload = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
+    started = time.monotonic()
+    status, body = _call("POST", url, _model_path(model) + "/load", body=payload, timeout=timeout)
+    if status != 200:
+        raise TritonModelError(model, "restart", _error_text(body), _base_url(url))
+    return time.monotonic() - started
 
 
 def unload_model(

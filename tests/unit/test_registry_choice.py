@@ -1,10 +1,14 @@
-"""Which runs become champion and challenger (no server needed for the ranking rules)."""
+"""Which runs become champion and challenger, and how their aliases move (no server needed)."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 
-from genreops.registry import Candidate, choose
+from genreops.errors import RegistryError
+from genreops.registry import Candidate, _set_aliases, choose
 
 pytestmark = pytest.mark.unit
 
@@ -53,3 +57,54 @@ def test_ties_go_to_the_older_run_so_reruns_do_not_flip_aliases() -> None:
     runs = _ranked(_run("later", "knn", 0.9, start=2), _run("earlier", "xgboost", 0.9, start=1))
     chosen, _ = choose(runs, top=1)
     assert [c.run_id for c in chosen] == ["earlier"]
+
+
+class _FlakyRegistry:
+    """An MLflow client's alias calls over a dict; the ``fail_at``-th alias write fails once
+    (a tracking server that stops between two writes is hard to time for real)."""
+
+    def __init__(self, aliases: dict[str, str], fail_at: int) -> None:
+        self.aliases = dict(aliases)
+        self.writes = 0
+        self.fail_at = fail_at
+
+    def get_registered_model(self, name: str) -> Any:
+        return SimpleNamespace(aliases=dict(self.aliases))
+
+    def _write(self) -> None:
+        self.writes += 1
+        if self.writes == self.fail_at:
+            raise ConnectionError("connection refused")
+
+    def set_registered_model_alias(self, name: str, alias: str, version: str) -> None:
+        self._write()
+        self.aliases[alias] = version
+
+    def delete_registered_model_alias(self, name: str, alias: str) -> None:
+        self._write()
+        del self.aliases[alias]
+
+
+def test_a_failed_alias_write_puts_the_previous_pair_back_and_says_so() -> None:
+    registry = _FlakyRegistry({"champion": "1", "challenger": "2"}, fail_at=2)
+    with pytest.raises(RegistryError) as caught:
+        _set_aliases(
+            registry,
+            "m",
+            {"champion": "3", "challenger": "4"},
+            "http://127.0.0.1:5000",
+            restore_timeout=5,
+        )
+    assert registry.aliases == {"champion": "1", "challenger": "2"}  # champion 3 was undone
+    message = str(caught.value)
+    assert "setting alias challenger -> version 4" in message
+    assert "previous aliases are in place" in message
+
+
+def test_aliases_move_together_when_every_write_succeeds() -> None:
+    registry = _FlakyRegistry({"champion": "1", "challenger": "2"}, fail_at=0)
+    changes = _set_aliases(
+        registry, "m", {"champion": "2", "challenger": None}, "uri", restore_timeout=5
+    )
+    assert registry.aliases == {"champion": "2"}
+    assert changes == ["champion -> version 2", "removed challenger (no compatible run)"]

@@ -305,7 +305,8 @@ COVERED_STARTERS = {
     "src/genreops/stack.py": "every stack service, through its starters",
     "src/genreops/s3server.py": "start_s3_server",
     "src/genreops/mlflow_server.py": "start_mlflow_server",
-    "src/genreops/triton_server.py": "start_triton (and `genreops serve`)",
+    "src/genreops/triton_server.py": "start_triton (and `genreops serve`); its watchdog "
+    "(genreops.triton_watchdog) only calls the server's HTTP port, it opens no socket",
     "src/genreops/observability.py": "start_prometheus, start_node_exporter",
     "src/genreops/drift.py": "the drift worker: a child on pipes, it opens no socket",
     "flows/runtime.py": "Prefect's temporary server (SubprocessASGIServer)",
@@ -356,6 +357,8 @@ def launches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Launches:
     )
     monkeypatch.setattr(triton_server, "prepare_backends", lambda *a, **k: tmp_path / "backends")
     monkeypatch.setattr(triton_server, "triton_environment", lambda *a, **k: {})
+    monkeypatch.setattr(triton_server, "_start_watchdog", lambda *a, **k: FakeProcess())
+    monkeypatch.setattr(triton_server, "_WATCHDOGS", {})  # the fake one is never stopped
     monkeypatch.setattr(observability, "find_prometheus", lambda: "prometheus")
     monkeypatch.setattr(observability, "find_node_exporter", lambda: "node_exporter")
     monkeypatch.setattr(stack, "_venv_tool", lambda name: name)

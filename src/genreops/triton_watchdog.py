@@ -1,0 +1,125 @@
+"""Brings back a Triton model whose Python-backend stub process died.
+
+Triton 2.51 neither restarts a stub that was killed (OOM killer, a crash in native code, a
+stray ``kill``) nor marks its model unready: every request routed to that instance fails with
+"Stub process '<instance>' is not healthy" until someone reloads the model, and reloading an
+unchanged model is a no-op. This watchdog runs beside the server (``start_triton`` starts it),
+notices such a death and reloads the model with its own configuration plus a fresh
+``genreops_restart`` parameter, which makes Triton build new instances and swap them in while
+the healthy ones keep answering.
+
+A dead stub is told from a stopped one by its state: Triton reaps the stubs it stops itself
+(unload, reload, shutdown), while one that died on its own stays a zombie child of the server.
+
+Run as ``python -m genreops.triton_watchdog --pid PID --url http://127.0.0.1:8000``; it exits
+when the server does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from genreops.processes import pid_alive, proc_stat
+from genreops.triton_server import restart_model_instances
+
+log = logging.getLogger("genreops.triton_watchdog")
+
+STUB_NAME = "triton_python_backend_stub"
+POLL_SECONDS = 1.0
+
+
+def _children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (from /proc: no psutil needed in the server's image)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = proc_stat(int(entry.name))
+            if fields is not None and len(fields) > 1 and fields[1] == str(pid):
+                found.append(int(entry.name))
+    return found
+
+
+def stub_model(pid: int) -> str | None:
+    """The model a live stub process serves (``<repo>/<model>/<version>/model.py`` in its
+    command line), or None when ``pid`` is no stub."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    if len(argv) < 2 or not argv[0].endswith(STUB_NAME.encode()):
+        return None
+    model_file = Path(os.fsdecode(argv[1]))
+    return model_file.parent.parent.name if model_file.name == "model.py" else None
+
+
+class StubWatch:
+    """What the watchdog knows between polls: which stub serves which model, which deaths
+    were already handled (a zombie stays until the server exits)."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.models: dict[int, str] = {}
+        self.handled: set[int] = set()
+
+    def poll(self) -> list[str]:
+        """Models with a stub that died since the last poll (each model once)."""
+        children = _children(self.server_pid)
+        dead: list[str] = []
+        for pid in children:
+            if pid in self.handled:
+                continue
+            if pid_alive(pid):
+                if pid not in self.models and (model := stub_model(pid)) is not None:
+                    self.models[pid] = model
+            elif pid in self.models:
+                self.handled.add(pid)
+                if self.models[pid] not in dead:
+                    dead.append(self.models[pid])
+        gone = set(self.models) - set(children)  # reaped: stopped by Triton itself
+        for pid in gone:
+            del self.models[pid]
+        self.handled &= set(children)
+        return dead
+
+
+def watch(server_pid: int, url: str, *, interval: float = POLL_SECONDS) -> None:
+    """Poll until the server exits; restart the model of every stub that dies."""
+    stubs = StubWatch(server_pid)
+    log.info("watching the Python stubs of Triton pid %d (%s)", server_pid, url)
+    while pid_alive(server_pid):
+        for model in stubs.poll():
+            if not pid_alive(server_pid):
+                break  # the server is stopping: its stubs go with it
+            log.warning("a Python stub of model %s died; restarting its instances", model)
+            try:
+                seconds = restart_model_instances(url, model)
+            except Exception as error:  # the server may be stopping; try again next death
+                log.error("restarting model %s failed: %s", model, error)
+            else:
+                log.warning("model %s has new instances (%.1f s)", model, seconds)
+        time.sleep(interval)
+    log.info("Triton pid %d has exited; watchdog stops", server_pid)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m genreops.triton_watchdog", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument("--pid", type=int, required=True, help="tritonserver's process id")
+    parser.add_argument("--url", required=True, help="the server's HTTP URL")
+    parser.add_argument("--interval", type=float, default=POLL_SECONDS, help="seconds per poll")
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s triton-watchdog: %(message)s"
+    )
+    watch(args.pid, args.url, interval=args.interval)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
