@@ -66,6 +66,12 @@ class ServingOptions:
     drift_share: float = 0.5
     drift_close_after: int = 1
     challenger_share: float = 0.0
+    # Load shedding in the preprocessor's queue (the pipeline's bottleneck): past this many
+    # waiting requests, or this long waiting, a request is refused at once (UNAVAILABLE)
+    # instead of queueing without limit; 0 turns either bound off (Triton's default).
+    # GENREOPS_SERVING_MAX_QUEUE_SIZE / GENREOPS_SERVING_QUEUE_TIMEOUT_SECONDS.
+    max_queue_size: int = 64
+    queue_timeout_seconds: float = 30.0
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServingOptions:
@@ -79,6 +85,8 @@ class ServingOptions:
             drift_test_every=settings.drift_test_every,
             drift_share=settings.drift_share,
             challenger_share=settings.challenger_share,
+            max_queue_size=settings.serving_max_queue_size,
+            queue_timeout_seconds=settings.serving_queue_timeout_seconds,
         )
 
     def fields(self, genres: list[str], version_policy: str) -> dict[str, str]:
@@ -89,6 +97,7 @@ class ServingOptions:
             N_FEATURES=str(len(FEATURE_NAMES)),
             SCHEMA_HASH=SCHEMA_HASH,
             VERSION_POLICY=version_policy,
+            QUEUE_TIMEOUT_MICROSECONDS=str(round(self.queue_timeout_seconds * 1e6)),
         )
         return values
 

@@ -81,6 +81,18 @@ class Settings(BaseSettings):
     drift_share: float = Field(
         default=0.5, gt=0, le=1, description="Share of drifted features that opens the gate."
     )
+    serving_max_queue_size: int = Field(
+        default=64,
+        ge=0,
+        description="Requests waiting for the preprocessor before more are refused "
+        "(UNAVAILABLE: load shedding); 0 = no bound.",
+    )
+    serving_queue_timeout_seconds: float = Field(
+        default=30.0,
+        ge=0,
+        description="Longest wait in the preprocessor's queue before a request is refused; "
+        "0 = no bound.",
+    )
     prefect_api_url: str | None = Field(
         default=None,
         validation_alias=AliasChoices("GENREOPS_PREFECT_API_URL", "PREFECT_API_URL"),
