@@ -443,8 +443,8 @@ def report(
         "`drift_test_every=10**9` (no test runs; the predictor still `submit()`s every vector "
         "to the drift worker and reads the gate, so the feed's cost is in both)",
         f"- order: {', '.join(f'{p.setting}' for p in phases if p.concurrency == 1)} "
-        "(each a new repository version, hot-loaded; measured once the new drift worker was "
-        "ready and the old one gone)",
+        "(alternating which comes first; each a new repository version, hot-loaded; measured "
+        "once the new drift worker was ready and the old one gone)",
         "",
         "| drift tests | round | concurrency | requests | errors | clips/s | p50 ms | p90 ms "
         "| p99 ms | mean ms | max ms | load 1-min | drift tests run | other jobs' CPU (cores) |",
@@ -590,7 +590,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200, help="sequential requests/phase")
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=2, help="on/off alternations")
+    parser.add_argument("--rounds", type=int, default=2, help="rounds of on and off (ABBA order)")
     parser.add_argument("--keep", type=Path, help="work in DIR and keep it (reused if complete)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _terminate)
@@ -641,11 +641,13 @@ def main() -> int:
             "challenger": f"{published.challenger.label} ({published.challenger.family})",
         }
         phases: list[Phase] = []
-        test_seconds: list[float] = []
-        order = [s for _ in range(args.rounds) for s in SETTINGS]
+        tests_by_version: dict[Path, list[float]] = {}
+        # ABBA: on, off, off, on, ...: each setting as often first in a round as second, so
+        # what drifts over a run (warm caches, the first phase after the start) cancels out
+        order = [s for r in range(args.rounds) for s in (list(SETTINGS)[:: 1 - 2 * (r % 2)])]
         for index, setting in enumerate(order):
             round_no = index // len(SETTINGS) + 1
-            if index > 0:
+            if index > 0 and setting != order[index - 1]:
                 say(f"publishing drift tests {setting} and reloading")
                 published = publish_registered(
                     target,
@@ -690,7 +692,7 @@ def main() -> int:
                     drift_dir,
                 )
             )
-            test_seconds += _test_seconds(drift_dir)
+            tests_by_version[drift_dir] = _test_seconds(drift_dir)  # a version's file grows
             last = phases[-1]
             say(
                 f"  {last.load.throughput:.1f} clips/s, p50 "
@@ -703,7 +705,7 @@ def main() -> int:
             meta,
             (load_start, os.getloadavg()[0]),
             len(payloads[0][0]),
-            test_seconds,
+            [t for tests in tests_by_version.values() for t in tests],
         )
     finally:
         stop.set()

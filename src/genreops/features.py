@@ -4,7 +4,7 @@ Everything comes from ONE short-time Fourier transform per clip (n_fft 2048, hop
 Hann, centred with zero padding: librosa's defaults). The per-feature librosa style recomputes
 that STFT for every feature and runs two full-resolution median filters for HPSS; sharing the
 spectrogram, caching the filter banks, a few compiled loops and a reduced HPSS grid make this
-about 50x faster (``bench/features.py``, ``bench/RESULTS.md``), while the features agree with
+about 80x faster (``bench/features.py``, ``bench/RESULTS.md``), while the features agree with
 librosa's reference functions, the HPSS energies approximately (tolerances below and in
 ``tests/unit/test_features.py``).
 
