@@ -358,8 +358,13 @@ def start_triton(
 _WATCHDOGS: dict[int, subprocess.Popen[bytes]] = {}
 
 
+def watchdog_log_path(log_path: Path) -> Path:
+    """Where the watchdog of a server logging to ``log_path`` writes (``triton-watchdog.log``)."""
+    return log_path.with_name(f"{log_path.stem}-watchdog{log_path.suffix or '.log'}")
+
+
 def _start_watchdog(server_pid: int, http_url: str, log_path: Path) -> subprocess.Popen[bytes]:
-    log_file = log_path.with_name(f"{log_path.stem}-watchdog{log_path.suffix or '.log'}")
+    log_file = watchdog_log_path(log_path)
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as log:
         return subprocess.Popen(

@@ -51,7 +51,9 @@ from genreops.triton_server import (
     TritonPorts,
     is_ready,
     model_ready,
+    watchdog_log_path,
 )
+from genreops.triton_watchdog import RESTART_DONE
 from helpers import RELIABILITY_FULL, free_port, record_reliability, running_ensemble, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -365,6 +367,7 @@ def test_killed_backend_stub_loses_no_request_and_the_server_answers_again(
     self_wait = 30.0  # seconds given to the watchdog to bring the instance back
     notes: list[str] = []
     recovered_by_itself, reported_unready = True, False
+    watchdog_log = watchdog_log_path(served.log_path)
     with Traffic(served, clips, concurrency=4) as traffic:
         assert traffic.wait_answered(len(clips)), traffic.error
         serving = {p.pid for p in served.stubs(model)}  # the instances that take requests
@@ -388,13 +391,18 @@ def test_killed_backend_stub_loses_no_request_and_the_server_answers_again(
             if not came_back:
                 notes.append(f"{note}: no new instance within {self_wait:.0f} s")
                 break
-            # the swap is done when Triton has stopped every instance of before the kill
+            # new stubs appear when the load starts; the swap is done when the watchdog's
+            # reload call returns (it logs it), not before
             swapped = wait_until(
-                lambda k=known: not {p.pid for p in served.stubs(model)} & k, timeout=120
+                lambda n=kill: watchdog_log.read_text().count(RESTART_DONE) >= n, timeout=120
             )
+            assert swapped, f"{note}: the watchdog's reload of {model} did not finish"
+            # Triton never finishes unloading a version whose stub died with a request in
+            # flight: that version's healthy stubs idle until the server stops
+            lingering = len({p.pid for p in served.stubs(model)} & known)
             notes.append(
                 f"{note}: the watchdog reloaded {model}"
-                + ("" if swapped else "; old instances still running after 120 s")
+                + (f"; {lingering} idle stub(s) of the old version left" if lingering else "")
             )
             serving = {p.pid for p in served.stubs(model)} - known
             traffic.wait_answered(len(clips), timeout=180)
