@@ -402,7 +402,7 @@ def test_killed_backend_stub_loses_no_request_and_the_server_answers_again(
             lingering = len({p.pid for p in served.stubs(model)} & known)
             notes.append(
                 f"{note}: the watchdog reloaded {model}"
-                + (f"; {lingering} idle stub(s) of the old version left" if lingering else "")
+                + (f"; idle stubs of old versions: {lingering}" if lingering else "")
             )
             serving = {p.pid for p in served.stubs(model)} - known
             traffic.wait_answered(len(clips), timeout=180)
