@@ -9,7 +9,9 @@ notices such a death and reloads the model with its own configuration plus a fre
 the healthy ones keep answering.
 
 A dead stub is told from a stopped one by its state: Triton reaps the stubs it stops itself
-(unload, reload, shutdown), while one that died on its own stays a zombie child of the server.
+(unload, reload, shutdown) within milliseconds, while one that died on its own stays a zombie
+child of the server; only a zombie older than ``ZOMBIE_GRACE_SECONDS`` counts (a restart on a
+stub Triton was about to reap would reload the model behind a publish's or rollback's back).
 
 Known limit: when the stub died with a request in flight, Triton never finishes unloading
 the old version: its healthy stubs stay, idle (~250 MB each), until the server stops, and
@@ -25,7 +27,7 @@ import argparse
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from genreops.processes import pid_alive, proc_stat
@@ -36,6 +38,9 @@ RESTART_DONE = "has new instances"  # logged once a restart has swapped the new 
 
 STUB_NAME = "triton_python_backend_stub"
 POLL_SECONDS = 1.0
+# Triton reaps the stubs it stops within ~0.1 s (measured: <= 0.07 s over 12 reloads under
+# traffic); a zombie older than this died on its own
+ZOMBIE_GRACE_SECONDS = 3.0
 
 
 def _children(pid: int) -> list[int]:
@@ -63,17 +68,30 @@ def stub_model(pid: int) -> str | None:
 
 
 class StubWatch:
-    """What the watchdog knows between polls: which stub serves which model, which deaths
-    were already handled (a zombie stays until the server exits)."""
+    """What the watchdog knows between polls: which stub serves which model, since when a
+    stub has been a zombie, which deaths were already handled (a zombie stays until the
+    server exits)."""
 
-    def __init__(self, server_pid: int) -> None:
+    def __init__(
+        self,
+        server_pid: int,
+        *,
+        grace: float = ZOMBIE_GRACE_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.server_pid = server_pid
+        self.grace = grace
+        self.clock = clock
         self.models: dict[int, str] = {}
+        self.exited_at: dict[int, float] = {}
         self.handled: set[int] = set()
 
     def poll(self) -> list[str]:
-        """Models with a stub that died since the last poll (each model once)."""
+        """Models with a stub that has stayed an unreaped zombie for ``grace`` seconds (each
+        model once). A stub Triton stops itself (unload, reload) is a zombie too, for the few
+        milliseconds until Triton reaps it: reloading then would race with a publish."""
         children = _children(self.server_pid)
+        now = self.clock()
         dead: list[str] = []
         for pid in children:
             if pid in self.handled:
@@ -82,12 +100,15 @@ class StubWatch:
                 if pid not in self.models and (model := stub_model(pid)) is not None:
                     self.models[pid] = model
             elif pid in self.models:
-                self.handled.add(pid)
-                if self.models[pid] not in dead:
-                    dead.append(self.models[pid])
+                exited = self.exited_at.setdefault(pid, now)
+                if now - exited >= self.grace:
+                    self.handled.add(pid)
+                    if self.models[pid] not in dead:
+                        dead.append(self.models[pid])
         gone = set(self.models) - set(children)  # reaped: stopped by Triton itself
         for pid in gone:
             del self.models[pid]
+            self.exited_at.pop(pid, None)
         self.handled &= set(children)
         return dead
 

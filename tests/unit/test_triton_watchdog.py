@@ -45,25 +45,38 @@ def _until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
         time.sleep(0.05)
 
 
-def test_a_killed_stub_is_reported_once_and_a_stopped_one_never(
+def _is_zombie(pid: int) -> bool:
+    return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] == "Z"
+
+
+def test_a_killed_stub_is_reported_once_after_the_grace_and_a_stopped_one_never(
     spawn_stub: Callable[[str], subprocess.Popen[bytes]],
 ) -> None:
-    watch = StubWatch(os.getpid())
+    now = [0.0]
+    watch = StubWatch(os.getpid(), grace=3.0, clock=lambda: now[0])
     killed = spawn_stub("preprocessor")
     stopped = spawn_stub("predictor")
+    reaped_late = spawn_stub("postprocessor")
     _until(lambda: stub_model(killed.pid) == "preprocessor")
+    _until(lambda: stub_model(reaped_late.pid) == "postprocessor")
     assert watch.poll() == []
-    assert sorted(watch.models.values()) == ["predictor", "preprocessor"]
+    assert sorted(watch.models.values()) == ["postprocessor", "predictor", "preprocessor"]
 
     stopped.terminate()
     stopped.wait()  # reaped by its parent: what Triton does with stubs it stops itself
-    os.kill(killed.pid, signal.SIGKILL)  # not reaped: a zombie, as under tritonserver
-    _until(lambda: Path(f"/proc/{killed.pid}/stat").read_text().split(") ")[1][0] == "Z")
+    for process in (killed, reaped_late):  # not reaped (yet): zombies
+        os.kill(process.pid, signal.SIGKILL)
+        _until(lambda p=process: _is_zombie(p.pid))
 
+    assert watch.poll() == []  # a zombie younger than the grace may still be reaped
+    now[0] = 2.0
+    reaped_late.wait()  # Triton reaped it within the grace: it had stopped it itself
+    assert watch.poll() == []
+    now[0] = 3.5
     assert watch.poll() == ["preprocessor"]
     assert watch.poll() == []  # the zombie stays until reaped; one restart per death
     killed.wait()
-    assert watch.poll() == [] and watch.models == {}
+    assert watch.poll() == [] and watch.models == {} and watch.exited_at == {}
 
 
 def test_processes_that_are_not_stubs_are_ignored() -> None:
