@@ -315,9 +315,7 @@ def _set_aliases(
     """
     previous = _current_aliases(client, name)  # the last read: nothing is written before it
     steps = [
-        (alias, version)
-        for alias, version in wanted.items()
-        if previous.get(alias) != version and not (version is None and alias not in previous)
+        (alias, version) for alias, version in wanted.items() if previous.get(alias) != version
     ]
     changes: list[str] = []
     for alias, version in steps:

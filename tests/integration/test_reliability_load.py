@@ -36,6 +36,8 @@ from helpers import RELIABILITY_FULL, record_reliability, running_ensemble
 if TYPE_CHECKING:
     import subprocess
 
+    from typing_extensions import Self
+
     from conftest import PublishedEnsemble
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -223,47 +225,17 @@ def open_loop(server: Server, rate: float, seconds: float, *, start_at: int = 0)
     return outcomes
 
 
-class MemorySampler:
-    """RSS of the server's process tree once a second, with the seconds since entering."""
+class _EverySecond:
+    """Calls ``sample`` once a second in a background thread between enter and exit."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
         self.began = 0.0
-
-    def __enter__(self) -> MemorySampler:
-        self.began = time.monotonic()
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        while True:
-            self.samples.append((time.monotonic() - self.began, self.server.memory_mb()))
-            if self._stop.wait(1.0):
-                return
-
-    def until(self, seconds: float) -> float:
-        """The last sample at or before ``seconds``."""
-        earlier = [mb for t, mb in self.samples if t <= seconds]
-        return earlier[-1] if earlier else self.samples[0][1]
-
-
-class ReadinessWatch:
-    """Asks the server whether it is live and ready every second while load runs."""
-
-    def __init__(self, server: Server) -> None:
-        self.server = server
-        self.checks: list[bool] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> ReadinessWatch:
+    def __enter__(self) -> Self:
+        self.began = time.monotonic()
         self._thread.start()
         return self
 
@@ -272,9 +244,40 @@ class ReadinessWatch:
         self._thread.join(timeout=30)
 
     def _run(self) -> None:
-        while not self._stop.is_set():
-            self.checks.append(self.server.ready())
-            self._stop.wait(1.0)
+        while True:
+            self.sample()
+            if self._stop.wait(1.0):
+                return
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+
+class MemorySampler(_EverySecond):
+    """RSS of the server's process tree once a second, with the seconds since entering."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(server)
+        self.samples: list[tuple[float, float]] = []
+
+    def sample(self) -> None:
+        self.samples.append((time.monotonic() - self.began, self.server.memory_mb()))
+
+    def until(self, seconds: float) -> float:
+        """The last sample at or before ``seconds``."""
+        earlier = [mb for t, mb in self.samples if t <= seconds]
+        return earlier[-1] if earlier else self.samples[0][1]
+
+
+class ReadinessWatch(_EverySecond):
+    """Asks the server whether it is live and ready every second while load runs."""
+
+    def __init__(self, server: Server) -> None:
+        super().__init__(server)
+        self.checks: list[bool] = []
+
+    def sample(self) -> None:
+        self.checks.append(self.server.ready())
 
 
 def _percentile_ms(outcomes: list[Outcome], q: float) -> float:
