@@ -63,7 +63,7 @@ def pipeline(
         seed=seed,
         skip_trained=not retrain,
     )
-    registry = register_best()
+    registry = register_best(table=training.table_url)  # scores of other tables don't compare
     published = publish()
     batches = []
     for number, url in enumerate(predict_urls or [], start=1):

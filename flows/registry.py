@@ -10,7 +10,10 @@ from genreops.settings import get_settings
 
 @flow(name="register-best")
 def register_best(
-    top: int = 2, model_name: str | None = None, restore_timeout_seconds: float = 120.0
+    top: int = 2,
+    model_name: str | None = None,
+    table: str | None = None,
+    restore_timeout_seconds: float = 120.0,
 ) -> registry.RegistrySummary:
     """Rank finished training runs by validation G-mean and register the top ones.
 
@@ -20,6 +23,8 @@ def register_best(
     Args:
         top: how many versions to keep ranked (1: champion only; 2: champion and challenger).
         model_name: registered model name (default: the `GENREOPS_MODEL_NAME` setting).
+        table: rank only runs trained on this table (its URL or a digest prefix); default:
+            every finished run.
         restore_timeout_seconds: how long to keep trying to restore the previous aliases
             when the tracking server fails part-way.
     """
@@ -29,6 +34,7 @@ def register_best(
         tracking.TrackingTarget.from_settings(settings),
         model_name=model_name or settings.model_name,
         top=top,
+        table=table,
         restore_timeout=restore_timeout_seconds,
     )
     for assignment in summary.assignments:

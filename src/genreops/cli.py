@@ -371,14 +371,22 @@ def register(
         int, typer.Option(min=1, help="Versions to rank: 1 = champion, 2 = + challenger.")
     ] = 2,
     model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    table: Annotated[
+        str | None,
+        typer.Option(
+            help="Rank only runs trained on this table (the URL `train` printed, or the first "
+            "characters of its digest); default: every finished run."
+        ),
+    ] = None,
 ) -> None:
     """Register the best runs (by validation G-mean) and set the champion/challenger aliases."""
     settings = get_settings()
+    table = _absolute(table) if table and Path(table).expanduser().exists() else table
     with _user_errors():
         if settings.prefect_api_url:  # a Prefect server is running: record it as a flow run
             from flows.registry import register_best
 
-            summary = register_best(top=top, model_name=model_name)
+            summary = register_best(top=top, model_name=model_name, table=table)
         else:  # a temporary Prefect server would cost ~20 s for a sub-second job
             from genreops.registry import register_best as register_runs
             from genreops.tracking import TrackingTarget
@@ -387,8 +395,9 @@ def register(
                 TrackingTarget.from_settings(settings),
                 model_name=model_name or settings.model_name,
                 top=top,
+                table=table,
             )
-    table = _results_table(
+    ranking = _results_table(
         f"{summary.model_name} ({summary.candidates} candidate runs)",
         "alias",
         "version",
@@ -399,7 +408,7 @@ def register(
         "run",
     )
     for a in summary.assignments:
-        table.add_row(
+        ranking.add_row(
             a.alias or f"rank {a.rank}",
             a.version,
             a.candidate.family,
@@ -408,7 +417,7 @@ def register(
             a.candidate.schema_hash,
             a.candidate.run_id,
         )
-    out.print(table)
+    out.print(ranking)
     for candidate, reason in summary.skipped:
         console.print(
             f"[yellow]skipped[/yellow] run {candidate.run_id} ({candidate.family}): {reason}"

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from genreops.datasets import stratified_split
 from genreops.errors import GenreopsError, SchemaError, TrainingError
-from genreops.features import FEATURE_NAMES, SCHEMA_VERSION, schema_hash
+from genreops.features import FEATURE_NAMES, SCHEMA_VERSION, retired_schema_version, schema_hash
 from genreops.storage import S3Config, exists, join_url, read_bytes
 
 LABEL_COLUMN = "genre"
@@ -165,6 +165,8 @@ def _schema(names: list[str], metadata: dict[bytes, bytes]) -> tuple[str, str]:
     version = metadata.get(b"genreops.schema_version", b"").decode() or (
         SCHEMA_VERSION if names == list(FEATURE_NAMES) else CUSTOM_SCHEMA_VERSION
     )
+    # an old extraction table saved without its metadata (a CSV export) is still what it is
+    version = retired_schema_version(version, names) or version
     return version, schema_hash(version, names)
 
 

@@ -47,12 +47,15 @@ __all__ = [
     "FEATURE_NAMES",
     "HOP_LENGTH",
     "N_FFT",
+    "RETIRED_SCHEMAS",
     "SAMPLE_RATE",
     "SCHEMA_HASH",
     "SCHEMA_VERSION",
     "extract_features",
     "require_schema",
+    "retired_schema_version",
     "schema_hash",
+    "serving_columns",
 ]
 
 SAMPLE_RATE = 22050
@@ -74,7 +77,7 @@ TEMPO_START_BPM = 120.0
 TEMPO_STD_BPM = 1.0
 TEMPO_MAX_BPM = 320.0
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 
 def _stats(base: str) -> tuple[str, str]:
@@ -146,6 +149,52 @@ def require_schema(columns: Sequence[str], *, source: str = "features") -> None:
 def _preview(names: Sequence[str], limit: int = 8) -> str:
     shown = ", ".join(repr(n) for n in names[:limit])
     return shown + (f", ... (+{len(names) - limit})" if len(names) > limit else "")
+
+
+# Earlier genreops schemas whose columns share names with this one but not their meaning: v1's
+# harmony_*/perceptr_* were per-frame RMS estimates, not the GTZAN table's waveform statistics.
+# A model trained on them would be fed other quantities under the same names, so it is refused.
+# The hash lets a v1 table that lost its Parquet metadata (a CSV export) be recognised too.
+RETIRED_SCHEMAS: dict[str, str] = {"1": "8c29dbee3f38"}
+
+
+def retired_schema_version(version: str, names: Sequence[str]) -> str | None:
+    """The retired genreops schema a model or table was made with, if any."""
+    if version in RETIRED_SCHEMAS:
+        return version
+    if version == SCHEMA_VERSION:
+        return None
+    return next((v for v, h in RETIRED_SCHEMAS.items() if schema_hash(v, names) == h), None)
+
+
+def serving_columns(
+    names: Sequence[str], *, schema_version: str, source: str = "model"
+) -> np.ndarray:
+    """Positions of a model's feature columns in the vector the preprocessor computes.
+
+    A model may use any subset of ``FEATURE_NAMES`` (a table with the public GTZAN table's 57
+    columns, for instance), in any order. Refused: a model made on a retired genreops schema,
+    and one that needs a column the preprocessor does not compute (all such columns named).
+    """
+    retired = retired_schema_version(schema_version, names)
+    if retired is not None:
+        raise SchemaError(
+            f"{source} was trained on genreops feature schema v{retired}, which is retired "
+            f"(its harmony/perceptr columns meant other quantities); retrain it on a table from "
+            f"`genreops extract` (schema v{SCHEMA_VERSION}) or on a table with the public "
+            "GTZAN columns"
+        )
+    position = {name: i for i, name in enumerate(FEATURE_NAMES)}
+    missing = [str(n) for n in names if n not in position]
+    if missing:
+        raise SchemaError(
+            f"{source} needs {len(missing)} feature column(s) the serving preprocessor does not "
+            f"compute: {_preview(missing, limit=20)} (it computes schema v{SCHEMA_VERSION}: "
+            f"{len(FEATURE_NAMES)} columns, `genreops.features.FEATURE_NAMES`)"
+        )
+    if not names:
+        raise SchemaError(f"{source} uses no feature columns")
+    return np.array([position[n] for n in names], dtype=np.intp)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ version folder (code, pickled model, label order, feature schema, drift referenc
 ``config.pbtxt`` whose version policy pins that version. Older versions stay on disk, so a
 rollback only re-pins configs and reloads. ``publish.json`` keeps the history.
 
-Refuses to publish when the two models disagree on feature schema or genres, or when their
-schema is not the one the preprocessor computes.
+Refuses to publish when the two models disagree on genres, or when either needs a feature
+column the preprocessor does not compute (each may use its own subset of the schema's columns)
+or was trained on a retired schema.
 """
 
 from __future__ import annotations
@@ -20,14 +21,14 @@ import string
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import joblib
 
-from genreops.errors import GenreopsError
-from genreops.features import FEATURE_NAMES, SCHEMA_HASH, SCHEMA_VERSION
+from genreops.errors import GenreopsError, SchemaError
+from genreops.features import FEATURE_NAMES, SCHEMA_HASH, SCHEMA_VERSION, serving_columns
 from genreops.settings import Settings
 from genreops.storage import write_bytes
 
@@ -112,10 +113,26 @@ class ModelRef:
     family: str
     schema_hash: str
     genres: list[str]
+    schema_version: str = ""
+    feature_names: list[str] = field(default_factory=list)  # the model's columns, its order
 
     @property
     def label(self) -> str:
         return f"{self.name}/{self.version}"
+
+    @classmethod
+    def of(cls, classifier: Any, *, name: str, version: str, run_id: str) -> ModelRef:
+        """What a ``GenreClassifier`` registered as ``name``/``version`` knows of itself."""
+        return cls(
+            name=name,
+            version=version,
+            run_id=run_id,
+            family=classifier.family,
+            schema_hash=classifier.schema_hash,
+            genres=list(classifier.genres),
+            schema_version=classifier.schema_version,
+            feature_names=list(classifier.feature_names),
+        )
 
 
 @dataclass
@@ -187,14 +204,17 @@ def _staged(final: Path) -> Iterator[Path]:
 
 
 def check_pair(champion: ModelRef, challenger: ModelRef) -> None:
-    """Both models must read the preprocessor's features and name the same genres."""
-    for ref in (champion, challenger):
-        if ref.schema_hash != SCHEMA_HASH:
-            raise PublishError(
-                f"{ref.label} was trained on feature schema {ref.schema_hash}, but the serving "
-                f"preprocessor computes schema {SCHEMA_HASH} (v{SCHEMA_VERSION}); retrain it on "
-                "a table from `genreops extract`"
+    """Each model's columns must be among those the preprocessor computes (each model may use
+    its own subset); both must name the same genres."""
+    for role, ref in (("champion", champion), ("challenger", challenger)):
+        try:
+            serving_columns(
+                ref.feature_names,
+                schema_version=ref.schema_version,
+                source=f"{role} {ref.label} ({ref.family}, run {ref.run_id})",
             )
+        except SchemaError as error:
+            raise PublishError(str(error)) from error
     odd = [g for g in champion.genres if any(c in g for c in ',"\\\n')]
     if odd:
         raise PublishError(
@@ -261,9 +281,10 @@ def publish_pair(
     """Add a version for this pair unless it is already the current one; configs pin it."""
     champion_ref, challenger_ref = champion[0], challenger[0]
     check_pair(champion_ref, challenger_ref)
-    if list(reference.columns) != list(FEATURE_NAMES):
+    if list(reference.columns) != list(champion_ref.feature_names):
         raise PublishError(
-            f"the drift reference of {champion_ref.label} does not have the schema's columns"
+            f"the drift reference of {champion_ref.label} does not have the model's columns "
+            f"({len(reference.columns)} columns, the model uses {len(champion_ref.feature_names)})"
         )
     repository.mkdir(parents=True, exist_ok=True)
     history = read_history(repository)
@@ -348,14 +369,8 @@ def load_registered_pair(
         classifier = load_classifier(f"models:/{model_name}/{version.version}")
         run_id = version.run_id or ""
         run = client.get_run(run_id)
-        ref = ModelRef(
-            name=model_name,
-            version=str(version.version),
-            run_id=run_id,
-            family=run.data.tags.get(TAG_FAMILY, classifier.family),
-            schema_hash=classifier.schema_hash,
-            genres=list(classifier.genres),
-        )
+        ref = ModelRef.of(classifier, name=model_name, version=str(version.version), run_id=run_id)
+        ref = replace(ref, family=run.data.tags.get(TAG_FAMILY, classifier.family))
         pair.append((ref, classifier))
     champion, challenger = pair
     check_pair(champion[0], challenger[0])

@@ -10,6 +10,7 @@ re-running with nothing new changes nothing.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from collections.abc import Sequence
@@ -21,14 +22,18 @@ from mlflow.exceptions import MlflowException
 from tenacity import RetryCallState, Retrying, stop_before_delay, wait_exponential
 
 from genreops.errors import RegistryError
+from genreops.features import RETIRED_SCHEMAS, SCHEMA_VERSION
 from genreops.search_space import FAMILIES
 from genreops.tracking import (
     KIND_TRAINING,
     TAG_FAMILY,
+    TAG_GENRES,
     TAG_KIND,
     TAG_MODEL_URI,
     TAG_SCHEMA_HASH,
     TAG_SCHEMA_VERSION,
+    TAG_TABLE_DIGEST,
+    TAG_TABLE_URL,
     TrackingTarget,
     experiment_name,
 )
@@ -54,6 +59,9 @@ class Candidate:
     schema_hash: str
     metrics: dict[str, float]
     start_time: int
+    table_digest: str = ""
+    table_url: str = ""
+    genres: tuple[str, ...] | None = None  # None: a run logged before genres were tagged
 
     @property
     def score(self) -> float:
@@ -122,33 +130,64 @@ def collect_candidates(client: Any, families: Sequence[str] = FAMILIES) -> list[
                 schema_hash=tags.get(TAG_SCHEMA_HASH, "?"),
                 metrics=dict(run.data.metrics),
                 start_time=int(run.info.start_time or 0),
+                table_digest=tags.get(TAG_TABLE_DIGEST, ""),
+                table_url=tags.get(TAG_TABLE_URL, ""),
+                genres=tuple(json.loads(tags[TAG_GENRES])) if TAG_GENRES in tags else None,
             )
         )
     return sorted(candidates, key=Candidate.sort_key)
 
 
+def matches_table(candidate: Candidate, table: str) -> bool:
+    """Was the run trained on ``table``: its URL, the folder holding it, or a digest prefix?"""
+    url = candidate.table_url
+    folder = table.rstrip("/") + "/"
+    in_folder = url.startswith(folder) and "/" not in url[len(folder) :]
+    return (
+        url == table or in_folder or (len(table) >= 6 and candidate.table_digest.startswith(table))
+    )
+
+
 def choose(
     ranked: Sequence[Candidate], top: int
 ) -> tuple[list[Candidate], list[tuple[Candidate, str]]]:
-    """The champion and up to ``top - 1`` schema-compatible runners-up, families first."""
-    if not ranked:
-        return [], []
-    best_per_family: dict[str, Candidate] = {}
+    """The champion and up to ``top - 1`` compatible runners-up, families first.
+
+    Runs on a retired feature schema are never chosen (their columns mean other things now).
+    A runner-up must know the champion's genres, as it answers in the champion's place; it
+    may use other feature columns (each served model picks its own).
+    """
+    skipped: list[tuple[Candidate, str]] = []
+    usable = []
     for candidate in ranked:
-        best_per_family.setdefault(candidate.family, candidate)
-    leaders = sorted(best_per_family.values(), key=Candidate.sort_key)
-    ordered = leaders + [c for c in ranked if c not in leaders]
-    champion = ordered[0]
-    chosen, skipped = [champion], []
-    for candidate in ordered[1:]:
-        if len(chosen) >= top:
-            break
-        if candidate.schema_hash != champion.schema_hash:
+        if candidate.schema_version in RETIRED_SCHEMAS:
             skipped.append(
                 (
                     candidate,
-                    f"feature schema {candidate.schema_hash} differs from the champion's "
-                    f"{champion.schema_hash}",
+                    f"trained on retired feature schema v{candidate.schema_version}; "
+                    f"retrain on schema v{SCHEMA_VERSION}",
+                )
+            )
+        else:
+            usable.append(candidate)
+    if not usable:
+        return [], skipped
+    best_per_family: dict[str, Candidate] = {}
+    for candidate in usable:
+        best_per_family.setdefault(candidate.family, candidate)
+    leaders = sorted(best_per_family.values(), key=Candidate.sort_key)
+    ordered = leaders + [c for c in usable if c not in leaders]
+    champion = ordered[0]
+    chosen = [champion]
+    for candidate in ordered[1:]:
+        if len(chosen) >= top:
+            break
+        if None not in (candidate.genres, champion.genres) and candidate.genres != champion.genres:
+            skipped.append(
+                (
+                    candidate,
+                    f"knows genres {list(candidate.genres or ())}, the champion "
+                    f"{list(champion.genres or ())}",
                 )
             )
             continue
@@ -200,9 +239,13 @@ def register_best(
     model_name: str = "genre-classifier",
     top: int = 2,
     families: Sequence[str] = FAMILIES,
+    table: str | None = None,
     restore_timeout: float = 120.0,
 ) -> RegistrySummary:
     """Register the top runs as versions of ``model_name``; set champion/challenger aliases.
+
+    ``table`` (a table URL or a digest prefix) ranks only the runs trained on that table: runs
+    on other tables (the synthetic demo corpus, say) have scores that are not comparable.
 
     Versions and their tags are written first, the aliases last and all together: if the
     tracking server fails part-way, the previous aliases are restored (waiting up to
@@ -221,6 +264,14 @@ def register_best(
                 f"(experiments {', '.join(experiment_name(f) for f in families)}); "
                 "run `genreops train` first"
             )
+        if table:
+            tables = sorted({c.table_url for c in ranked if c.table_url})
+            ranked = [c for c in ranked if matches_table(c, table)]
+            if not ranked:
+                raise RegistryError(
+                    f"no finished training run on table {table!r}; runs exist on "
+                    f"{len(tables)} table(s): {', '.join(tables[:5]) or 'none recorded'}"
+                )
         chosen, skipped = choose(ranked, top)
         summary = RegistrySummary(name, len(ranked), [], skipped)
         _ensure_registered_model(client, name, summary.changes)

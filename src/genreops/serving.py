@@ -19,7 +19,7 @@ from sklearn.ensemble import RandomForestClassifier
 
 from genreops.audio import load_audio
 from genreops.errors import SchemaError
-from genreops.features import SCHEMA_HASH, extract_features
+from genreops.features import FEATURE_NAMES, SCHEMA_HASH, extract_features, serving_columns
 from genreops.forest import FlatForest
 from genreops.publish import CHALLENGER_FILE, LABELS_FILE, META_FILE, MODEL_FILE, REFERENCE_FILE
 from genreops.training import GenreClassifier
@@ -73,17 +73,47 @@ def featurize(audio: bytes, options: PreprocessOptions, name: str = "request") -
 
 @dataclass(frozen=True)
 class PublishedModel:
-    """A model as the repository holds it: the classifier and where it came from."""
+    """A model as the repository holds it: the classifier and where it came from.
+
+    ``columns`` are the positions of the model's own feature columns in the preprocessor's
+    vector: a model may use any subset of the schema, in its own order.
+    """
 
     classifier: GenreClassifier
     label: str  # e.g. "genre-classifier/3"
     meta: dict[str, Any]
+    columns: np.ndarray
     forest: FlatForest | None = None  # the same random forest, fast on a few rows
 
+    @classmethod
+    def of(
+        cls,
+        classifier: GenreClassifier,
+        label: str,
+        meta: dict[str, Any],
+        forest: FlatForest | None = None,
+    ) -> PublishedModel:
+        """Refuses a model the preprocessor's features cannot serve, naming why."""
+        columns = serving_columns(
+            classifier.feature_names, schema_version=classifier.schema_version, source=label
+        )
+        return cls(classifier, label, meta, columns, forest)
+
+    def own_columns(self, features: np.ndarray) -> np.ndarray:
+        """The model's columns of full preprocessor vectors ``[n, len(FEATURE_NAMES)]``."""
+        if features.ndim != 2 or features.shape[1] != len(FEATURE_NAMES):
+            raise SchemaError(
+                f"{self.label} expects [n, {len(FEATURE_NAMES)}] feature vectors of schema "
+                f"{SCHEMA_HASH}, got shape {list(features.shape)}"
+            )
+        return features[:, self.columns]
+
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Class probabilities for full preprocessor vectors (the model picks its columns)."""
+        own = self.own_columns(features)
         if self.forest is not None:
-            return self.forest.predict_proba(self.classifier.matrix(features)).astype(np.float32)
-        return self.classifier.predict_proba(features).astype(np.float32)
+            return self.forest.predict_proba(self.classifier.matrix(own)).astype(np.float32)
+        return self.classifier.predict_proba(own).astype(np.float32)
 
 
 def load_published_model(folder: Path) -> PublishedModel:
@@ -92,10 +122,6 @@ def load_published_model(folder: Path) -> PublishedModel:
     classifier = joblib.load(folder / MODEL_FILE)
     if not isinstance(classifier, GenreClassifier):
         raise SchemaError(f"{folder / MODEL_FILE}: not a genreops model")
-    if classifier.schema_hash != SCHEMA_HASH:
-        raise SchemaError(
-            f"{folder}: model schema {classifier.schema_hash} is not the served {SCHEMA_HASH}"
-        )
     # one request is one row or a small batch: a thread pool per call costs more than it saves
     estimator = classifier.pipeline.named_steps.get("model")
     if estimator is not None and "n_jobs" in estimator.get_params():
@@ -105,8 +131,8 @@ def load_published_model(folder: Path) -> PublishedModel:
     if isinstance(estimator, RandomForestClassifier) and all(
         hasattr(step, "fit_resample") for _, step in classifier.pipeline.steps[:-1]
     ):
-        return PublishedModel(classifier, label, meta, FlatForest(estimator))
-    return PublishedModel(classifier, label, meta)
+        return PublishedModel.of(classifier, label, meta, FlatForest(estimator))
+    return PublishedModel.of(classifier, label, meta)
 
 
 def load_labels(folder: Path) -> np.ndarray:
@@ -188,7 +214,7 @@ class PredictorRuntime:
     @classmethod
     def open(cls, folder: Path, params: dict[str, str]) -> PredictorRuntime:
         """Everything a published predictor version needs, from its folder and settings."""
-        from genreops.drift import DriftMonitor, DriftSettings
+        from genreops.drift import DriftMonitor, DriftSettings, reference_columns
         from genreops.monitoring import MonitoringWriter
         from genreops.settings import get_settings
 
@@ -203,8 +229,19 @@ class PredictorRuntime:
             drift_share=float(params.get("drift_share", 0.5)),
             close_after=int(params.get("drift_close_after", 1)),
         )
+        # the gate tests the champion's own columns against its training sample
+        if reference_columns(folder / REFERENCE_FILE, from_reference=True) != list(
+            champion.classifier.feature_names
+        ):
+            raise SchemaError(
+                f"{folder / REFERENCE_FILE}: the drift reference's columns are not those of "
+                f"{champion.label}; publish again"
+            )
         monitor = DriftMonitor(
-            folder / REFERENCE_FILE, settings.serving_dir / "drift" / f"v{version}", drift
+            folder / REFERENCE_FILE,
+            settings.serving_dir / "drift" / f"v{version}",
+            drift,
+            columns_from_reference=True,
         )
         monitor.start()
         writer = MonitoringWriter(
@@ -286,7 +323,7 @@ class PredictorRuntime:
         returns the genre of each row."""
         genres = self.genres_of(probabilities)
         if self.monitor is not None:
-            self.monitor.submit(features)
+            self.monitor.submit(self.champion.own_columns(features))
         if self.writer is None:
             return genres
         for row in range(len(features)):

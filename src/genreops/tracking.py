@@ -47,6 +47,9 @@ TAG_SCHEMA_VERSION = "genreops.schema_version"
 TAG_SCHEMA_HASH = "genreops.schema_hash"
 TAG_MODEL_URI = "genreops.model_uri"
 TAG_STUDY_KEY = "genreops.study_key"
+TAG_TABLE_URL = "genreops.table_url"
+TAG_TABLE_DIGEST = "genreops.table_digest"
+TAG_GENRES = "genreops.genres"  # JSON list: the registry pairs only runs that know the same
 KIND_TRAINING = "training"
 KIND_TRIAL = "trial"
 # What a logged model needs at load time besides genreops itself.
@@ -221,8 +224,9 @@ def study_run(
         TAG_FAMILY: family,
         TAG_SCHEMA_VERSION: table.schema_version,
         TAG_SCHEMA_HASH: table.schema_hash,
-        "genreops.table_url": table.url,
-        "genreops.table_digest": table.digest,
+        TAG_TABLE_URL: table.url,
+        TAG_TABLE_DIGEST: table.digest,
+        **({TAG_GENRES: genres} if len(genres := json.dumps(table.genres)) <= 5000 else {}),
         "genreops.split_source": table.split_source,
     }
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:

@@ -94,7 +94,7 @@ def test_the_predictor_records_every_answer(tmp_path: Path, feature_frame) -> No
     url = f"sqlite:///{tmp_path / 'store.db'}"
     writer = MonitoringWriter(url, tmp_path / "spool")
     runtime = PredictorRuntime(
-        PublishedModel(classifier, "gc/1", {}), "gc/2", Router(), writer=writer,
+        PublishedModel.of(classifier, "gc/1", {}), "gc/2", Router(), writer=writer,
         repository_version=1,
     )  # fmt: skip
     features = feature_frame(per_genre=2)[classifier.feature_names].to_numpy(np.float32)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from genreops.errors import SchemaError
 from genreops.feature_table import load_feature_table
 from genreops.features import FEATURE_NAMES, SCHEMA_HASH
 from genreops.publish import (
@@ -37,14 +39,7 @@ def _classifier(
 
 
 def _pair(classifier: GenreClassifier, version: str) -> tuple[ModelRef, GenreClassifier]:
-    ref = ModelRef(
-        name="genre-classifier",
-        version=version,
-        run_id=f"run{version}",
-        family=classifier.family,
-        schema_hash=classifier.schema_hash,
-        genres=classifier.genres,
-    )
+    ref = ModelRef.of(classifier, name="genre-classifier", version=version, run_id=f"run{version}")
     return ref, classifier
 
 
@@ -123,16 +118,60 @@ def test_a_new_pair_becomes_version_2_and_rollback_returns_to_1(
         rollback(repo)
 
 
-def test_models_of_another_schema_or_other_genres_are_refused(
+def test_a_model_on_a_subset_of_the_columns_is_served_from_the_full_vectors(
+    tmp_path: Path, reference: pd.DataFrame
+) -> None:
+    # the public GTZAN table's 57 columns, in another order than the preprocessor's
+    public = tuple(reversed(FEATURE_NAMES[:57]))
+    champion = _classifier(tmp_path, names=public, family="random_forest")
+    challenger = _classifier(tmp_path)  # all columns
+    repo = tmp_path / "repo"
+    publish_pair(
+        repo, champion=_pair(champion, "1"), challenger=_pair(challenger, "2"),
+        reference=reference[list(public)], options=ServingOptions(),
+    )  # fmt: skip
+    meta = json.loads((repo / "predictor" / "1" / "model.json").read_text())
+    assert meta["feature_names"] == list(public)
+    served = load_published_model(repo / "predictor" / "1")
+    fallback = load_published_model(repo / "fallback" / "1")
+    vectors = reference.to_numpy(dtype=np.float32)  # what the preprocessor sends: every column
+    np.testing.assert_allclose(
+        served.predict_proba(vectors),
+        champion.predict_proba(reference[list(public)]).astype(np.float32),
+        rtol=1e-6,
+    )
+    np.testing.assert_allclose(
+        fallback.predict_proba(vectors), challenger.predict_proba(vectors).astype(np.float32),
+        rtol=1e-6,
+    )  # fmt: skip
+    with pytest.raises(SchemaError, match=rf"expects \[n, {len(FEATURE_NAMES)}\]"):
+        served.predict_proba(vectors[:, :57])
+    with pytest.raises(PublishError, match=r"drift reference .* does not have the model's columns"):
+        publish_pair(
+            tmp_path / "other", champion=_pair(champion, "1"), challenger=_pair(challenger, "2"),
+            reference=reference, options=ServingOptions(),
+        )  # fmt: skip
+
+
+def test_models_needing_other_columns_a_retired_schema_or_other_genres_are_refused(
     tmp_path: Path, reference: pd.DataFrame
 ) -> None:
     model = _classifier(tmp_path)
-    custom = _classifier(tmp_path, names=("a", "b", "c"))
+    custom = _classifier(tmp_path, names=("mfcc1_mean", "loudness_db", "bpm_confidence"))
+    retired = replace(model, schema_version="1")
     other_genres = _classifier(tmp_path, genres=("jazz", "rock", "pop"))
     repo = tmp_path / "repo"
-    with pytest.raises(PublishError, match=r"feature schema .* but the serving preprocessor"):
+    with pytest.raises(PublishError) as refused:
         publish_pair(
             repo, champion=_pair(model, "1"), challenger=_pair(custom, "2"), reference=reference,
+            options=ServingOptions(),
+        )  # fmt: skip
+    message = str(refused.value)
+    assert message.startswith("challenger genre-classifier/2 (knn, run run2) needs 2 feature")
+    assert "'loudness_db', 'bpm_confidence'" in message and "'mfcc1_mean'" not in message
+    with pytest.raises(PublishError, match=r"schema v1, which is retired .* retrain it"):
+        publish_pair(
+            repo, champion=_pair(retired, "1"), challenger=_pair(model, "2"), reference=reference,
             options=ServingOptions(),
         )  # fmt: skip
     with pytest.raises(PublishError, match="know different genres"):

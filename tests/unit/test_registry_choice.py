@@ -8,20 +8,34 @@ from typing import Any
 import pytest
 
 from genreops.errors import RegistryError
-from genreops.registry import Candidate, _set_aliases, choose
+from genreops.features import SCHEMA_VERSION
+from genreops.registry import Candidate, _set_aliases, choose, matches_table
 
 pytestmark = pytest.mark.unit
 
 
-def _run(run_id: str, family: str, gmean: float, schema: str = "s1", start: int = 0) -> Candidate:
+def _run(
+    run_id: str,
+    family: str,
+    gmean: float,
+    schema: str = "s2",
+    start: int = 0,
+    *,
+    version: str = SCHEMA_VERSION,
+    genres: tuple[str, ...] | None = ("blues", "rock"),
+    table: str = "/data/features.parquet",
+) -> Candidate:
     return Candidate(
         run_id=run_id,
         family=family,
         model_uri=f"models:/m-{run_id}",
-        schema_version="1",
+        schema_version=version,
         schema_hash=schema,
         metrics={"val_gmean": gmean, "val_gmean_corrected": gmean},
         start_time=start,
+        table_digest=f"digest{table}",
+        table_url=table,
+        genres=genres,
     )
 
 
@@ -41,16 +55,47 @@ def test_a_single_family_still_yields_a_challenger() -> None:
     assert [c.run_id for c in chosen] == ["b", "a"]
 
 
-def test_a_run_of_another_schema_is_never_paired_with_the_champion() -> None:
+def test_runs_on_a_retired_schema_are_never_chosen() -> None:
     runs = _ranked(
-        _run("new", "xgboost", 0.95, schema="s2"),
-        _run("old", "random_forest", 0.90, schema="s1"),
-        _run("knn", "knn", 0.80, schema="s1"),
+        _run("v1", "xgboost", 0.99, schema="8c29dbee3f38", version="1"),
+        _run("new", "random_forest", 0.90),
+        _run("knn", "knn", 0.80),
     )
     chosen, skipped = choose(runs, top=2)
-    assert [c.run_id for c in chosen] == ["new"]
-    assert {c.run_id for c, _ in skipped} == {"old", "knn"}
-    assert "schema s1 differs from the champion's s2" in skipped[0][1]
+    assert [c.run_id for c in chosen] == ["new", "knn"]
+    assert [(c.run_id, reason) for c, reason in skipped] == [
+        ("v1", f"trained on retired feature schema v1; retrain on schema v{SCHEMA_VERSION}")
+    ]
+    assert choose(runs[:1], top=2)[0] == []
+
+
+def test_the_challenger_may_use_other_columns_but_must_know_the_champions_genres() -> None:
+    runs = _ranked(
+        _run("public", "svc", 0.95, schema="custom-57"),
+        _run("other-genres", "xgboost", 0.90, genres=("jazz", "metal")),
+        _run("extracted", "knn", 0.80, schema="v2-full"),
+        _run("untagged", "random_forest", 0.70, genres=None),  # logged before genres were tagged
+    )
+    chosen, skipped = choose(runs, top=3)
+    assert [c.run_id for c in chosen] == ["public", "extracted", "untagged"]
+    assert [c.run_id for c, _ in skipped] == ["other-genres"]
+    assert "knows genres ['jazz', 'metal'], the champion ['blues', 'rock']" in skipped[0][1]
+
+
+@pytest.mark.parametrize(
+    ("table", "matches"),
+    [
+        ("/data/features.parquet", True),
+        ("/data", True),  # the folder `extract` wrote
+        ("/data/", True),
+        ("digest/data", True),  # a digest prefix
+        ("/dat", False),
+        ("/", False),
+        ("dig", False),  # too short to be a digest prefix
+    ],
+)
+def test_a_table_is_named_by_url_folder_or_digest(table: str, matches: bool) -> None:
+    assert matches_table(_run("r", "knn", 0.5), table) is matches
 
 
 def test_ties_go_to_the_older_run_so_reruns_do_not_flip_aliases() -> None:
