@@ -119,7 +119,7 @@ class FeatureTable:
         if self.dropped_columns:
             parts.append(f"not features: {', '.join(map(repr, self.dropped_columns))}")
         if self.groups is not None:
-            parts.append(f"split grouped by {self.group_source} ({self.groups.nunique()} groups)")
+            parts.append(f"split grouped by {self.group_source}: {self.groups.nunique()} groups")
         return "; ".join(parts)
 
     def part(self, *names: str) -> tuple[pd.DataFrame, pd.Series]:
@@ -324,7 +324,7 @@ def _groups(
     songs = clip_ids.str.extract(_SEGMENT_ID.pattern + "$")["song"]
     if songs.isna().any() or not songs.duplicated().any():
         return None, None
-    return songs.astype(str), f"song (from {columns.id!r} like <song>.<segment>.wav)"
+    return songs.astype(str), f"song, from the {columns.id!r} ids"
 
 
 def _grouped_split(groups: pd.Series, labels: pd.Series, seed: int) -> pd.Series:

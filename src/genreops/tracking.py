@@ -224,6 +224,7 @@ def study_run(
         "genreops.table_url": table.url,
         "genreops.table_digest": table.digest,
         "genreops.split_source": table.split_source,
+        **{f"genreops.{k}": v for k, v in table.columns_read.items()},
     }
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         yield run, TrialLogger(run.info.run_id, experiment_id, family)
