@@ -317,7 +317,7 @@ def train(
     id_column: Annotated[
         str | None,
         typer.Option(
-            help="Clip id column (default: 'clip_id', else 'filename'; none: row numbers)."
+            help="Clip id column (default: 'clip_id', else 'filename', else rows are numbered)."
         ),
     ] = None,
     group_column: Annotated[
