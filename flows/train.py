@@ -40,6 +40,7 @@ class TrainingSummary:
     schema_hash: str
     rows: dict[str, int]
     outcomes: list[FamilyOutcome] = field(default_factory=list)
+    columns: str = ""  # how the table was read: label and id columns, left-out columns
 
 
 @task(name="tune-family", cache_policy=NONE)
@@ -160,13 +161,17 @@ def train_model(
     study_storage: str | None = None,
     search_space_file: str | None = None,
     skip_trained: bool = False,
+    label_column: str | None = None,
+    id_column: str | None = None,
+    group_column: str | None = None,
+    drop_columns: list[str] | None = None,
 ) -> TrainingSummary:
     """Tune and track each model family on a feature table; the best refit model per family
     is logged to MLflow (experiment ``genreops-<family>``).
 
     Args:
-        features_url: feature table (.parquet/.csv, local or s3://) or the folder
-            `genreops extract` wrote.
+        features_url: feature table (.parquet/.csv, local or s3://), the folder
+            `genreops extract` wrote, or a folder/prefix holding one .parquet/.csv table.
         families: any of xgboost, random_forest, knn (default: all three).
         trials: Optuna trials per family.
         timeout_seconds: stop each family's study after this long (None: no limit).
@@ -176,6 +181,13 @@ def train_model(
         search_space_file: YAML search spaces; default configs/search_spaces.yaml.
         skip_trained: reuse a family's finished study of the same table, search space,
             trials, timeout and seed instead of tuning it again.
+        label_column: the genre column; default `genre`, else `label` (the public GTZAN
+            table's).
+        id_column: the clip id column; default `clip_id`, else `filename`; none: rows are
+            numbered.
+        group_column: rows sharing a value stay in one split (e.g. an artist); default: by
+            song when ids are song segments like `blues.00000.3.wav` (features_3_sec.csv).
+        drop_columns: columns that are neither features nor label/id (`length` always is).
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -184,20 +196,32 @@ def train_model(
     if unknown:
         raise TrainingError(f"unknown model family {unknown[0]!r} (known: {', '.join(FAMILIES)})")
     load_search_spaces(Path(search_space_file) if search_space_file else None)  # fail early
-    table = load_feature_table(features_url, s3=settings.s3, split_seed=seed)
+    table = load_feature_table(
+        features_url,
+        s3=settings.s3,
+        split_seed=seed,
+        label_column=label_column,
+        id_column=id_column,
+        group_column=group_column,
+        drop_columns=drop_columns or (),
+    )
     rows = table.split.value_counts().to_dict()
     logger.info(
-        "%s: %d rows x %d features, %d genres, split %s from %s",
+        "%s: %d rows x %d features, %d genres, split %s from %s (%s)",
         table.url,
         len(table.labels),
         len(table.feature_names),
         len(table.genres),
         rows,
         table.split_source,
+        table.describe_columns(),
     )
     progress.start(trials * len(chosen))
     summary = TrainingSummary(
-        table.url, table.schema_hash, {str(k): int(v) for k, v in rows.items()}
+        table.url,
+        table.schema_hash,
+        {str(k): int(v) for k, v in rows.items()},
+        columns=table.describe_columns(),
     )
     failures = []
     for family in chosen:

@@ -48,6 +48,80 @@ def synthetic_feature_frame(
     return frame
 
 
+# The public GTZAN feature tables (features_30_sec.csv, features_3_sec.csv): their 57 feature
+# names in column order, and a typical value (median) and spread for each, as published.
+_GTZAN_SPECTRAL = ("chroma_stft", "rms", "spectral_centroid", "spectral_bandwidth", "rolloff",
+                   "zero_crossing_rate", "harmony", "perceptr")  # fmt: skip
+GTZAN_FEATURE_NAMES = (
+    *(f"{n}_{s}" for n in _GTZAN_SPECTRAL for s in ("mean", "var")),
+    "tempo",
+    *(f"mfcc{i}_{s}" for i in range(1, 21) for s in ("mean", "var")),
+)
+_GTZAN_TYPICAL = {
+    "chroma_stft": (0.38, 0.08, 0.085, 0.006),  # mean: centre, spread; var: centre, spread
+    "rms": (0.12, 0.06, 0.003, 0.003),
+    "spectral_centroid": (2200.0, 700.0, 4.7e5, 4.0e5),
+    "spectral_bandwidth": (2240.0, 520.0, 1.4e5, 9.0e4),
+    "rolloff": (4570.0, 1570.0, 1.6e6, 1.2e6),
+    "zero_crossing_rate": (0.10, 0.04, 0.0027, 0.0025),
+    "harmony": (0.0, 0.001, 0.012, 0.012),
+    "perceptr": (0.0, 0.001, 0.006, 0.006),
+}
+
+
+def gtzan_public_frame(
+    per_genre: int = 10,
+    genres: tuple[str, ...] = ("blues", "classical", "metal", "pop"),
+    segments: int | None = None,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """A table shaped like the public GTZAN one, generated (never downloaded): columns
+    ``filename,length,<57 features>,label``, values in the published ranges, genres learnable.
+
+    ``segments``: None is the 30 s table (``blues.00000.wav``, length 661794); a number is the
+    3 s table with that many rows per song (``blues.00000.3.wav``, length 66149).
+    """
+    rng = np.random.default_rng(seed)
+    typical = []  # (centre, spread) per feature
+    for name in GTZAN_FEATURE_NAMES:
+        stem, kind = name.rsplit("_", 1) if name != "tempo" else ("tempo", "mean")
+        if stem == "tempo":
+            typical.append((120.0, 25.0))
+        elif stem.startswith("mfcc"):
+            k = int(stem[4:])
+            mean = {1: (-145.0, 100.0), 2: (100.0, 30.0)}.get(k, (30.0 / k, 12.0))
+            typical.append(mean if kind == "mean" else (3000.0 / k, 1500.0 / k))
+        else:
+            values = _GTZAN_TYPICAL[stem]
+            typical.append(values[:2] if kind == "mean" else values[2:])
+    centres, spreads = (np.array(v) for v in zip(*typical, strict=True))
+    # variances, tempo and spectral levels are positive and skewed: log-normal around the centre
+    signed = ("mfcc", "harmony_mean", "perceptr_mean")
+    positive = np.array(
+        [n.endswith("_var") or not n.startswith(signed) for n in GTZAN_FEATURE_NAMES]
+    )
+    log_spread = np.log1p(spreads / np.abs(np.where(positive, centres, 1.0)))
+    rows, names, labels = [], [], []
+    per_song = segments or 1
+    for genre in genres:
+        shift = rng.normal(0.0, 1.0, size=len(centres))
+        for song in range(per_genre):
+            z = shift + 0.6 * rng.normal(size=(per_song, len(centres)))
+            rows.append(
+                np.where(positive, centres * np.exp(0.5 * log_spread * z), centres + spreads * z)
+            )
+            for segment in range(per_song):
+                part = "" if segments is None else f".{segment}"
+                names.append(f"{genre}.{song:05d}{part}.wav")
+                labels.append(genre)
+    frame = pd.DataFrame(np.vstack(rows), columns=list(GTZAN_FEATURE_NAMES))
+    length = 661794 if segments is None else 66149
+    frame.insert(0, "length", length - rng.integers(0, 3, size=len(frame)) * (length // 200))
+    frame.insert(0, "filename", names)
+    frame["label"] = labels
+    return frame
+
+
 def wait_until(condition: Callable[[], bool], timeout: float = 60.0, every: float = 0.5) -> bool:
     """Poll ``condition`` until it holds (True) or ``timeout`` s pass (its last answer)."""
     deadline = time.monotonic() + timeout

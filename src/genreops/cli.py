@@ -285,7 +285,8 @@ def train(
     features: Annotated[
         str,
         typer.Argument(
-            help="Feature table (.parquet/.csv, local or s3://) or the folder `extract` wrote."
+            help="Feature table (.parquet/.csv, local or s3://), the folder `extract` wrote, "
+            "or a folder holding one table."
         ),
     ],
     model: Annotated[
@@ -309,8 +310,34 @@ def train(
     search_space: Annotated[
         Path | None, typer.Option(help="Search spaces YAML (default configs/search_spaces.yaml).")
     ] = None,
+    label_column: Annotated[
+        str | None,
+        typer.Option(help="Genre column (default: 'genre', else 'label' as in GTZAN's CSVs)."),
+    ] = None,
+    id_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Clip id column (default: 'clip_id', else 'filename', else rows are numbered)."
+        ),
+    ] = None,
+    group_column: Annotated[
+        str | None,
+        typer.Option(
+            help="Rows sharing its value stay in one split (default: by song when ids are "
+            "segments like blues.00000.3.wav)."
+        ),
+    ] = None,
+    drop_column: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A column that is no feature, left out (repeatable; 'length' always is)."
+        ),
+    ] = None,
 ) -> None:
-    """Tune XGBoost / random forest / KNN with Optuna and track every trial in MLflow."""
+    """Tune XGBoost / random forest / KNN with Optuna and track every trial in MLflow.
+
+    Any feature table trains: ours, or GTZAN's features_30_sec.csv / features_3_sec.csv as
+    downloaded."""
     from flows.progress import report_progress
     from flows.runtime import prefect_api
     from flows.train import train_model
@@ -340,7 +367,12 @@ def train(
             seed=seed,
             study_storage=study_storage or settings.study_storage_url,
             search_space_file=str(search_space or settings.search_space_file or "") or None,
+            label_column=label_column,
+            id_column=id_column,
+            group_column=group_column,
+            drop_columns=drop_column,
         )
+    out.print(f"columns: {summary.columns}", markup=False)
     table = _results_table(
         f"{summary.table_url} (split {summary.rows})",
         "family",

@@ -228,6 +228,7 @@ def study_run(
         TAG_TABLE_DIGEST: table.digest,
         **({TAG_GENRES: genres} if len(genres := json.dumps(table.genres)) <= 5000 else {}),
         "genreops.split_source": table.split_source,
+        **{f"genreops.{k}": v for k, v in table.columns_read.items()},
     }
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         yield run, TrialLogger(run.info.run_id, experiment_id, family)

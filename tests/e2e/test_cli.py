@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from genreops.features import FEATURE_NAMES, SCHEMA_HASH
+from helpers import gtzan_public_frame
 
 pytestmark = pytest.mark.e2e
 
@@ -78,6 +79,24 @@ def test_train_refuses_a_non_numeric_column_by_name(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert re.search(r"feature column 'note' \(\w+\) is not numeric", result.stderr)
     assert "Traceback" not in result.stderr
+
+
+def test_train_on_the_public_gtzan_table_as_downloaded(tmp_path: Path) -> None:
+    """features_30_sec.csv's shape (generated, never downloaded), its folder given as is."""
+    (tmp_path / "Data").mkdir()
+    gtzan_public_frame(per_genre=8).to_csv(tmp_path / "Data" / "features_30_sec.csv", index=False)
+    train = _run("train", "Data", "--model", "knn", "--trials", "2", cwd=tmp_path)
+    assert train.returncode == 0, train.stderr
+    assert "columns: label 'label'; ids 'filename'; 57 features; not features: 'length'" in (
+        train.stdout
+    )
+    assert "features_30_sec.csv" in train.stdout and "2/0/0" in train.stdout
+    # a numeric row index (to_csv's default) would leak the order of the genres: refused
+    gtzan_public_frame(per_genre=4).to_csv(tmp_path / "indexed.csv")
+    refused = _run("train", "indexed.csv", "--trials", "1", cwd=tmp_path)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "'Unnamed: 0' looks like metadata" in refused.stderr
+    assert "--drop-column" in refused.stderr
 
 
 def test_bad_input_gives_one_clear_line_and_exit_code_1(tmp_path: Path) -> None:

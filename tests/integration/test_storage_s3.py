@@ -11,7 +11,8 @@ import pytest
 
 from genreops import s3server
 from genreops.datasets import discover_labeled
-from genreops.errors import GenreopsError, StorageError
+from genreops.errors import GenreopsError, StorageError, TrainingError
+from genreops.feature_table import load_feature_table
 from genreops.storage import (
     S3Config,
     download_to,
@@ -23,7 +24,7 @@ from genreops.storage import (
     upload_dir,
     write_bytes,
 )
-from helpers import free_port
+from helpers import free_port, gtzan_public_frame
 
 pytestmark = pytest.mark.integration
 
@@ -196,3 +197,25 @@ def test_fresh_server_on_its_own_data_dir(tmp_path: Path) -> None:
 def test_missing_install_says_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(GenreopsError, match="make setup"):
         s3server.find_s3_server_command(tmp_path)
+
+
+def test_a_public_feature_table_loads_from_s3_as_file_or_prefix(
+    s3_server: Any, bucket: str
+) -> None:
+    """features_30_sec.csv as downloaded (generated here), uploaded to S3: by its URL and by
+    its prefix; a prefix with two tables names both."""
+    s3 = s3_server.config
+    data = gtzan_public_frame(per_genre=5).to_csv(index=False).encode()
+    write_bytes(f"{bucket}/gtzan/features_30_sec.csv", data, s3=s3)
+    write_bytes(f"{bucket}/gtzan/genres_original/blues/x.csv", b"not looked into", s3=s3)
+    by_file = load_feature_table(f"{bucket}/gtzan/features_30_sec.csv", s3=s3)
+    by_prefix = load_feature_table(f"{bucket}/gtzan/", s3=s3)
+    assert by_prefix.url == by_file.url == f"{bucket}/gtzan/features_30_sec.csv"
+    assert by_prefix.digest == by_file.digest
+    assert len(by_file.feature_names) == 57 and by_file.dropped_columns == ("length",)
+    assert (by_file.label_column, by_file.id_column) == ("label", "filename")
+    write_bytes(f"{bucket}/gtzan/features_3_sec.csv", data, s3=s3)
+    with pytest.raises(TrainingError, match="2 candidate tables here, name one of them"):
+        load_feature_table(f"{bucket}/gtzan", s3=s3)
+    with pytest.raises(TrainingError, match="no feature table here"):
+        load_feature_table(f"{bucket}/nothing", s3=s3)

@@ -17,7 +17,7 @@ from genreops.errors import SchemaError, TrainingError
 from genreops.features import FEATURE_NAMES, SCHEMA_HASH
 from genreops.settings import get_settings
 from genreops.tracking import experiment_name, load_classifier
-from helpers import synthetic_feature_frame
+from helpers import gtzan_public_frame, synthetic_feature_frame
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -180,3 +180,23 @@ def test_a_failing_family_does_not_cost_the_others_their_study(home: Path) -> No
             trials=1,
             search_space_file=str(spaces),
         )
+
+
+def test_the_public_3_second_table_trains_with_songs_kept_together(home: Path) -> None:
+    """GTZAN's features_3_sec.csv shape (generated): filename/label/length recognised, the
+    split grouped by song, and how the table was read recorded on the run."""
+    path = home / "gtzan" / "features_3_sec.csv"
+    path.parent.mkdir()
+    frame = gtzan_public_frame(per_genre=6, segments=3, seed=2).rename(columns={"label": "style"})
+    frame.to_csv(path, index=False)
+    summary = train_model(
+        features_url=str(path.parent), families=["knn"], trials=2, label_column="style"
+    )
+    assert summary.table_url == str(path)
+    assert "label 'style'; ids 'filename'; 57 features; not features: 'length'" in summary.columns
+    assert "split grouped by song" in summary.columns
+    tags = _client().get_run(summary.outcomes[0].run_id).data.tags
+    assert tags["genreops.label_column"] == "style"
+    assert tags["genreops.dropped_columns"] == "length"
+    assert tags["genreops.split_groups"].startswith("song")
+    assert "grouped by song" in tags["genreops.split_source"]
