@@ -1,10 +1,10 @@
 """Drift gate costs: what the request path pays, and what one Evidently drift test takes.
 
 (a) Request path, against a real ``DriftMonitor`` whose worker runs drift tests meanwhile
-    (window 200, min 50, every 50, 87 features): ``submit()`` of one vector and of a batch of 8,
-    paced like requests (~1 ms apart) and in a burst (back to back, the queue fills and vectors
-    are skipped); ``gate_open`` and ``state()`` reads.
-(b) ``run_drift_test`` in this process: window 200 x 87 against a reference of 1,000 x 87
+    (window 200, min 50, every 50, all F schema features): ``submit()`` of one vector and of a
+    batch of 8, paced like requests (~1 ms apart) and in a burst (back to back, the queue fills
+    and vectors are skipped); ``gate_open`` and ``state()`` reads.
+(b) ``run_drift_test`` in this process: window 200 x F against a reference of 1,000 x F
     (clean and shifted windows), after a separate timing of the Evidently import; plus the
     worker's start-to-ready time.
 
@@ -164,8 +164,8 @@ def main() -> int:
     load_end = os.getloadavg()[0]
 
     lines.append(
-        f"### {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: drift gate, window 200 x 87, "
-        "reference 1,000 x 87"
+        f"### {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: drift gate, "
+        f"window 200 x {len(COLUMNS)}, reference 1,000 x {len(COLUMNS)}"
     )
     lines.append("")
     lines.append("- command: `.venv/bin/python bench/drift.py` " + " ".join(sys.argv[1:]))

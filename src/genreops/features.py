@@ -2,29 +2,35 @@
 
 Everything comes from ONE short-time Fourier transform per clip (n_fft 2048, hop 512, periodic
 Hann, centred with zero padding: librosa's defaults). The per-feature librosa style recomputes
-that STFT for every feature and runs two full-resolution median filters for HPSS; sharing the
-spectrogram, caching the filter banks, a few compiled loops and a reduced HPSS grid make this
-about 80x faster (``bench/features.py``, ``bench/RESULTS.md``), while the features agree with
-librosa's reference functions, the HPSS energies approximately (tolerances below and in
-``tests/unit/test_features.py``).
+that STFT for every feature and runs HPSS with two full-resolution float median filters and two
+inverse STFTs; sharing the spectrogram, caching the filter banks and a few compiled loops make
+this about 25-40x faster (``bench/features.py``, ``bench/RESULTS.md``) while every column agrees
+with librosa's reference functions (``tests/unit/test_features.py``).
 
-Agreement with librosa 0.11, per feature (``y`` = the clip, defaults everywhere):
+Schema v2. The first 57 names are the public GTZAN table's feature columns (features_30_sec.csv
+without ``length``), in its order, and each computes that table's quantity: a column named
+like a public dataset's column computes exactly that quantity; a different quantity gets its
+own name, and the schema version moves (v1's harmony/perceptr were per-frame RMS estimates).
+
+Agreement with librosa 0.11, per feature (``y`` = the clip, defaults everywhere; "mean/var" are
+the mean and np.var over the whole returned array):
 - chroma_stft: ``librosa.feature.chroma_stft(y=y)``, including its tuning estimate.
 - rms, zero_crossing_rate: ``librosa.feature.rms(y=y)`` / ``zero_crossing_rate(y)`` (time domain).
 - spectral_centroid / spectral_bandwidth / rolloff / spectral_contrast1..7 / spectral_flatness:
   ``librosa.feature.spectral_*(y=y)`` (flatness of the power spectrum, librosa's default).
-- mfcc1..20: ``librosa.feature.mfcc(y=y, n_mfcc=20)``.
+- harmony / perceptr: mean and variance of the WAVEFORMS ``librosa.effects.hpss(y)`` returns
+  (kernel 31 both ways, 'reflect' median filters, soft masks with power 2 and margin 1, 0.5
+  where both medians are 0, ``istft(..., length=len(y))``). The medians run on 16-bit log
+  levels of the magnitude (``_harmonic_waveform``), so each is the true median to within
+  0.025 %; the waveforms match librosa's to ~1e-4 of the clip's peak, sample by sample.
 - tempo: ``librosa.beat.beat_track(y=y)[0]``: the same median-aggregated onset envelope of the
   same dB mel spectrogram, the same tempogram and prior.
+- mfcc1..20: ``librosa.feature.mfcc(y=y, n_mfcc=20)``.
 - onset_strength: ``librosa.onset.onset_strength(y=y)`` (mean-aggregated spectral flux).
-- harmony / perceptr: per-frame RMS of ``librosa.effects.harmonic(y)`` / ``percussive(y)``,
-  estimated, not recomputed: the HPSS median filters run on 8-bin frequency groups and the
-  inverse STFT is modelled (see ``_hpss_rms``). Seen on test signals and synthetic music:
-  harmony means within ~7 %; perceptr means within ~20 % where the percussive part holds
-  >= 15 % of the clip's RMS, else within 5 % of the clip's RMS; the dominant part's variance
-  within ~25 %, the other part's within a factor ~2.
 - chroma_rank1..12_mean: the 12 mean chroma values sorted high to low: how concentrated the
   pitch content is, independent of the key (raw pitch-class means would mostly encode the key).
+- harmony_rms / perceptr_rms: ``librosa.feature.rms(y=part)`` of the same two HPSS waveforms
+  (their loudness over time, which schema v1 estimated under the names harmony/perceptr).
 """
 
 from __future__ import annotations
@@ -102,6 +108,8 @@ _EXTRA_NAMES: tuple[str, ...] = (
     *_stats("spectral_flatness"),
     *_stats("onset_strength"),
     *(f"chroma_rank{i}_mean" for i in range(1, N_CHROMA + 1)),
+    *_stats("harmony_rms"),
+    *_stats("perceptr_rms"),
 )
 FEATURE_NAMES: tuple[str, ...] = _GTZAN_NAMES + _EXTRA_NAMES
 
@@ -344,8 +352,7 @@ def _compute(y: np.ndarray, sr: float) -> dict[str, float]:
     frames = np.lib.stride_tricks.sliding_window_view(padded, N_FFT)[::HOP_LENGTH]
     n_frames = frames.shape[0]  # 1 + len(y) // HOP_LENGTH, like librosa
 
-    power = _power_spectrogram(frames)  # (frames, bins) float32
-    mag = np.sqrt(power)
+    spectrum, power, mag = _spectrogram(frames)  # (frames, bins): complex64, float32, float32
 
     # Time domain, on librosa's framing.
     energy = np.empty(n_frames, dtype=np.float64)
@@ -392,10 +399,17 @@ def _compute(y: np.ndarray, sr: float) -> dict[str, float]:
     _log_and_plain_means(power, np.float32(AMIN), log_mean, mean)
     _put(out, "spectral_flatness", np.exp(log_mean) / mean)
 
-    harmonic, percussive = _hpss_rms(mag, power)
-    _put(out, "harmony", harmonic)
-    _put(out, "perceptr", percussive)
-    del power, mag
+    # HPSS: the harmonic waveform by one masked inverse STFT; the percussive one is the rest.
+    harmonic = _harmonic_waveform(y, spectrum, mag)
+    del spectrum, power, mag
+    sums = np.empty((2, 2), dtype=np.float64)
+    energies = np.empty((2, n_frames), dtype=np.float64)
+    _split_stats(y, harmonic, N_FFT, HOP_LENGTH, sums, energies)
+    for k, base in enumerate(("harmony", "perceptr")):
+        mean = sums[k, 0] / y.shape[0]
+        out[f"{base}_mean"] = mean
+        out[f"{base}_var"] = max(sums[k, 1] / y.shape[0] - mean * mean, 0.0)
+        _put(out, f"{base}_rms", np.sqrt(energies[k] / N_FFT))
 
     # MFCC, onset envelopes and tempo all come from the same dB mel spectrogram.
     mfcc = mel_db @ _dct_t()
@@ -412,19 +426,23 @@ _TINY64 = float(np.finfo(np.float64).tiny)
 _FFT_BLOCK = 64  # frames per FFT call: the complex intermediate stays in cache (~2x faster)
 
 
-def _power_spectrogram(frames: np.ndarray) -> np.ndarray:
-    """|STFT|² of the (strided, unwindowed) frames with librosa's periodic Hann window."""
+def _spectrogram(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """STFT, |STFT|² and |STFT| of the (strided, unwindowed) frames with librosa's periodic
+    Hann window. The complex STFT is kept for the HPSS inverse."""
     window = _window()
-    power = np.empty((frames.shape[0], N_FFT // 2 + 1), dtype=np.float32)
+    shape = (frames.shape[0], N_FFT // 2 + 1)
+    spectrum = np.empty(shape, dtype=np.complex64)
+    power = np.empty(shape, dtype=np.float32)
+    mag = np.empty(shape, dtype=np.float32)
     windowed = np.empty((_FFT_BLOCK, N_FFT), dtype=np.float32)
-    for start in range(0, frames.shape[0], _FFT_BLOCK):
+    for start in range(0, shape[0], _FFT_BLOCK):
         chunk = frames[start : start + _FFT_BLOCK]
         buffer = np.multiply(chunk, window, out=windowed[: chunk.shape[0]])
-        spectrum = scipy.fft.rfft(buffer, axis=1, workers=1, overwrite_x=True)
-        block = power[start : start + _FFT_BLOCK]
-        np.square(spectrum.real, out=block)
-        block += np.square(spectrum.imag)
-    return power
+        block = spectrum[start : start + _FFT_BLOCK]
+        block[:] = scipy.fft.rfft(buffer, axis=1, workers=1, overwrite_x=True)
+        stop = start + block.shape[0]
+        _power_and_magnitude(block.view(np.float32), power[start:stop], mag[start:stop])
+    return spectrum, power, mag
 
 
 def _put(out: dict[str, float], base: str, series: np.ndarray) -> None:
@@ -498,186 +516,277 @@ def _tempo(envelope: np.ndarray, sr: float) -> float:
     return float(bpms[int(np.argmax(score))])
 
 
-def _hpss_rms(mag: np.ndarray, power: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-frame RMS of librosa.effects.harmonic(y) / percussive(y), approximated.
+def _harmonic_waveform(y: np.ndarray, spectrum: np.ndarray, mag: np.ndarray) -> np.ndarray:
+    """``librosa.effects.hpss(y)[0]`` (the harmonic part) from the clip's STFT.
 
-    librosa median-filters the full 1025-bin magnitude twice with 31-point kernels, then
-    inverts both halves (about 1.3 s per 30 s clip here). Here the spectrum is cut into groups
-    of 8 bins first. The harmonic (time) filter runs on each group's mean magnitude over 31
-    frames; the percussive (frequency) filter runs on each group's median magnitude over 5
-    groups (40 bins), the median keeping isolated partials out of the noise floor as librosa's
-    31-bin median does. librosa's soft masks (power 2, margin 1) then scale each group's
-    amplitude, and ``_overlap_add_rms`` turns the masked frames into the RMS that
-    ``rms(istft(...))`` would measure. Accuracy is in the module docstring.
+    librosa median-filters the magnitude over 31 frames (harmonic) and over 31 bins
+    (percussive), masks the STFT with H²/(H² + P²) (0.5 where both are 0) and inverts it.
+    The medians run on 16-bit log levels of the magnitude (``_log_levels``): a median commutes
+    with a monotone map, so each median is the true one to within a level (±0.025 %), at twice
+    the SIMD width of float32. The two masks sum to 1, so the percussive part is ``y`` minus
+    this one (the STFT inverts exactly); only one inverse STFT is needed.
     """
     n_frames, n_bins = mag.shape
-    groups = (n_bins - 1) // _GROUP  # the Nyquist bin carries no music energy
-    level = np.empty((n_frames, groups), dtype=np.float32)
-    typical = np.empty_like(level)
-    energy = np.empty_like(level)
-    _pool_octets(mag, power, level, typical, energy)
-    harm = np.empty_like(level)
-    _running_median(level, HPSS_KERNEL, harm)
-    perc = np.empty_like(typical)
-    _median5_rows(typical, perc)
-    # 2 * one-sided power / n_fft**2 is the mean square of the windowed frame; the window's
-    # mean square turns it into the RMS of a signal that is steady over the frame.
-    scale = 2.0 / (N_FFT**2 * float(np.mean(np.square(_window(), dtype=np.float64))))
-    padded = np.zeros((2, n_frames + 3, groups), dtype=np.float32)
-    _masked_amplitudes(harm, perc, energy, np.float32(scale), padded)
-    powers = np.empty((2, 2, n_frames), dtype=np.float64)
-    _overlap_add_powers(padded, powers)
-    return _window_rms(powers[0]), _window_rms(powers[1])
+    peak = float(mag.max())
+    if not peak > _TINY32:  # every mask is 0.5, as librosa's split_zeros: half of (next to) 0
+        return (0.5 * y).astype(np.float32)
+    base = _level_base(peak)
+    top = np.int16(_LEVELS - 1 - _LEVEL_OFFSET)
+    levels = np.full((n_frames, _round_up(n_bins)), top, dtype=np.int16)  # padded for SIMD
+    levels_t = np.full((n_bins, _round_up(n_frames)), top, dtype=np.int16)
+    _log_levels(mag.view(np.int32), np.int32(base), levels, levels_t)
+    harm = np.empty_like(levels)
+    _running_median(levels, harm)  # over frames
+    perc_t = np.empty_like(levels_t)
+    _running_median(levels_t, perc_t)  # over bins
+    del levels, levels_t
+    perc = np.ascontiguousarray(perc_t[:, :n_frames].T)  # the mask reads both frame by frame
+    values = _level_values(base) / np.float32(peak)  # the mask is scale-free: keep squares in range
+
+    window = _window()
+    padded = np.zeros((n_frames - 1) * HOP_LENGTH + N_FFT, dtype=np.float32)
+    masked = np.empty((_FFT_BLOCK, n_bins), dtype=np.complex64)
+    for start in range(0, n_frames, _FFT_BLOCK):
+        stop = min(start + _FFT_BLOCK, n_frames)
+        block = masked[: stop - start]
+        _apply_harmonic_mask(
+            spectrum[start:stop].view(np.float32),
+            harm[start:stop],
+            perc[start:stop],
+            values,
+            block.view(np.float32),
+        )
+        frames = scipy.fft.irfft(block, n=N_FFT, axis=1, workers=1)
+        _overlap_add(frames, window, start * HOP_LENGTH, padded)
+    wss = _window_sumsquare(n_frames)  # >= 1.25 everywhere on the clip: no division guard
+    half = N_FFT // 2
+    return np.divide(padded[half : half + y.shape[0]], wss[half : half + y.shape[0]])
 
 
-_GROUP = 8  # bins per group in the HPSS grid; _pool_octets is written for exactly 8
-# Hann² overlap-add weights (hop = n_fft / 4): a frame's share of the resynthesised signal at
-# its own centre (neighbours at ±1 hop: 1/4 each) and half a hop off centre (the two nearest
-# frames: cos²(π/8)² each, the next two: sin²(π/8)² each); every point sums to 1.5.
-_OLA_NEAR = float(np.cos(np.pi / 8) ** 4)
-_OLA_FAR = float(np.sin(np.pi / 8) ** 4)
-_OLA_SUM = 1.5
+# 16-bit log levels for the HPSS medians. The bits of a non-negative float32 increase with its
+# value (exponent, then mantissa: a piecewise-linear log2), so (bits - base) >> _LEVEL_SHIFT is
+# monotone: 2**(23 - _LEVEL_SHIFT) = 2048 levels per octave (steps of 0.049 %, 0.004 dB) over
+# _LEVEL_OCTAVES octaves (193 dB) below the clip's peak; anything lower is level 0 (taken as 0).
+_LEVEL_SHIFT = 12
+_LEVEL_OCTAVES = 32
+_LEVELS = 1 << 16
+_LEVEL_OFFSET = 1 << 15  # levels are stored as int16 (signed SIMD compares): level - 32768
 
 
-def _window_rms(powers: np.ndarray) -> np.ndarray:
-    """RMS per frame of the signal an inverse STFT would build (see ``_overlap_add_powers``).
-
-    ``librosa.feature.rms`` averages the signal's power over n_fft samples around each frame
-    centre: here 9 points, every half hop, trapezoid rule. ``powers`` holds each frame's power
-    at its centre and half a hop later.
-    """
-    centre_power, half_power = powers
-    n_frames = centre_power.shape[0]
-    c = np.pad(centre_power, 2)
-    h = np.pad(half_power, 2)
-    window_power = (
-        0.5 * (c[0:n_frames] + c[4 : n_frames + 4])
-        + c[1 : n_frames + 1]
-        + c[2 : n_frames + 2]
-        + c[3 : n_frames + 3]
-        + h[0:n_frames]
-        + h[1 : n_frames + 1]
-        + h[2 : n_frames + 2]
-        + h[3 : n_frames + 3]
-    ) / 8.0
-    return np.sqrt(window_power)
+def _round_up(count: int) -> int:
+    return -(-count // _MEDIAN_LANES) * _MEDIAN_LANES
 
 
-def _running_median(values: np.ndarray, kernel: int, out: np.ndarray) -> None:
-    """Median over ``kernel`` frames around each frame, per column, with 'reflect' edges, as
+def _level_base(peak: float) -> int:
+    """The bits that map to level 0: the peak lands on the top level, and no value below the
+    smallest normal float32 gets a level (zero and denormals stay at 0)."""
+    peak_bits = int(np.float32(peak).view(np.int32))
+    base = peak_bits - (_LEVEL_OCTAVES << 23) + (1 << _LEVEL_SHIFT)
+    return max(base, 1 << 23)
+
+
+def _level_values(base: int) -> np.ndarray:
+    """Each level's value (the middle of its range), indexed by level: level 0 is 0."""
+    bits = (np.arange(_LEVELS, dtype=np.int64) << _LEVEL_SHIFT) + base + (1 << (_LEVEL_SHIFT - 1))
+    values = bits.astype(np.int32).view(np.float32).copy()
+    values[0] = 0.0
+    return values
+
+
+@lru_cache(maxsize=8)
+def _window_sumsquare(n_frames: int) -> np.ndarray:
+    """Sum of the squared synthesis windows over the padded signal (librosa.filters.
+    window_sumsquare, as istft divides by it)."""
+    square = np.square(_window())
+    wss = np.zeros((n_frames - 1) * HOP_LENGTH + N_FFT, dtype=np.float32)
+    for k in range(N_FFT // HOP_LENGTH):  # quarter k of every frame: one strided add
+        part = wss[k * HOP_LENGTH : (k + n_frames) * HOP_LENGTH].reshape(n_frames, HOP_LENGTH)
+        part += square[k * HOP_LENGTH : (k + 1) * HOP_LENGTH]
+    return wss
+
+
+def _running_median(values: np.ndarray, out: np.ndarray) -> None:
+    """Median over HPSS_KERNEL rows around each row, per column, with 'reflect' edges, as
     scipy.ndimage.median_filter does in librosa's hpss."""
-    if kernel // 2 >= values.shape[0]:  # tiny input: the general filter handles deep reflection
-        out[:] = scipy.ndimage.median_filter(values, size=(kernel, 1), mode="reflect")
+    if values.shape[0] <= HPSS_KERNEL // 2:  # tiny input: the general filter reflects deeper
+        out[:] = scipy.ndimage.median_filter(values, size=(HPSS_KERNEL, 1), mode="reflect")
     else:
-        _running_median_columns(values, kernel, out)
+        top = values.dtype.type(_LEVELS - 1 - _LEVEL_OFFSET)
+        _running_median_columns(values, HPSS_KERNEL, top, out)
 
 
 # ---------------------------------------------------------------------------------------------
 # Numba kernels: loops that numpy can only express with sorts or big temporaries.
 
 
-@numba.njit(cache=True, nogil=True, fastmath=True)  # compares and selects only: exact
-def _running_median_columns(
-    x: np.ndarray, kernel: int, out: np.ndarray
-) -> None:  # pragma: no cover
-    """Running median down each column, vectorised across columns (needs kernel // 2 < rows).
+_MEDIAN_LANES = 32  # columns filtered together (a multiple of the SIMD width; 32 was fastest)
 
-    Each column keeps its window sorted; a step drops the oldest value and inserts the new one
-    by rank counting and selects, without branches, so all columns move together in SIMD.
+
+@numba.njit(cache=True, nogil=True)
+def _running_median_columns(
+    x: np.ndarray, kernel: int, top: Any, out: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Running median down each column, 'reflect' edges (needs kernel // 2 < rows and a
+    multiple of _MEDIAN_LANES columns: pad with ``top``).
+
+    Each column keeps its window sorted. A step deletes the oldest value and inserts the new
+    one with compares, mins and maxes only, so _MEDIAN_LANES columns move together in SIMD:
+    without the old value, slot k holds ``d[k] = w[k] if w[k] < old else w[k + 1]``; inserting
+    the new value v gives ``min(d[k], max(d[k - 1], v))`` (d[-1] = -inf, d[kernel - 1] = top).
     """
     n, cols = x.shape
     half = kernel // 2
-    window = np.empty((kernel, cols), dtype=x.dtype)
-    moved = np.empty((kernel, cols), dtype=x.dtype)
-    rank_old = np.empty(cols, dtype=np.float32)  # float counters keep the loops one width
-    rank_new = np.empty(cols, dtype=np.float32)
-    for k in range(kernel):
-        j = k - half
-        j = -j - 1 if j < 0 else j  # 'reflect': d c b a | a b c d
-        window[k] = x[j]
-    for c in range(cols):
-        window[:, c] = np.sort(window[:, c])
-    out[0] = window[half]
-    for i in range(1, n):
-        j_old = i - 1 - half
-        j_old = -j_old - 1 if j_old < 0 else j_old
-        j_new = i + half
-        j_new = 2 * n - j_new - 1 if j_new >= n else j_new
-        old = x[j_old]
-        new = x[j_new]
-        for c in range(cols):
-            rank_old[c] = np.float32(0.0)
-            # the new value's rank once the old one is gone
-            rank_new[c] = np.float32(-1.0) if old[c] < new[c] else np.float32(0.0)
-        for k in range(kernel):
-            for c in range(cols):
-                w = window[k, c]
-                rank_old[c] += np.float32(1.0) if w < old[c] else np.float32(0.0)
-                rank_new[c] += np.float32(1.0) if w < new[c] else np.float32(0.0)
-        for k in range(kernel):
-            up = min(k + 1, kernel - 1)
-            down = max(k - 1, 0)
-            kf = np.float32(k)
-            for c in range(cols):
-                p = rank_old[c]  # the old value's slot (its first copy)
-                q = rank_new[c]
-                here = window[k, c]
-                above = window[up, c]
-                below = window[down, c]
-                value = new[c]
-                kept = here if kf < p else above  # slot k of the window without the old value
-                kept_before = below if kf - np.float32(1.0) < p else here  # ... its slot k - 1
-                moved[k, c] = kept if kf < q else (value if kf == q else kept_before)
-        window, moved = moved, window
-        out[i] = window[half]
+    lanes = _MEDIAN_LANES
+    window = np.empty((kernel + 1, lanes), dtype=x.dtype)  # row `kernel`: the +inf sentinel
+    below = np.empty(lanes, dtype=x.dtype)
+    column = np.empty(kernel, dtype=x.dtype)
+    for c0 in range(0, cols, lanes):
+        for c in range(lanes):
+            for k in range(kernel):
+                j = k - half
+                column[k] = x[-j - 1 if j < 0 else j, c0 + c]  # 'reflect': d c b a | a b c d
+            column.sort()
+            for k in range(kernel):
+                window[k, c] = column[k]
+            window[kernel, c] = top
+            out[0, c0 + c] = window[half, c]
+        for i in range(1, n):
+            j_old = i - 1 - half
+            j_new = i + half
+            old = x[-j_old - 1 if j_old < 0 else j_old, c0 : c0 + lanes]
+            new = x[2 * n - j_new - 1 if j_new >= n else j_new, c0 : c0 + lanes]
+            for c in range(lanes):  # slot 0: nothing below it
+                here = window[0, c]
+                kept = here if here < old[c] else window[1, c]
+                window[0, c] = min(kept, new[c])
+                below[c] = kept
+            for k in range(1, kernel):
+                for c in range(lanes):
+                    here = window[k, c]
+                    kept = here if here < old[c] else window[k + 1, c]
+                    window[k, c] = min(kept, max(below[c], new[c]))
+                    below[c] = kept
+            for c in range(lanes):
+                out[i, c0 + c] = window[half, c]
 
 
 @numba.njit(cache=True, nogil=True)
-def _masked_amplitudes(
-    harm: np.ndarray, perc: np.ndarray, energy: np.ndarray, scale: np.float32, out: np.ndarray
+def _log_levels(
+    bits: np.ndarray, base: np.int32, levels: np.ndarray, levels_t: np.ndarray
 ) -> None:  # pragma: no cover - compiled
-    """librosa's soft masks (power 2, margin 1; 0.5 each where both parts are silent) times
-    each group's amplitude, into ``out[part, 1 + frame, group]`` (zero rows around)."""
-    n_frames, groups = harm.shape
-    for t in range(n_frames):
-        for g in range(groups):
-            h2 = harm[t, g] * harm[t, g]
-            p2 = perc[t, g] * perc[t, g]
-            total = h2 + p2
-            amplitude = np.sqrt(energy[t, g] * scale)
-            silent = total <= _TINY32
-            share = h2 / (np.float32(1.0) if silent else total)
-            other = p2 / (np.float32(1.0) if silent else total)
-            out[0, t + 1, g] = (np.float32(0.5) if silent else share) * amplitude
-            out[1, t + 1, g] = (np.float32(0.5) if silent else other) * amplitude
+    """16-bit log level of each magnitude (given as its float32 bits, see ``_LEVEL_SHIFT``),
+    into ``levels`` (frames, bins) and its transpose ``levels_t`` (bins, frames)."""
+    rows, cols = bits.shape
+    tile = 16
+    for t0 in range(0, rows, tile):
+        t1 = min(t0 + tile, rows)
+        for t in range(t0, t1):
+            for f in range(cols):
+                level = (bits[t, f] - base) >> _LEVEL_SHIFT
+                levels[t, f] = min(max(level, 0), _LEVELS - 1) - _LEVEL_OFFSET
+        for f in range(cols):
+            for t in range(t0, t1):
+                levels_t[f, t] = levels[t, f]
 
 
 @numba.njit(cache=True, nogil=True)
-def _overlap_add_powers(padded: np.ndarray, powers: np.ndarray) -> None:  # pragma: no cover
-    """Power of the overlap-added signal at each frame centre and half a hop later.
+def _apply_harmonic_mask(
+    spectrum: np.ndarray,
+    harm: np.ndarray,
+    perc: np.ndarray,
+    values: np.ndarray,
+    out: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """librosa's soft mask H²/(H² + P²), 0.5 where both medians are 0, times the STFT.
 
-    ``padded[part, 1 + t, group]`` is frame t's masked amplitude. Overlap-add mixes
-    neighbouring frames with Hann² weights (``_OLA_*``); groups are orthogonal, so powers add.
+    ``spectrum`` and ``out`` are complex arrays viewed as float32 pairs; ``harm`` and
+    ``perc`` are levels (frames, bins and padding), ``values`` their magnitudes.
     """
-    parts, rows, groups = padded.shape
-    for part in range(parts):
-        for t in range(rows - 3):
-            centre = 0.0
-            later = 0.0
-            for g in range(groups):
-                before = padded[part, t, g]
-                here = padded[part, t + 1, g]
-                after = padded[part, t + 2, g]
-                next_after = padded[part, t + 3, g]
-                at_centre = (here + np.float32(0.25) * (before + after)) * np.float32(1 / _OLA_SUM)
-                off_centre = (
-                    np.float32(_OLA_NEAR) * (here + after)
-                    + np.float32(_OLA_FAR) * (before + next_after)
-                ) * np.float32(1 / _OLA_SUM)
-                centre += at_centre * at_centre
-                later += off_centre * off_centre
-            powers[part, 0, t] = centre
-            powers[part, 1, t] = later
+    rows, bins = spectrum.shape[0], spectrum.shape[1] // 2
+    for t in range(rows):
+        for f in range(bins):
+            h = values[harm[t, f] + _LEVEL_OFFSET]
+            p = values[perc[t, f] + _LEVEL_OFFSET]
+            h2 = h * h
+            total = h2 + p * p
+            share = h2 / total if total > np.float32(0.0) else np.float32(0.5)
+            out[t, 2 * f] = spectrum[t, 2 * f] * share
+            out[t, 2 * f + 1] = spectrum[t, 2 * f + 1] * share
+
+
+@numba.njit(cache=True, nogil=True)
+def _overlap_add(frames: np.ndarray, window: np.ndarray, offset: int, out: np.ndarray) -> None:
+    """Windowed frames added into ``out`` one hop apart from ``offset`` (istft's overlap-add)."""
+    n, length = frames.shape
+    for i in range(n):
+        start = offset + i * HOP_LENGTH
+        for k in range(length):
+            out[start + k] += frames[i, k] * window[k]
+
+
+@numba.njit(cache=True, nogil=True)
+def _power_and_magnitude(
+    pairs: np.ndarray, power: np.ndarray, mag: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """|X|² and |X| of complex values given as float32 pairs (one pass)."""
+    rows, bins = power.shape
+    for t in range(rows):
+        for f in range(bins):
+            re = pairs[t, 2 * f]
+            im = pairs[t, 2 * f + 1]
+            p = re * re + im * im
+            power[t, f] = p
+            mag[t, f] = np.sqrt(p)
+
+
+@numba.njit(cache=True, nogil=True)
+def _split_stats(
+    y: np.ndarray,
+    harmonic: np.ndarray,
+    frame_length: int,
+    hop: int,
+    sums: np.ndarray,
+    energies: np.ndarray,
+) -> None:  # pragma: no cover - compiled
+    """Sum and sum of squares of the harmonic part and of the percussive part (y - harmonic)
+    into ``sums[part]``, and each part's energy per centred frame (zero padding, as
+    librosa.feature.rms) into ``energies[part]``: one pass over the clip, float64 sums.
+
+    The variance is then E[x²] - mean²: audio means are tiny next to its power, so the
+    cancellation costs a few of float64's 16 digits.
+    """
+    n = y.shape[0]
+    n_frames = energies.shape[1]
+    span = frame_length // hop
+    lead = frame_length // 2 // hop  # padding blocks before the first sample
+    blocks = (n + hop - 1) // hop
+    block_energy = np.zeros((2, n_frames + span), dtype=np.float64)
+    sums[:] = 0.0
+    for b in range(blocks):
+        stop = min(b * hop + hop, n)
+        h_sum = 0.0
+        h_square = 0.0
+        p_sum = 0.0
+        p_square = 0.0
+        for m in range(b * hop, stop):
+            h = float(harmonic[m])
+            p = float(y[m] - harmonic[m])  # in float32, as librosa's own percussive part
+            h_sum += h
+            h_square += h * h
+            p_sum += p
+            p_square += p * p
+        sums[0, 0] += h_sum
+        sums[0, 1] += h_square
+        sums[1, 0] += p_sum
+        sums[1, 1] += p_square
+        block_energy[0, lead + b] = h_square
+        block_energy[1, lead + b] = p_square
+    for part in range(2):
+        for t in range(n_frames):
+            acc = 0.0
+            for b in range(t, t + span):
+                acc += block_energy[part, b]
+            energies[part, t] = acc
 
 
 @numba.njit(cache=True, nogil=True)
@@ -718,74 +827,6 @@ def _tuning_peaks(
             strength[found] = cur + np.float32(0.5) * slope * shift
             found += 1
     return found
-
-
-@numba.njit(cache=True, nogil=True)
-def _pool_octets(
-    mag: np.ndarray, power: np.ndarray, level: np.ndarray, typical: np.ndarray, energy: np.ndarray
-) -> None:  # pragma: no cover - compiled
-    """Per frame and group of 8 bins: mean and median magnitude, one-sided power sum."""
-    n_frames, groups = level.shape
-    for t in range(n_frames):
-        for g in range(groups):
-            b = 8 * g
-            v0, v1, v2, v3 = mag[t, b], mag[t, b + 1], mag[t, b + 2], mag[t, b + 3]
-            v4, v5, v6, v7 = mag[t, b + 4], mag[t, b + 5], mag[t, b + 6], mag[t, b + 7]
-            level[t, g] = (v0 + v1 + v2 + v3 + v4 + v5 + v6 + v7) * np.float32(0.125)
-            e = np.float32(0.0)
-            for i in range(8):
-                e += power[t, b + i]
-            if g == 0:
-                e -= np.float32(0.5) * power[t, 0]  # DC appears once in a one-sided spectrum
-            energy[t, g] = e
-            # Branch-free 19-comparator sorting network; the median is the mean of the middle two.
-            v0, v2 = min(v0, v2), max(v0, v2)
-            v1, v3 = min(v1, v3), max(v1, v3)
-            v4, v6 = min(v4, v6), max(v4, v6)
-            v5, v7 = min(v5, v7), max(v5, v7)
-            v0, v4 = min(v0, v4), max(v0, v4)
-            v1, v5 = min(v1, v5), max(v1, v5)
-            v2, v6 = min(v2, v6), max(v2, v6)
-            v3, v7 = min(v3, v7), max(v3, v7)
-            v0, v1 = min(v0, v1), max(v0, v1)
-            v2, v3 = min(v2, v3), max(v2, v3)
-            v4, v5 = min(v4, v5), max(v4, v5)
-            v6, v7 = min(v6, v7), max(v6, v7)
-            v2, v4 = min(v2, v4), max(v2, v4)
-            v3, v5 = min(v3, v5), max(v3, v5)
-            v1, v4 = min(v1, v4), max(v1, v4)
-            v3, v6 = min(v3, v6), max(v3, v6)
-            v1, v2 = min(v1, v2), max(v1, v2)
-            v3, v4 = min(v3, v4), max(v3, v4)
-            v5, v6 = min(v5, v6), max(v5, v6)
-            typical[t, g] = (v3 + v4) * np.float32(0.5)
-
-
-@numba.njit(cache=True, nogil=True)
-def _median5_rows(x: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
-    """5-point median along each row, 'reflect' edges (d c b a | a b c d | d c b a)."""
-    rows, n = x.shape
-    for r in range(rows):
-        for i in range(n):
-            j0, j1, j3, j4 = i - 2, i - 1, i + 1, i + 2
-            # reflect up to one row length out; rows shorter than 3 reflect again
-            j0 = -j0 - 1 if j0 < 0 else j0
-            j1 = -j1 - 1 if j1 < 0 else j1
-            j3 = 2 * n - j3 - 1 if j3 >= n else j3
-            j4 = 2 * n - j4 - 1 if j4 >= n else j4
-            j0 = min(max(j0, 0), n - 1)
-            j1 = min(max(j1, 0), n - 1)
-            j3 = min(max(j3, 0), n - 1)
-            j4 = min(max(j4, 0), n - 1)
-            a, b, c, d, e = x[r, j0], x[r, j1], x[r, i], x[r, j3], x[r, j4]
-            a, b = min(a, b), max(a, b)
-            d, e = min(d, e), max(d, e)
-            a, d = min(a, d), max(a, d)
-            b, e = min(b, e), max(b, e)
-            b, c = min(b, c), max(b, c)
-            c, d = min(c, d), max(c, d)
-            b, c = min(b, c), max(b, c)
-            out[r, i] = c
 
 
 @numba.njit(cache=True, nogil=True)

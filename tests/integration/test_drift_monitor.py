@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from genreops.drift import LOG_FILE, TESTS_FILE, DriftError, DriftMonitor, DriftSettings
+from genreops.features import FEATURE_NAMES
 
 pytestmark = pytest.mark.integration
 
@@ -101,7 +102,7 @@ def test_gate_follows_the_traffic(
     assert set(records[0]["column_scores"]) == set(COLUMNS)
 
     with pytest.raises(DriftError, match=r"expects \[20\] or \[batch, 20\]"):
-        monitor.submit(np.zeros(87, dtype=np.float32))
+        monitor.submit(np.zeros(len(FEATURE_NAMES), dtype=np.float32))
 
     pid = state["worker_pid"]
     assert isinstance(pid, int)

@@ -26,7 +26,7 @@ def test_parquet_and_csv_load_to_the_same_table(tmp_path: Path, feature_frame: F
     assert from_parquet.feature_names == from_csv.feature_names
     pd.testing.assert_frame_equal(from_parquet.features, from_csv.features, atol=1e-6)
     assert from_parquet.split.tolist() == from_csv.split.tolist()
-    # our own 87 features are recognised as schema v1 even without Parquet metadata
+    # our own features are recognised as the current schema even without Parquet metadata
     assert from_csv.schema_version == SCHEMA_VERSION and from_csv.schema_hash == SCHEMA_HASH
 
 

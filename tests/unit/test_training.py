@@ -11,6 +11,7 @@ import pytest
 
 from genreops.errors import SchemaError, TrainingError
 from genreops.feature_table import FeatureTable, load_feature_table
+from genreops.features import FEATURE_NAMES
 from genreops.search_space import SearchSpace, load_search_spaces
 from genreops.training import TrialReport, classification_metrics, tune
 
@@ -88,7 +89,7 @@ def test_a_model_refuses_features_of_another_schema(
     assert list(classifier.predict(shuffled)) == list(classifier.predict(features))
     with pytest.raises(SchemaError, match=r"missing .*'tempo'"):
         classifier.predict(features.drop(columns=["tempo"]))
-    with pytest.raises(SchemaError, match="expected a 2-D array of 87 features"):
+    with pytest.raises(SchemaError, match=f"expected a 2-D array of {len(FEATURE_NAMES)} features"):
         classifier.predict(features.to_numpy()[:, :10])
 
 
