@@ -438,10 +438,14 @@ def _spectrogram(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray
     for start in range(0, shape[0], _FFT_BLOCK):
         chunk = frames[start : start + _FFT_BLOCK]
         buffer = np.multiply(chunk, window, out=windowed[: chunk.shape[0]])
-        block = spectrum[start : start + _FFT_BLOCK]
-        block[:] = scipy.fft.rfft(buffer, axis=1, workers=1, overwrite_x=True)
-        stop = start + block.shape[0]
-        _power_and_magnitude(block.view(np.float32), power[start:stop], mag[start:stop])
+        stop = start + chunk.shape[0]
+        block = scipy.fft.rfft(buffer, axis=1, workers=1, overwrite_x=True)
+        _store_spectrum(  # copied while hot: one pass over the block instead of two
+            block.view(np.float32),
+            spectrum[start:stop].view(np.float32),
+            power[start:stop],
+            mag[start:stop],
+        )
     return spectrum, power, mag
 
 
@@ -826,15 +830,17 @@ def _overlap_add(
 
 
 @numba.njit(cache=True, nogil=True)
-def _power_and_magnitude(
-    pairs: np.ndarray, power: np.ndarray, mag: np.ndarray
+def _store_spectrum(
+    pairs: np.ndarray, spectrum: np.ndarray, power: np.ndarray, mag: np.ndarray
 ) -> None:  # pragma: no cover - compiled
-    """|X|² and |X| of complex values given as float32 pairs (one pass)."""
+    """Complex values (given as float32 pairs) copied into ``spectrum``, with |X|² and |X|."""
     rows, bins = power.shape
     for t in range(rows):
         for f in range(bins):
             re = pairs[t, 2 * f]
             im = pairs[t, 2 * f + 1]
+            spectrum[t, 2 * f] = re
+            spectrum[t, 2 * f + 1] = im
             p = re * re + im * im
             power[t, f] = p
             mag[t, f] = np.sqrt(p)
