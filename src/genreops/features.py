@@ -417,7 +417,9 @@ def _compute(y: np.ndarray, sr: float) -> dict[str, float]:
         _put(out, f"mfcc{i + 1}", mfcc[:, i])
     flux = np.maximum(mel_db[1:] - mel_db[:-1], np.float32(0.0))
     _put(out, "onset_strength", _onset_envelope(flux.mean(axis=1), n_frames))
-    out["tempo"] = _tempo(_onset_envelope(np.median(flux, axis=1), n_frames), sr)
+    flux_median = np.empty(flux.shape[0], dtype=np.float32)
+    _row_medians(flux.view(np.int32), flux_median)  # np.median(flux, axis=1), faster
+    out["tempo"] = _tempo(_onset_envelope(flux_median, n_frames), sr)
     return out
 
 
@@ -897,6 +899,44 @@ def _split_stats(
             for b in range(t, t + span):
                 acc += block_energy[part, b]
             energies[part, t] = acc
+
+
+@numba.njit(cache=True, nogil=True)
+def _row_medians(bits: np.ndarray, out: np.ndarray) -> None:  # pragma: no cover - compiled
+    """np.median of each row of non-negative float32 values (the onset flux) given as their
+    bits, as float32.
+
+    A non-negative float32's bits order like its value, so the middle order statistic is
+    found bit by bit, counting the row's values below a trial pattern: branch-free, vectorised
+    passes instead of a partition per row.
+    """
+    rows, n = bits.shape
+    k = (n - 1) // 2  # the lower middle value, 0-based
+    pair = np.empty(2, dtype=np.int32)
+    pair_values = pair.view(np.float32)
+    row = np.empty(n, dtype=np.int32)
+    for r in range(rows):
+        for j in range(n):
+            row[j] = bits[r, j] & 0x7FFFFFFF  # -0.0 is 0
+        lo = 0
+        for bit in range(30, -1, -1):
+            trial = lo | (1 << bit)
+            below = 0
+            for j in range(n):
+                below += row[j] < trial
+            if below <= k:  # fewer than k + 1 values under trial: the answer is >= trial
+                lo = trial
+        upper = lo
+        if n % 2 == 0:  # the next order statistic: lo again if it repeats, else the next value
+            at_most = 0
+            above = 0x7FFFFFFF
+            for j in range(n):
+                at_most += row[j] <= lo
+                above = min(above, row[j] if row[j] > lo else 0x7FFFFFFF)
+            upper = lo if at_most >= k + 2 else above
+        pair[0] = lo
+        pair[1] = upper
+        out[r] = (pair_values[0] + pair_values[1]) / np.float32(2.0)
 
 
 @numba.njit(cache=True, nogil=True)

@@ -418,6 +418,25 @@ def test_running_median_is_scipys(shape: tuple[int, int]) -> None:
     np.testing.assert_array_equal(out, want)
 
 
+@pytest.mark.parametrize("width", [128, 127, 2, 1])
+def test_row_medians_are_numpys(width: int) -> None:
+    """The bitwise median of the onset flux equals np.median exactly: ties, zeros (-0.0
+    included), odd and even widths."""
+    rng = np.random.default_rng(width)
+    values = np.concatenate(
+        [
+            np.maximum(rng.standard_normal((200, width)) * 10, 0.0),  # half zeros, as flux
+            rng.integers(0, 3, size=(50, width)),  # many ties
+            np.zeros((2, width)),
+            np.full((1, width), -0.0),
+            rng.random((20, width)) * 1e30,
+        ]
+    ).astype(np.float32)
+    out = np.empty(values.shape[0], dtype=np.float32)
+    features._row_medians(values.view(np.int32), out)
+    np.testing.assert_array_equal(out, np.median(values, axis=1))
+
+
 def test_log_levels_keep_order_and_resolution() -> None:
     """Levels are monotone in the magnitude; a level's value is within 0.025 % of every
     magnitude in it; magnitudes > 193 dB below the peak (and zero) are level 0."""
