@@ -265,7 +265,16 @@ def extract(
     out.print(f"manifest:      {summary.manifest_url}")
 
 
-FAMILY_CHOICES = ("xgboost", "random_forest", "knn", "all")
+# genreops.search_space.FAMILIES and "all" (spelled out: that module imports Optuna)
+FAMILY_CHOICES = (
+    "xgboost",
+    "random_forest",
+    "knn",
+    "svc",
+    "logistic_regression",
+    "soft_vote",
+    "all",
+)
 
 
 def _results_table(title: str, *headers: str) -> Table:
@@ -291,7 +300,11 @@ def train(
     model: Annotated[
         list[str],
         typer.Option(
-            "--model", "-m", help="Model family: xgboost, random_forest, knn or all (repeatable)."
+            "--model",
+            "-m",
+            help="Model family: xgboost, random_forest, knn, svc, logistic_regression, "
+            "soft_vote (a soft vote of tuned svc, xgboost and logistic_regression models; "
+            "tuned after them) or all (repeatable).",
         ),
     ] = ["all"],  # noqa: B006 (typer needs a list default)
     trials: Annotated[int, typer.Option(min=1, help="Optuna trials per family.")] = 20,
@@ -309,8 +322,18 @@ def train(
     search_space: Annotated[
         Path | None, typer.Option(help="Search spaces YAML (default configs/search_spaces.yaml).")
     ] = None,
+    cv_folds: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Score each configuration by k-fold cross-validation on train+val (tables "
+            "up to GENREOPS_CV_MAX_ROWS rows); 0: the table's val split. Default "
+            "GENREOPS_CV_FOLDS (4).",
+        ),
+    ] = None,
 ) -> None:
-    """Tune XGBoost / random forest / KNN with Optuna and track every trial in MLflow."""
+    """Tune XGBoost / random forest / KNN / SVC / logistic regression and a soft vote of the
+    best of them with Optuna, and track every trial in MLflow."""
     from flows.progress import report_progress
     from flows.runtime import prefect_api
     from flows.train import train_model
@@ -340,6 +363,7 @@ def train(
             seed=seed,
             study_storage=study_storage or settings.study_storage_url,
             search_space_file=str(search_space or settings.search_space_file or "") or None,
+            cv_folds=cv_folds,
         )
     table = _results_table(
         f"{summary.table_url} (split {summary.rows})",
