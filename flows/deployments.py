@@ -66,8 +66,9 @@ DEPLOYMENTS: list[DeploymentSpec] = [
     ),
     DeploymentSpec(
         train_model,
-        "Tune XGBoost, random forest and KNN with Optuna on a feature table; every trial and "
-        "the best refit model per family are tracked in MLflow.",
+        "Tune XGBoost, random forest, KNN, SVC, logistic regression and a soft vote of the "
+        "best of them with Optuna on a feature table; every trial and the best refit model "
+        "per family are tracked in MLflow.",
         ("training",),
     ),
     DeploymentSpec(

@@ -39,7 +39,8 @@ def pipeline(
     Args:
         corpus_url: labeled audio (<genre>/<clip>.<ext>), folder or s3:// prefix.
         features_url: where the feature table goes (folder or s3:// prefix).
-        families: any of xgboost, random_forest, knn (default: all three).
+        families: any of xgboost, random_forest, knn, svc, logistic_regression, soft_vote
+            (default: all six; soft_vote is tuned after its members).
         trials: Optuna trials per family.
         seed: seeds the split, the sampler and the models.
         retrain: tune every family again even if it was tuned on this table with these

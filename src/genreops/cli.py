@@ -265,7 +265,16 @@ def extract(
     out.print(f"manifest:      {summary.manifest_url}")
 
 
-FAMILY_CHOICES = ("xgboost", "random_forest", "knn", "all")
+# genreops.search_space.FAMILIES and "all" (spelled out: that module imports Optuna)
+FAMILY_CHOICES = (
+    "xgboost",
+    "random_forest",
+    "knn",
+    "svc",
+    "logistic_regression",
+    "soft_vote",
+    "all",
+)
 
 
 def _results_table(title: str, *headers: str) -> Table:
@@ -292,7 +301,11 @@ def train(
     model: Annotated[
         list[str],
         typer.Option(
-            "--model", "-m", help="Model family: xgboost, random_forest, knn or all (repeatable)."
+            "--model",
+            "-m",
+            help="Model family: xgboost, random_forest, knn, svc, logistic_regression, "
+            "soft_vote (a soft vote of tuned svc, xgboost and logistic_regression models; "
+            "tuned after them) or all (repeatable).",
         ),
     ] = ["all"],  # noqa: B006 (typer needs a list default)
     trials: Annotated[int, typer.Option(min=1, help="Optuna trials per family.")] = 20,
@@ -333,8 +346,18 @@ def train(
             help="A column that is no feature, left out (repeatable; 'length' always is)."
         ),
     ] = None,
+    cv_folds: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Score each configuration by k-fold cross-validation on train+val (tables "
+            "up to GENREOPS_CV_MAX_ROWS rows); 0: the table's val split. Default "
+            "GENREOPS_CV_FOLDS (4).",
+        ),
+    ] = None,
 ) -> None:
-    """Tune XGBoost / random forest / KNN with Optuna and track every trial in MLflow.
+    """Tune XGBoost / random forest / KNN / SVC / logistic regression and a soft vote of the
+    best of them with Optuna, and track every trial in MLflow.
 
     Any feature table trains: ours, or GTZAN's features_30_sec.csv / features_3_sec.csv as
     downloaded."""
@@ -371,6 +394,7 @@ def train(
             id_column=id_column,
             group_column=group_column,
             drop_columns=drop_column,
+            cv_folds=cv_folds,
         )
     out.print(f"columns: {summary.columns}", markup=False)
     table = _results_table(

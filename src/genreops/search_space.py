@@ -15,10 +15,15 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from genreops.errors import TrainingError
 
-FAMILIES = ("xgboost", "random_forest", "knn")
+SOFT_VOTE = "soft_vote"
+# Single models, tuned on their own; a soft vote averages the probabilities of some of them.
+MODEL_FAMILIES = ("xgboost", "random_forest", "knn", "svc", "logistic_regression")
+FAMILIES = (*MODEL_FAMILIES, SOFT_VOTE)
 CLASS_BALANCE = ("weights", "oversample", "none")
 # Families that accept per-class weights; KNN has none, so it may only oversample.
-WEIGHTED_FAMILIES = ("xgboost", "random_forest")
+WEIGHTED_FAMILIES = ("xgboost", "random_forest", "svc", "logistic_regression")
+# A soft vote's members come from the same training run (or the newest one on the same table).
+DEFAULT_MEMBERS = ("svc", "xgboost", "logistic_regression")
 DEFAULT_SPACE_FILE = Path(__file__).resolve().parents[2] / "configs" / "search_spaces.yaml"
 
 Scalar = str | int | float | bool | None
@@ -83,12 +88,32 @@ def _parse_param(family: str, name: str, raw: Any) -> Distribution | Scalar:
         ) from error
 
 
-class SearchSpace:
-    """The tunable and fixed parameters of one family."""
+def weight_name(member: str) -> str:
+    """The soft vote's parameter holding one member's weight."""
+    return f"weight_{member}"
 
-    def __init__(self, family: str, params: dict[str, Distribution | Scalar]) -> None:
+
+class SearchSpace:
+    """The tunable and fixed parameters of one family.
+
+    A soft vote's space is its ``members`` (families, two or more) and one ``weights``
+    distribution (or fixed value) that each member's weight is drawn from; ``params`` then
+    holds ``weight_<member>`` per member, and ``members`` the families in order.
+    """
+
+    def __init__(
+        self,
+        family: str,
+        params: dict[str, Distribution | Scalar],
+        members: tuple[str, ...] = (),
+    ) -> None:
         self.family = family
         self.params = params
+        self.members = members
+        if family == SOFT_VOTE:
+            if len(members) < 2:
+                raise TrainingError(f"search space {family}.members: need two or more families")
+            return
         balance = params.get("class_balance", "none")
         allowed = (
             CLASS_BALANCE
@@ -129,17 +154,44 @@ class SearchSpace:
             params[name] = spec.model_copy(update={"low": min(spec.low, maximum), "high": maximum})
         elif isinstance(spec, int) and not isinstance(spec, bool) and spec > maximum:
             params[name] = maximum
-        return SearchSpace(self.family, params)
+        return SearchSpace(self.family, params, self.members)
 
     def fixed(self) -> dict[str, Any]:
         return {k: v for k, v in self.params.items() if not isinstance(v, BaseModel)}
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data, to log next to the model."""
-        return {
+        plain = {
             k: v.model_dump(exclude_none=True) if isinstance(v, BaseModel) else v
             for k, v in self.params.items()
         }
+        return {"members": list(self.members), **plain} if self.members else plain
+
+
+def _soft_vote_space(path: Path, params: dict[str, Any]) -> SearchSpace:
+    """``members: [families]`` and ``weights: <value or distribution>``; nothing else."""
+    where = f"{path}: search space {SOFT_VOTE}"
+    unknown = sorted(set(params) - {"members", "weights"})
+    if unknown:
+        raise TrainingError(f"{where}.{unknown[0]}: unknown parameter (use members, weights)")
+    members = params.get("members", list(DEFAULT_MEMBERS))
+    if not isinstance(members, list) or not all(isinstance(m, str) for m in members):
+        raise TrainingError(f"{where}.members: expected a list of families (got {members!r})")
+    for member in members:
+        if member not in MODEL_FAMILIES:
+            raise TrainingError(
+                f"{where}.members: {member!r} is not one of {', '.join(MODEL_FAMILIES)}"
+            )
+    if len(set(members)) != len(members) or len(members) < 2:
+        raise TrainingError(f"{where}.members: need two or more different families")
+    weights = _parse_param(SOFT_VOTE, "weights", params.get("weights", 1.0))
+    if isinstance(weights, IntRange | FloatRange) and weights.low < 0:
+        raise TrainingError(f"{where}.weights: weights cannot be negative")
+    if not isinstance(weights, BaseModel) and (
+        not isinstance(weights, int | float) or isinstance(weights, bool) or weights <= 0
+    ):
+        raise TrainingError(f"{where}.weights: expected a positive number or a range")
+    return SearchSpace(SOFT_VOTE, {weight_name(m): weights for m in members}, tuple(members))
 
 
 def load_search_spaces(path: Path | None = None) -> dict[str, SearchSpace]:
@@ -160,6 +212,9 @@ def load_search_spaces(path: Path | None = None) -> dict[str, SearchSpace]:
     for family, params in raw.items():
         if not isinstance(params, dict) or not params:
             raise TrainingError(f"{path}: {family}: expected a mapping of parameters")
+        if family == SOFT_VOTE:
+            spaces[family] = _soft_vote_space(path, params)
+            continue
         spaces[family] = SearchSpace(
             family, {str(k): _parse_param(family, str(k), v) for k, v in params.items()}
         )

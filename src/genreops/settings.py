@@ -55,6 +55,17 @@ class Settings(BaseSettings):
     search_space_file: Path | None = Field(
         default=None, description="Optuna search spaces (YAML); default configs/search_spaces.yaml."
     )
+    cv_folds: int = Field(
+        default=4,
+        ge=0,
+        description="Tuning scores each configuration by k-fold cross-validation on train+val "
+        "(0 or 1: the table's train/val split).",
+    )
+    cv_max_rows: int = Field(
+        default=5000,
+        ge=0,
+        description="Tables with more train+val rows than this keep their train/val split.",
+    )
     study_storage_url: str | None = Field(
         default=None,
         description="Optuna storage (SQLAlchemy URL) shared by parallel tuning workers; "

@@ -8,6 +8,7 @@ input, the feature schema and extraction manifest, a reference sample of trainin
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import logging
@@ -207,6 +208,42 @@ def find_study(target: TrackingTarget, family: str, key: str) -> Any | None:
     return next((run for run in runs if TAG_MODEL_URI in run.data.tags), None)
 
 
+def latest_study(target: TrackingTarget, family: str, table_digest: str) -> Any | None:
+    """The newest finished study of ``family`` on this table (any settings) with a model."""
+    target.activate()
+    experiment = mlflow.MlflowClient().get_experiment_by_name(experiment_name(family))
+    if experiment is None:
+        return None
+    runs = mlflow.MlflowClient().search_runs(
+        [experiment.experiment_id],
+        filter_string=(
+            f"tags.`genreops.table_digest` = '{table_digest}' and "
+            f"tags.`{TAG_KIND}` = '{KIND_TRAINING}' and attributes.status = 'FINISHED'"
+        ),
+        order_by=["attributes.start_time DESC"],
+        max_results=10,
+    )
+    return next((run for run in runs if TAG_MODEL_URI in run.data.tags), None)
+
+
+def run_params(run: Any) -> dict[str, Any]:
+    """A training run's tuned parameters with their types back (MLflow stores strings)."""
+    return {
+        name: _typed(value) for name, value in run.data.params.items() if name not in RUN_PARAMS
+    }
+
+
+# what log_result records besides the model's own parameters
+RUN_PARAMS = frozenset({"family", "seed", "trials_requested", "study_name", "validation"})
+
+
+def _typed(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return text  # a plain word such as sqrt or sigmoid
+
+
 @contextmanager
 def study_run(
     target: TrackingTarget,
@@ -266,6 +303,7 @@ def log_result(
             "seed": result.seed,
             "trials_requested": len(result.trials),
             "study_name": result.study_name,
+            "validation": result.scheme,
         }
     )
     evaluations = [result.validation] + ([result.test] if result.test else [])

@@ -39,7 +39,7 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
 
 
 def test_synth_extract_train_register_models(tmp_path: Path) -> None:
-    """The documented journey: corpus -> features -> three tuned families -> two aliases."""
+    """The documented journey: corpus -> features -> six tuned families -> two aliases."""
     synth = _run("synth", "c", "--per-genre", "3", "--seconds", "6", "--workers", "2", cwd=tmp_path)
     assert synth.returncode == 0, synth.stderr
     assert len(list((tmp_path / "c").glob("*/*.wav"))) == 30
@@ -54,9 +54,9 @@ def test_synth_extract_train_register_models(tmp_path: Path) -> None:
 
     train = _run("train", "f", "--model", "all", "--trials", "3", cwd=tmp_path)
     assert train.returncode == 0, train.stderr
-    for family in ("xgboost", "random_forest", "knn"):
+    for family in ("xgboost", "random_forest", "knn", "svc", "logistic_regression", "soft_vote"):
         assert family in train.stdout
-    assert train.stdout.count("3/0/0") == 3  # trials ok/pruned/failed per family
+    assert train.stdout.count("3/0/0") == 6  # trials ok/pruned/failed per family
 
     register = _run("register", cwd=tmp_path)
     assert register.returncode == 0, register.stderr

@@ -15,14 +15,15 @@ from flows.train import TrainingSummary, train_model
 from genreops.datasets import stratified_split
 from genreops.errors import SchemaError, TrainingError
 from genreops.features import FEATURE_NAMES, SCHEMA_HASH
+from genreops.search_space import FAMILIES, load_search_spaces
 from genreops.settings import get_settings
 from genreops.tracking import experiment_name, load_classifier
+from genreops.training import SoftVoteClassifier
 from helpers import gtzan_public_frame, synthetic_feature_frame
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
 TRIALS = 3
-FAMILIES = ("xgboost", "random_forest", "knn")
 
 
 def write_extraction_output(folder: Path, frame: pd.DataFrame) -> Path:
@@ -63,18 +64,19 @@ def test_each_family_gets_an_experiment_with_one_parent_run_and_nested_trials(
         trials = [r for r in runs if r.data.tags.get("genreops.kind") == "trial"]
         assert len(trials) == TRIALS
         assert {r.data.tags["mlflow.parentRunId"] for r in trials} == {outcome.run_id}
-        assert all(
-            "n_estimators" in r.data.params or "n_neighbors" in r.data.params for r in trials
-        )
+        tuned = set(load_search_spaces()[outcome.family].as_dict()) - {"members"}
+        assert all(set(r.data.params) & tuned for r in trials)
 
 
+@pytest.mark.parametrize("family", FAMILIES)
 def test_the_parent_run_holds_metrics_evidence_dataset_and_model(
-    trained: tuple[TrainingSummary, Path],
+    trained: tuple[TrainingSummary, Path], family: str
 ) -> None:
     summary, folder = trained
     client = _client()
-    outcome = summary.outcomes[0]
+    outcome = next(o for o in summary.outcomes if o.family == family)
     run = client.get_run(outcome.run_id)
+    assert run.data.params["validation"].startswith("4-fold stratified cross-validation")
     for split in ("val", "test"):
         for name in (
             "accuracy",
@@ -104,6 +106,32 @@ def test_the_parent_run_holds_metrics_evidence_dataset_and_model(
     model = mlflow.models.get_model_info(outcome.model_uri)
     assert model.signature.inputs.input_names() == list(FEATURE_NAMES)
     assert model.signature.params is not None
+    # every family loads as a pyfunc that answers in genre names and genre-ordered probabilities
+    table = pd.read_parquet(folder / "features.parquet")
+    pyfunc = mlflow.pyfunc.load_model(outcome.model_uri)
+    predicted = pyfunc.predict(table[list(FEATURE_NAMES)])
+    assert set(predicted) <= set(table["genre"])
+    assert (predicted.to_numpy() == table["genre"].to_numpy()).mean() > 0.8
+    proba = pyfunc.predict(table[list(FEATURE_NAMES)].head(3), params={"output": "probabilities"})
+    assert list(proba.columns) == sorted(table["genre"].unique())
+    assert proba.to_numpy().sum(axis=1) == pytest.approx(1.0)
+
+
+def test_the_soft_vote_is_made_of_this_runs_tuned_members(
+    trained: tuple[TrainingSummary, Path],
+) -> None:
+    summary, _ = trained
+    assert summary.outcomes[-1].family == "soft_vote"  # tuned after its members
+    by_family = {o.family: o for o in summary.outcomes}
+    vote = load_classifier(by_family["soft_vote"].model_uri)
+    model = vote.pipeline.named_steps["model"]
+    assert isinstance(model, SoftVoteClassifier)
+    assert [family for family, _ in model.members] == ["svc", "xgboost", "logistic_regression"]
+    for family, params in model.members:
+        assert params == by_family[family].best_params
+    # serving makes a model single-threaded with set_params(n_jobs=1): it reaches the members
+    model.set_params(n_jobs=1)
+    assert model.estimators_[1].named_steps["model"].get_params()["n_jobs"] == 1
 
 
 def test_register_best_sets_both_aliases_and_changes_nothing_when_rerun(
@@ -123,7 +151,7 @@ def test_register_best_sets_both_aliases_and_changes_nothing_when_rerun(
     }
     champion = client.get_model_version_by_alias("genre-classifier", "champion")
     assert champion.tags["genreops.role"] == "champion"
-    assert "rank 1 of 3 finished runs by val_gmean" in champion.tags["genreops.reason"]
+    assert "rank 1 of 6 finished runs by val_gmean" in champion.tags["genreops.reason"]
     assert champion.tags["genreops.schema_hash"] == SCHEMA_HASH
 
     def state() -> list[tuple[str, dict[str, str], int]]:
@@ -200,3 +228,28 @@ def test_the_public_3_second_table_trains_with_songs_kept_together(home: Path) -
     assert tags["genreops.dropped_columns"] == "length"
     assert tags["genreops.split_groups"].startswith("song")
     assert "grouped by song" in tags["genreops.split_source"]
+
+
+def test_a_soft_vote_alone_takes_its_members_from_earlier_studies_of_the_table(
+    trained: tuple[TrainingSummary, Path],
+) -> None:
+    summary, folder = trained
+    again = train_model(features_url=str(folder), families=["soft_vote"], trials=2, seed=1)
+    (outcome,) = again.outcomes
+    members = load_classifier(outcome.model_uri).pipeline.named_steps["model"].members
+    by_family = {o.family: o for o in summary.outcomes}
+    assert {f: p for f, p in members} == {f: by_family[f].best_params for f, _ in members}
+    # with nothing changed, skip_trained reuses every study, the soft vote's included
+    reused = train_model(features_url=str(folder), trials=TRIALS, seed=0, skip_trained=True)
+    assert all(o.reused for o in reused.outcomes)
+    assert [o.run_id for o in reused.outcomes] == [o.run_id for o in summary.outcomes]
+
+
+def test_a_soft_vote_without_tuned_members_says_which_to_train(home: Path) -> None:
+    folder = write_extraction_output(home / "f3", synthetic_feature_frame(per_genre=6, seed=3))
+    with pytest.raises(
+        TrainingError,
+        match=r"soft_vote: no tuned xgboost, logistic_regression model on this table.*"
+        r"--model xgboost --model logistic_regression --model soft_vote.*\(finished: svc\)",
+    ):
+        train_model(features_url=str(folder), families=["soft_vote", "svc"], trials=1)

@@ -49,6 +49,18 @@ def test_fixed_values_pass_through_and_ranges_are_sampled(tmp_path: Path) -> Non
         ("knn:\n  class_balance: weights\n", r"knn\.class_balance: 'weights' is not one of"),
         ("xgboost:\n  eta: {type: float, low: 0, high: 1, log: true}\n", "log range needs low > 0"),
         ("knn: [1, 2\n", "not valid YAML"),
+        ("svc:\n  class_balance: sideways\n", r"svc\.class_balance: 'sideways' is not one of"),
+        ("soft_vote:\n  members: [svc, lasso]\n", r"soft_vote\.members: 'lasso' is not one of"),
+        ("soft_vote:\n  members: [svc]\n", r"soft_vote\.members: need two or more"),
+        ("soft_vote:\n  members: [svc, svc]\n", r"soft_vote\.members: need two or more"),
+        ("soft_vote:\n  members: [svc, soft_vote]\n", r"'soft_vote' is not one of"),
+        ("soft_vote:\n  members: svc\n", r"soft_vote\.members: expected a list"),
+        ("soft_vote:\n  weights: 0\n", r"soft_vote\.weights: expected a positive number"),
+        (
+            "soft_vote:\n  weights: {type: float, low: -1, high: 1}\n",
+            r"soft_vote\.weights: weights cannot be negative",
+        ),
+        ("soft_vote:\n  class_balance: weights\n", r"soft_vote\.class_balance: unknown"),
     ],
 )
 def test_bad_spaces_name_the_family_and_parameter(tmp_path: Path, text: str, message: str) -> None:
@@ -61,3 +73,27 @@ def test_bad_spaces_name_the_family_and_parameter(tmp_path: Path, text: str, mes
 def test_a_missing_file_is_reported(tmp_path: Path) -> None:
     with pytest.raises(TrainingError, match="search space file not found"):
         load_search_spaces(tmp_path / "nope.yaml")
+
+
+def test_the_new_families_accept_class_weights_and_the_soft_vote_names_its_members(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.yaml"
+    path.write_text(
+        "svc:\n  C: 1.0\n  class_balance: {type: categorical, choices: [weights, oversample]}\n"
+        "logistic_regression:\n  class_balance: weights\n"
+        "soft_vote:\n  members: [knn, svc]\n  weights: 2\n"
+    )
+    spaces = load_search_spaces(path)
+    vote = spaces["soft_vote"]
+    assert vote.members == ("knn", "svc")
+    assert vote.fixed() == {"weight_knn": 2, "weight_svc": 2}
+    assert vote.as_dict() == {"members": ["knn", "svc"], "weight_knn": 2, "weight_svc": 2}
+    shipped = load_search_spaces()["soft_vote"]
+    assert shipped.members == ("svc", "xgboost", "logistic_regression")
+
+
+def test_cli_family_choices_match_the_families() -> None:
+    from genreops.cli import FAMILY_CHOICES
+
+    assert (*FAMILIES, "all") == FAMILY_CHOICES

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
+import joblib
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +16,15 @@ from genreops.errors import SchemaError, TrainingError
 from genreops.feature_table import FeatureTable, load_feature_table
 from genreops.features import FEATURE_NAMES
 from genreops.search_space import SearchSpace, load_search_spaces
-from genreops.training import TrialReport, classification_metrics, tune
+from genreops.training import (
+    CalibratedSVC,
+    SoftVoteClassifier,
+    TrialReport,
+    TuningResult,
+    classification_metrics,
+    scheme_for,
+    tune,
+)
 
 pytestmark = pytest.mark.unit
 Frame = Callable[..., pd.DataFrame]
@@ -32,6 +43,16 @@ knn:
   n_neighbors: {type: int, low: 1, high: 7}
   weights: {type: categorical, choices: [uniform, distance]}
   class_balance: {type: categorical, choices: [none, oversample]}
+svc:
+  C: {type: float, low: 0.3, high: 30.0, log: true}
+  gamma: {type: float, low: 0.001, high: 0.1, log: true}
+  class_balance: {type: categorical, choices: [none, weights, oversample]}
+logistic_regression:
+  C: {type: float, low: 0.01, high: 10.0, log: true}
+  class_balance: {type: categorical, choices: [none, weights]}
+soft_vote:
+  members: [svc, xgboost, logistic_regression]
+  weights: {type: float, low: 0.0, high: 1.0}
 """
 
 
@@ -48,7 +69,9 @@ def table(tmp_path: Path, feature_frame: Frame) -> FeatureTable:
     return load_feature_table(str(tmp_path / "t.parquet"))
 
 
-@pytest.mark.parametrize("family", ["xgboost", "random_forest", "knn"])
+@pytest.mark.parametrize(
+    "family", ["xgboost", "random_forest", "knn", "svc", "logistic_regression"]
+)
 def test_each_family_tunes_and_predicts_genre_names(
     family: str, table: FeatureTable, spaces: dict[str, SearchSpace]
 ) -> None:
@@ -129,3 +152,113 @@ def test_a_timeout_ends_the_study_early_with_what_it_has(
     result = tune(table, spaces["random_forest"], trials=10_000, timeout=3, seed=0)
     assert 1 <= len(result.trials) < 10_000
     assert result.classifier.predict(table.part("test")[0]).size
+
+
+def _members(table: FeatureTable, spaces: dict[str, SearchSpace]) -> dict[str, TuningResult]:
+    return {
+        family: tune(table, spaces[family], trials=2, seed=0, n_jobs=2)
+        for family in spaces["soft_vote"].members
+    }
+
+
+def test_a_soft_vote_of_tuned_members_tunes_weights_and_serves_like_any_model(
+    tmp_path: Path, table: FeatureTable, spaces: dict[str, SearchSpace]
+) -> None:
+    members = _members(table, spaces)
+    result = tune(
+        table,
+        spaces["soft_vote"],
+        trials=4,
+        seed=0,
+        members={family: r.best_params for family, r in members.items()},
+    )
+    assert result.counts["complete"] == 4
+    assert {p for r in result.trials for p in r.params} == {
+        "weight_svc",
+        "weight_xgboost",
+        "weight_logistic_regression",
+    }
+    params = result.best_params
+    assert params["members"] == ["svc", "xgboost", "logistic_regression"]
+    assert params["svc.C"] == members["svc"].best_params["C"]  # members keep their tuning
+    assert result.validation.metrics["gmean"] >= 0.8
+    assert result.test is not None and result.test.metrics["accuracy"] >= 0.8
+    classifier = result.classifier
+    features, _ = table.part("test")
+    proba = classifier.predict_proba(features)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-6)
+    predicted = classifier.predict(features)
+    assert list(predicted) == [classifier.genres[i] for i in np.argmax(proba, axis=1)]
+    vote = classifier.pipeline.named_steps["model"]
+    assert isinstance(vote, SoftVoteClassifier)
+    # the weighted mean of the members' probabilities, nothing else
+    weights = [params[f"weight_{m}"] for m in params["members"]]
+    mixed = sum(
+        w * m.predict_proba(classifier.matrix(features))
+        for w, m in zip(weights, vote.estimators_, strict=True)
+    )
+    np.testing.assert_allclose(proba, mixed / sum(weights), atol=1e-9)
+
+    # served as a pickled GenreClassifier: one thread for every member
+    from genreops.features import SCHEMA_HASH
+    from genreops.publish import META_FILE, MODEL_FILE
+    from genreops.serving import load_published_model
+
+    assert classifier.schema_hash == SCHEMA_HASH
+    joblib.dump(classifier, tmp_path / MODEL_FILE)
+    (tmp_path / META_FILE).write_text(json.dumps({"name": "genre-classifier", "version": "7"}))
+    published = load_published_model(tmp_path)
+    served = published.classifier.pipeline.named_steps["model"]
+    assert served.n_jobs == 1
+    assert served.estimators_[1].named_steps["model"].get_params()["n_jobs"] == 1  # xgboost
+    np.testing.assert_allclose(published.predict_proba(features), proba, atol=1e-6)
+    assert list(pickle.loads(pickle.dumps(classifier)).predict(features)) == list(predicted)
+
+
+def test_a_soft_vote_without_its_members_tuned_names_them(
+    table: FeatureTable, spaces: dict[str, SearchSpace]
+) -> None:
+    with pytest.raises(TrainingError, match=r"no tuned parameters for member.*xgboost"):
+        tune(table, spaces["soft_vote"], trials=1, members={"svc": {}, "logistic_regression": {}})
+
+
+def test_small_tables_are_scored_by_cross_validation_on_train_and_val_only(
+    table: FeatureTable,
+) -> None:
+    rows = len(table.part("train", "val")[1])
+    scheme = scheme_for(table, cv_folds=4, seed=0)
+    assert scheme.cross_validated and len(scheme.folds) == 4
+    assert len(scheme.codes) == rows  # test rows are never scored nor fit on while tuning
+    assert sorted(scheme.scored) == list(range(rows))
+    # no folds, or a table above the size threshold: the table's own train/val split
+    for holdout in (scheme_for(table, cv_folds=0), scheme_for(table, cv_max_rows=rows - 1)):
+        assert not holdout.cross_validated
+        assert len(holdout.scored) == len(table.part("val")[1])
+    # the rarest genre bounds the folds (every fold fits on every genre)
+    assert len(scheme_for(table, cv_folds=50).folds) == min(
+        table.part("train", "val")[1].value_counts()
+    )
+
+
+def test_validation_figures_come_from_the_scheme_and_the_model_is_refit_on_train_and_val(
+    table: FeatureTable, spaces: dict[str, SearchSpace]
+) -> None:
+    cv = tune(table, spaces["logistic_regression"], trials=2, seed=0)
+    holdout = tune(table, spaces["logistic_regression"], trials=2, seed=0, cv_folds=0)
+    assert cv.validation.n_rows == len(table.part("train", "val")[1])
+    assert cv.scheme.startswith("4-fold stratified cross-validation")
+    assert holdout.validation.n_rows == len(table.part("val")[1])
+    assert holdout.scheme.startswith("train/val split")
+    assert cv.study_name.endswith("-cv4") and not holdout.study_name.endswith("-cv4")
+    fitted_rows = cv.classifier.pipeline.named_steps["scale"].n_samples_seen_
+    assert fitted_rows == len(table.part("train", "val")[1])
+
+
+def test_a_calibrated_svc_answers_with_probabilities_even_from_one_row_per_genre() -> None:
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(4, 5)) + np.arange(4)[:, None] * 3
+    codes = np.arange(4)
+    model = CalibratedSVC(C=10.0, gamma=0.1).fit(features, codes)
+    proba = model.predict_proba(features)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert list(model.predict(features)) == list(np.argmax(proba, axis=1))
