@@ -99,8 +99,9 @@ class PublishedModel:
         )
         return cls(classifier, label, meta, columns, forest)
 
-    def own_columns(self, features: np.ndarray) -> np.ndarray:
+    def own_columns(self, features: Any) -> np.ndarray:
         """The model's columns of full preprocessor vectors ``[n, len(FEATURE_NAMES)]``."""
+        features = np.asarray(features)
         if features.ndim != 2 or features.shape[1] != len(FEATURE_NAMES):
             raise SchemaError(
                 f"{self.label} expects [n, {len(FEATURE_NAMES)}] feature vectors of schema "
@@ -108,7 +109,7 @@ class PublishedModel:
             )
         return features[:, self.columns]
 
-    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+    def predict_proba(self, features: Any) -> np.ndarray:
         """Class probabilities for full preprocessor vectors (the model picks its columns)."""
         own = self.own_columns(features)
         if self.forest is not None:
