@@ -193,37 +193,33 @@ def study_key(table_digest: str, family: str, space: dict[str, Any], **settings:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def find_study(target: TrackingTarget, family: str, key: str) -> Any | None:
-    """The newest finished study of ``family`` with this key and a logged model, if any."""
+def _newest_study(target: TrackingTarget, family: str, condition: str) -> Any | None:
+    """The newest finished run of ``family`` matching ``condition`` that logged a model."""
     target.activate()
     experiment = mlflow.MlflowClient().get_experiment_by_name(experiment_name(family))
     if experiment is None:
         return None
     runs = mlflow.MlflowClient().search_runs(
         [experiment.experiment_id],
-        filter_string=(f"tags.`{TAG_STUDY_KEY}` = '{key}' and attributes.status = 'FINISHED'"),
+        filter_string=f"{condition} and attributes.status = 'FINISHED'",
         order_by=["attributes.start_time DESC"],
         max_results=10,
     )
     return next((run for run in runs if TAG_MODEL_URI in run.data.tags), None)
+
+
+def find_study(target: TrackingTarget, family: str, key: str) -> Any | None:
+    """The newest finished study of ``family`` with this key and a logged model, if any."""
+    return _newest_study(target, family, f"tags.`{TAG_STUDY_KEY}` = '{key}'")
 
 
 def latest_study(target: TrackingTarget, family: str, table_digest: str) -> Any | None:
     """The newest finished study of ``family`` on this table (any settings) with a model."""
-    target.activate()
-    experiment = mlflow.MlflowClient().get_experiment_by_name(experiment_name(family))
-    if experiment is None:
-        return None
-    runs = mlflow.MlflowClient().search_runs(
-        [experiment.experiment_id],
-        filter_string=(
-            f"tags.`genreops.table_digest` = '{table_digest}' and "
-            f"tags.`{TAG_KIND}` = '{KIND_TRAINING}' and attributes.status = 'FINISHED'"
-        ),
-        order_by=["attributes.start_time DESC"],
-        max_results=10,
+    return _newest_study(
+        target,
+        family,
+        f"tags.`{TAG_TABLE_DIGEST}` = '{table_digest}' and tags.`{TAG_KIND}` = '{KIND_TRAINING}'",
     )
-    return next((run for run in runs if TAG_MODEL_URI in run.data.tags), None)
 
 
 def run_params(run: Any) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import pytest
 from flows.deployments import deployment_names
 
 from genreops.monitoring import MonitoringStore
+from genreops.search_space import FAMILIES
 from genreops.stack import record_alive
 from helpers import Cli, api, recorded
 
@@ -158,7 +159,7 @@ def test_a_second_demo_reuses_everything(platform: Cli, demo: str) -> None:
         "demo", "--per-genre", "6", "--clean-per-genre", str(CLEAN),
         "--drifted-per-genre", str(DRIFTED), "--trials", "2",
     ).stdout  # fmt: skip
-    assert again.count("(reused: same table and settings)") == 3, again
+    assert again.count("(reused: same table and settings)") == len(FAMILIES), again
     assert "(unchanged)" in again
 
 
