@@ -609,14 +609,6 @@ def _level_base(peak: float) -> int:
     return max(base, 1 << 23)
 
 
-def _level_values(base: int) -> np.ndarray:
-    """Each level's value (the middle of its range), indexed by level: level 0 is 0."""
-    bits = (np.arange(_LEVELS, dtype=np.int64) << _LEVEL_SHIFT) + base + (1 << (_LEVEL_SHIFT - 1))
-    values = bits.astype(np.int32).view(np.float32).copy()
-    values[0] = 0.0
-    return values
-
-
 @lru_cache(maxsize=8)
 def _window_sumsquare(n_frames: int) -> np.ndarray:
     """Sum of the squared synthesis windows over the padded signal (librosa.filters.
