@@ -18,7 +18,7 @@ from genreops.features import (
     schema_hash,
     serving_columns,
 )
-from helpers import synthetic_feature_frame
+from helpers import GTZAN_FEATURE_NAMES, synthetic_feature_frame
 
 pytestmark = pytest.mark.unit
 
@@ -29,14 +29,7 @@ def _stats(base: str) -> list[str]:
 
 # Schema v1 as genreops 0.1 extracted it: the public table's 57 columns, then its extras.
 V1_NAMES = [
-    *(
-        n
-        for b in ("chroma_stft", "rms", "spectral_centroid", "spectral_bandwidth")
-        for n in _stats(b)
-    ),
-    *(n for b in ("rolloff", "zero_crossing_rate", "harmony", "perceptr") for n in _stats(b)),
-    "tempo",
-    *(n for i in range(1, 21) for n in _stats(f"mfcc{i}")),
+    *GTZAN_FEATURE_NAMES,
     *(n for i in range(1, 8) for n in _stats(f"spectral_contrast{i}")),
     *_stats("spectral_flatness"),
     *_stats("onset_strength"),
