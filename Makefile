@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # command -> Debian package providing it
 APT_PACKAGES := ffmpeg:ffmpeg node:nodejs npm:npm prometheus:prometheus \
   prometheus-node-exporter:prometheus-node-exporter chromium:chromium \
-  docker-compose:docker-compose
+  docker-compose:docker-compose espeak-ng:espeak-ng sox:sox
 S3_SERVER := tools/s3/node_modules/.package-lock.json
 PYTEST_ARGS ?=
 

@@ -7,10 +7,11 @@ the real tritonserver. Each setting is published as its own repository version a
 (``reload_server``); settings alternate for ``--rounds`` rounds so that load from other jobs on
 the shared machine hits both alike:
 
-- drift tests on: the shipped defaults (window 200, min 50, a test every 50 samples);
-- drift tests off: the same with ``drift_test_every=10**9``, so no test ever runs. There is no
-  switch for the gate itself: the predictor still feeds every vector to the drift worker
-  (``submit``) and reads the gate, so "off" isolates the cost of the tests, not of the feed.
+- drift tests on: the shipped defaults (the record's window 50, min 20, a test every 25);
+- drift tests off: the same with ``drift_test_every=10**9``, so no recorded test ever runs.
+  There is no switch for the gate itself: the predictor still judges every request
+  (``genreops.novelty``: its OOD score and the detector, microseconds, measured alone by
+  ``bench/drift.py``) and feeds the drift worker, so "off" isolates the cost of the tests.
 
 After each reload (and once the new drift worker is ready and the old one gone): a warm-up,
 sequential requests (concurrency 1), then ``--concurrency`` threads for ``--duration`` s. Every
@@ -73,9 +74,7 @@ from genreops.triton_server import TritonPorts, start_triton, stop_triton
 
 SECONDS = 30.0
 ENSEMBLE = "genre_ensemble"
-NORMAL = ServingOptions(
-    window_seconds=SECONDS, drift_window=200, drift_min_samples=50, drift_test_every=50
-)
+NORMAL = ServingOptions(window_seconds=SECONDS)
 NO_TESTS = replace(NORMAL, drift_test_every=10**9)
 SETTINGS = {"on": NORMAL, "off": NO_TESTS}
 GOAL_P50_MS, GOAL_P99_MS, GOAL_CLIPS_S, GOAL_DRIFT_PCT = 80.0, 200.0, 25.0, 10.0
@@ -440,8 +439,8 @@ def report(
         f"{NORMAL.preprocess_instances} preprocessor instances, 1 predictor instance; drift "
         f"**on** = window {NORMAL.drift_window}, min {NORMAL.drift_min_samples}, a test every "
         f"{NORMAL.drift_test_every} samples; drift **off** = the same with "
-        "`drift_test_every=10**9` (no test runs; the predictor still `submit()`s every vector "
-        "to the drift worker and reads the gate, so the feed's cost is in both)",
+        "`drift_test_every=10**9` (no recorded test runs; the predictor still judges every "
+        "request and feeds the drift worker, so those costs are in both)",
         f"- order: {', '.join(f'{p.setting}' for p in phases if p.concurrency == 1)} "
         "(alternating which comes first; each a new repository version, hot-loaded; measured "
         "once the new drift worker was ready and the old one gone)",

@@ -732,7 +732,7 @@ def predict(
     out.print(
         f"{summary.answered} of {summary.total} classified; by genre {summary.by_genre}; "
         f"by model {summary.by_model}; drift-gated answers {summary.drift_answers} "
-        f"({summary.gate_openings} gate openings)"
+        f"({summary.gate_openings} gate openings); out of distribution {summary.ood_answers}"
     )
     if summary.accuracy is not None:
         out.print(f"accuracy {summary.accuracy:.3f}, G-mean {summary.gmean:.3f}")

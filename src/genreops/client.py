@@ -61,6 +61,8 @@ class Answer:
     expected: str = ""
     seconds: float = 0.0
     attempts: int = 0  # requests sent for this input (more than 1: retried)
+    ood: bool | None = None  # the clip is out of the model's training distribution
+    ood_score: float | None = None  # its distance to the training data / the OOD threshold
 
     @property
     def ok(self) -> bool:
@@ -177,7 +179,7 @@ class EnsembleClient:
         inputs.append(triton.InferInput("CLIP_ID", list(ids.shape), "BYTES"))
         inputs[0].set_data_from_numpy(audio)
         inputs[1].set_data_from_numpy(ids)
-        names = ("GENRE", "PROBABILITIES", "MODEL", "DRIFT")
+        names = ("GENRE", "PROBABILITIES", "MODEL", "DRIFT", "OOD", "OOD_SCORE")
         outputs = [triton.InferRequestedOutput(n) for n in names]
         kwargs = {"client_timeout": self.timeout} if self.protocol == "grpc" else {}
         result = client.infer(ENSEMBLE, inputs, outputs=outputs, **kwargs)
@@ -251,6 +253,8 @@ def predict(
             answer.genre = bytes(out["GENRE"][row][0]).decode()
             answer.model = bytes(out["MODEL"][row][0]).decode()
             answer.drift = bool(out["DRIFT"][row][0])
+            answer.ood = bool(out["OOD"][row][0])
+            answer.ood_score = round(float(out["OOD_SCORE"][row][0]), 4)
             answer.probabilities = [float(p) for p in out["PROBABILITIES"][row]]
             answer.seconds = seconds
             answer.attempts = attempts
@@ -278,6 +282,7 @@ class Summary:
     by_reason: dict[str, int]
     drift_answers: int
     gate_openings: int
+    ood_answers: int
     accuracy: float | None = None
     gmean: float | None = None
 
@@ -298,6 +303,7 @@ def summarize(answers: Sequence[Answer]) -> Summary:
         by_reason=dict(Counter(a.reason for a in answers if not a.ok).most_common()),
         drift_answers=sum(bool(a.drift) for a in ok),
         gate_openings=openings,
+        ood_answers=sum(bool(a.ood) for a in ok),
     )
     labelled = [a for a in ok if a.expected]
     if labelled:
@@ -311,7 +317,8 @@ def summarize(answers: Sequence[Answer]) -> Summary:
 
 
 def rows(answers: Iterable[Answer], labels: Sequence[str]) -> list[dict[str, Any]]:
-    """One flat row per input: path, genre, model, drift, error, expected, p_<genre>..."""
+    """One flat row per input: path, genre, model, drift, ood, ood_score, error, reason,
+    expected, p_<genre>..."""
     table = []
     for a in answers:
         row: dict[str, Any] = {
@@ -319,6 +326,8 @@ def rows(answers: Iterable[Answer], labels: Sequence[str]) -> list[dict[str, Any
             "genre": a.genre,
             "model": a.model,
             "drift": "" if a.drift is None else a.drift,
+            "ood": "" if a.ood is None else a.ood,
+            "ood_score": "" if a.ood_score is None else a.ood_score,
             "error": a.error,
             "reason": a.reason,
             "expected": a.expected,

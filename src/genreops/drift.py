@@ -1,14 +1,18 @@
-"""The serving drift gate: Evidently drift tests in a worker process, a cheap gate for requests.
+"""The drift record: what the gate saw, explained column by column, in a worker process.
 
-An Evidently report costs seconds (mostly chart building), so it never runs on the request
-path. The predictor owns a ``DriftMonitor``: ``submit()`` hands feature vectors to a feeder
-thread that writes them to a worker process (``python -m genreops.drift``) and returns at
-once; ``gate_open`` is a cached read of the worker's ``state.json``. The worker keeps a
-rolling window, runs ``run_drift_test`` every ``every`` new samples once the window holds
-``min_samples``, drives a ``DriftGate`` and records every test in ``drift_tests.jsonl``.
+The gate itself is ``genreops.novelty`` (a per-request conformal score and an online CUSUM in
+the predictor, cheap enough for the request path). This module keeps the record people and
+the drift views read: the predictor's ``DriftMonitor.submit()`` hands each request's feature
+vector, with the gate's judgement of it, to a feeder thread that writes them to a worker
+process (``python -m genreops.drift``) and returns at once. The worker keeps a rolling window
+and, every ``every`` requests once the window holds ``min_samples`` (and whenever the gate
+opens or closes), runs Evidently's per-column stat tests on the window against the training
+reference and records the test with the gate's state in ``drift_tests.jsonl`` and
+``state.json``. Evidently's reports cost seconds, so they never run on the request path.
 
 Wire format on the worker's stdin: frames of a 4-byte little-endian payload length followed by
-the payload, ``rows x n_features`` little-endian float32 values (one vector or a batch).
+the payload, ``rows x (n_features + 3)`` little-endian float32 values: each row's features,
+then its novelty score, detector statistic and gate (0 or 1): ``NOVELTY_FIELDS``.
 """
 
 from __future__ import annotations
@@ -55,6 +59,8 @@ _READ_BYTES = 1 << 20
 MIN_ROWS = 2  # fewest rows a two-sample test can use
 DEFAULT_METHOD = "ks"
 NO_FINITE = "no finite values"
+# what the gate said of each row, after its features in a frame (see the module docstring)
+NOVELTY_FIELDS = ("ood_score", "drift_statistic", "gate_open")
 _HEARTBEAT_SECONDS = 1.0  # how often an idle worker refreshes samples_seen in state.json
 _PYTHON_NAME = re.compile(r"python(\d+(\.\d+)*)?")
 
@@ -68,18 +74,16 @@ class DriftError(GenreopsError):
 
 @dataclass(frozen=True)
 class DriftSettings:
-    """How the gate samples and judges traffic.
+    """How often the record is written and on how many recent requests.
 
     ``method`` is Evidently's stat test for the numerical features; ``None`` lets Evidently
     choose, which switches to Wasserstein distance (threshold 0.1) for references of more
     than 1,000 rows and then flags a third of the columns of a clean 200-row window.
     """
 
-    window: int = 200
-    min_samples: int = 50
-    every: int = 50
-    drift_share: float = 0.5
-    close_after: int = 1
+    window: int = 50
+    min_samples: int = 20
+    every: int = 25
     method: str | None = DEFAULT_METHOD
 
     def __post_init__(self) -> None:
@@ -90,10 +94,6 @@ class DriftSettings:
             problems.append(f"min_samples={self.min_samples} (needs {MIN_ROWS}..window)")
         if self.every < 1:
             problems.append(f"every={self.every} (needs >= 1)")
-        if not 0.0 < self.drift_share <= 1.0:
-            problems.append(f"drift_share={self.drift_share} (needs 0 < share <= 1)")
-        if self.close_after < 1:
-            problems.append(f"close_after={self.close_after} (needs >= 1)")
         if self.method is not None and not self.method.strip():
             problems.append("method='' (name an Evidently stat test, or None for its choice)")
         if problems:
@@ -105,8 +105,6 @@ class DriftSettings:
             "--window", str(self.window),
             "--min-samples", str(self.min_samples),
             "--every", str(self.every),
-            "--drift-share", repr(self.drift_share),
-            "--close-after", str(self.close_after),
             "--method", self.method or "auto",
         ]  # fmt: skip
 
@@ -353,39 +351,6 @@ def _evidently_scores(
     return out
 
 
-# ------------------------------------------------------------------------------------- gate
-
-
-class DriftGate:
-    """Opens on a test with dataset drift; closes after ``close_after`` clean tests in a row."""
-
-    def __init__(self, close_after: int = 1, *, is_open: bool = False, clean_streak: int = 0):
-        if close_after < 1:
-            raise DriftError(f"close_after={close_after} must be >= 1")
-        self.close_after = close_after
-        self._open = is_open
-        self._streak = clean_streak if is_open else 0
-
-    @property
-    def is_open(self) -> bool:
-        return self._open
-
-    @property
-    def clean_streak(self) -> int:
-        """Clean tests in a row while open (0 when closed)."""
-        return self._streak
-
-    def update(self, dataset_drift: bool) -> bool:
-        """Feed one test's verdict; returns whether the gate is open afterwards."""
-        if dataset_drift:
-            self._open, self._streak = True, 0
-        elif self._open:
-            self._streak += 1
-            if self._streak >= self.close_after:
-                self._open, self._streak = False, 0
-        return self._open
-
-
 # ----------------------------------------------------------------------------------- frames
 
 
@@ -398,36 +363,46 @@ def encode_frame(features: np.ndarray) -> bytes:
 class _Window:
     """The rolling window, filled by the reader thread; it marks when a test is due.
 
-    A due test takes a copy of the window at that moment. If another falls due while a report
-    is still running, the newer copy replaces the waiting one (counted in ``coalesced``), so
-    tests never queue up behind slow reports.
+    A test falls due every ``every`` rows once ``min_samples`` are in, and at every row where
+    the gate opens or closes. A due test takes a copy of the window at that moment. If another
+    falls due while a test is still running, the newer copy replaces the waiting one (counted
+    in ``coalesced``), unless the waiting one marks a gate change: those are never lost.
     """
 
     def __init__(self, n_features: int, settings: DriftSettings, seen: int = 0) -> None:
         self.n_features = n_features
+        self.width = n_features + len(NOVELTY_FIELDS)
         self.settings = settings
         self.rows: deque[np.ndarray] = deque(maxlen=settings.window)
         self.cond = threading.Condition()
         self.samples_seen = seen
         self.last_due = seen
-        self.due: tuple[np.ndarray, int] | None = None
+        self.due: deque[tuple[np.ndarray, int, bool]] = deque()  # rows, seen, gate changed
         self.coalesced = 0
         self.rejected_frames = 0
+        self.gate_open = False
         self.eof = False
         self.error: str | None = None
 
     def add(self, values: np.ndarray) -> None:
         s = self.settings
+        gate_column = self.width - 1
         with self.cond:
             for row in values:
                 self.rows.append(row)
                 self.samples_seen += 1
-                if len(self.rows) >= s.min_samples and self.samples_seen - self.last_due >= s.every:
-                    if self.due is not None:
+                gate = bool(row[gate_column] > 0.5)
+                changed, self.gate_open = gate != self.gate_open, gate
+                periodic = (
+                    len(self.rows) >= s.min_samples and self.samples_seen - self.last_due >= s.every
+                )
+                if changed or periodic:
+                    if self.due and not self.due[-1][2]:
+                        self.due.pop()
                         self.coalesced += 1
-                    self.due = (np.array(self.rows), self.samples_seen)
+                    self.due.append((np.array(self.rows), self.samples_seen, changed))
                     self.last_due = self.samples_seen
-            if self.due is not None:
+            if self.due:
                 self.cond.notify_all()
 
     def read(self, stream: BinaryIO) -> None:
@@ -462,7 +437,7 @@ class _Window:
 
     def _frames(self, buffer: bytearray) -> tuple[list[np.ndarray], int]:
         """The complete frames at the start of ``buffer`` and how many bytes they take."""
-        row_bytes = self.n_features * FRAME_DTYPE.itemsize
+        row_bytes = self.width * FRAME_DTYPE.itemsize
         blocks: list[np.ndarray] = []
         offset = 0
         while len(buffer) - offset >= FRAME_HEADER.size:
@@ -478,14 +453,14 @@ class _Window:
                 self.rejected_frames += 1
                 if self.rejected_frames <= 5:
                     log.warning(
-                        "dropped a frame of %d bytes: not whole rows of %d float32 features",
+                        "dropped a frame of %d bytes: not whole rows of %d float32 values",
                         size,
-                        self.n_features,
+                        self.width,
                     )
             else:
                 count = size // FRAME_DTYPE.itemsize  # copied: the buffer is reused
                 values = np.frombuffer(buffer, dtype=FRAME_DTYPE, count=count, offset=start)
-                blocks.append(values.reshape(-1, self.n_features).copy())
+                blocks.append(values.reshape(-1, self.width).copy())
             offset = start + size
         return blocks, offset
 
@@ -544,11 +519,11 @@ def run_worker(
 ) -> dict[str, Any]:
     """Test ``stdin``'s frames against ``reference`` until EOF; returns the final state.
 
-    ``columns`` default to every numeric reference column; frames carry them in that order.
-    ``on_result`` sees each result after it is recorded (its errors are logged, not raised).
-    ``resume`` keeps the gate, test count and sample count of an earlier ``state.json`` (a
-    restarted worker must not close a gate that drift holds open). On EOF a test that is
-    already due still runs, then the function returns.
+    ``columns`` default to every numeric reference column; frames carry them in that order,
+    then ``NOVELTY_FIELDS``. ``on_result`` sees each result after it is recorded (its errors
+    are logged, not raised). ``resume`` keeps the test and sample counts of an earlier
+    ``state.json`` (a restarted worker). On EOF the tests already due still run, then the
+    function returns.
     """
     directory = Path(state_dir)
     directory.mkdir(parents=True, exist_ok=True)
@@ -557,21 +532,12 @@ def run_worker(
     if len(ref) < MIN_ROWS:
         raise DriftError(f"drift reference has {len(ref)} rows; needs >= {MIN_ROWS}")
 
-    previous = read_state(directory) if resume else None
-    gate = DriftGate(settings.close_after)
-    tests_run = errors = 0
-    seen = 0
-    last_test: dict[str, Any] | None = None
-    if previous:
-        gate = DriftGate(
-            settings.close_after,
-            is_open=bool(previous.get("gate_open", False)),
-            clean_streak=int(previous.get("clean_streak", 0)),
-        )
-        tests_run = int(previous.get("tests_run", 0))
-        seen = int(previous.get("samples_seen", 0))
-        last_test = previous.get("last_test")
-    window = _Window(len(cols), settings, seen)
+    previous = (read_state(directory) if resume else None) or {}
+    tests_run = int(previous.get("tests_run", 0))
+    last_test: dict[str, Any] | None = previous.get("last_test")
+    window = _Window(len(cols), settings, int(previous.get("samples_seen", 0)))
+    window.gate_open = bool(previous.get("gate_open", False))
+    errors = 0
     started_at = _now()
     ready = False
     last_error: str | None = None
@@ -579,18 +545,17 @@ def run_worker(
     def write_state() -> None:
         with window.cond:
             counts = {
+                "gate_open": window.gate_open,
                 "samples_seen": window.samples_seen,
                 "window_size": len(window.rows),
                 "frames_rejected": window.rejected_frames,
                 "tests_coalesced": window.coalesced,
             }
         state = {
-            "gate_open": gate.is_open,
-            "tests_run": tests_run,
             **counts,
+            "tests_run": tests_run,
             "last_test": last_test,
             "updated_at": _now(),
-            "clean_streak": gate.clean_streak,
             "test_errors": errors,
             "last_error": last_error,
             "ready": ready,
@@ -607,60 +572,50 @@ def run_worker(
     _import_evidently()  # the slow part of the first test, done before any is due
     ready = True
     write_state()
-    log.info(
-        "drift worker ready: %d columns, reference %d rows, %s%s",
-        len(cols),
-        len(ref),
-        settings,
-        " (resumed, gate open)" if gate.is_open else "",
-    )
+    log.info("drift worker ready: %d columns, reference %d rows, %s", len(cols), len(ref), settings)
     written_seen = -1
     next_heartbeat = time.monotonic() + _HEARTBEAT_SECONDS
     while True:
         with window.cond:
-            if window.due is None and not window.eof:
+            if not window.due and not window.eof:
                 window.cond.wait(timeout=max(0.0, next_heartbeat - time.monotonic()))
-            job, window.due = window.due, None
+            job = window.due.popleft() if window.due else None
             finished = window.eof and job is None
             seen_now = window.samples_seen
         if job is not None:
-            rows, due_at = job
+            rows, due_at, changed = job
             try:
                 result = run_drift_test(
-                    ref,
-                    pd.DataFrame(rows, columns=cols),
-                    drift_share=settings.drift_share,
-                    columns=cols,
+                    ref, pd.DataFrame(rows[:, : len(cols)], columns=cols), columns=cols,
                     method=settings.method,
-                )
-            except Exception as exc:  # a failed test must not stop the gate's worker
+                )  # fmt: skip
+            except Exception as exc:  # a failed test must not stop the record
                 errors += 1
                 last_error = f"{type(exc).__name__}: {exc}"
                 log.exception("drift test on %d samples failed", len(rows))
             else:
-                was_open = gate.is_open
-                gate.update(result.dataset_drift)
                 tests_run += 1
-                last_test = {**result.summary(), "samples_seen": due_at}
-                record = {**result.to_dict(), "gate_open": gate.is_open, "samples_seen": due_at}
-                _keep_window(directory / WINDOWS_DIR, result.test_id, rows)
+                gate = _gate_summary(rows)
+                last_test = {**result.summary(), **gate, "samples_seen": due_at}
+                record = {**result.to_dict(), **gate, "samples_seen": due_at}
+                _keep_window(directory / WINDOWS_DIR, result.test_id, rows[:, : len(cols)])
                 with (directory / TESTS_FILE).open("a") as handle:
                     handle.write(json.dumps(record) + "\n")
                 log.log(
-                    logging.WARNING if gate.is_open != was_open else logging.INFO,
-                    "drift test %d: %.2f of %d columns drifted (gate share %.2f) on %d samples "
-                    "in %.1f s; gate %s",
+                    logging.WARNING if changed else logging.INFO,
+                    "drift test %d at request %d: gate %s (statistic %.2f of its alarm level, "
+                    "%.0f%% of the window out of distribution); %.2f of %d columns drifted "
+                    "(KS) in %.2f s",
                     tests_run,
+                    due_at,
+                    ("opened" if gate["gate_open"] else "closed")
+                    if changed
+                    else ("open" if gate["gate_open"] else "closed"),
+                    gate["statistic"],
+                    100 * gate["ood_share"],
                     result.drifted_share,
                     len(cols),
-                    settings.drift_share,
-                    result.window_size,
                     result.seconds,
-                    {
-                        (False, True): "opened",
-                        (True, False): "closed again",
-                        (True, True): "stays open",
-                    }.get((was_open, gate.is_open), "closed"),
                 )
                 if on_result is not None:
                     try:
@@ -682,6 +637,22 @@ def run_worker(
     if window.error:
         raise DriftError(window.error)
     return read_state(directory) or {}
+
+
+def _gate_summary(rows: np.ndarray) -> dict[str, Any]:
+    """What the gate said of a tested window: its newest row's verdict, the window's OOD share.
+
+    ``dataset_drift`` is the detector's alarm (its statistic at the alarm level), which is
+    what opens the gate; Evidently's per-column share stays in ``drifted_share``.
+    """
+    score, statistic, gate = rows[:, -len(NOVELTY_FIELDS) :].T
+    newest = float(statistic[-1])
+    return {
+        "dataset_drift": newest >= 1.0,
+        "gate_open": bool(gate[-1] > 0.5),
+        "statistic": round(newest, 6),
+        "ood_share": round(float(np.mean(score > 1.0)), 6),  # a score over 1 is an OOD flag
+    }
 
 
 # ---------------------------------------------------------------------------------- columns
@@ -732,22 +703,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m genreops.drift``: the worker; exits 0 on stdin EOF, 2 on bad input."""
     parser = argparse.ArgumentParser(
         prog="python -m genreops.drift",
-        description="Drift-test feature frames read from stdin against a reference sample.",
+        description="Record drift tests of feature frames read from stdin against a reference.",
     )
     parser.add_argument("--reference", required=True, help="Parquet file of training features")
     parser.add_argument("--state-dir", required=True, help="state.json, drift_tests.jsonl here")
     parser.add_argument("--window", type=int, default=DriftSettings.window)
     parser.add_argument("--min-samples", type=int, default=DriftSettings.min_samples)
     parser.add_argument("--every", type=int, default=DriftSettings.every)
-    parser.add_argument("--drift-share", type=float, default=DriftSettings.drift_share)
-    parser.add_argument("--close-after", type=int, default=DriftSettings.close_after)
     parser.add_argument("--method", default=DEFAULT_METHOD, help="Evidently stat test, or auto")
     parser.add_argument(
         "--columns-from-reference",
         action="store_true",
         help="test every numeric reference column instead of the feature schema's",
     )
-    parser.add_argument("--resume", action="store_true", help="keep the gate of state.json")
+    parser.add_argument("--resume", action="store_true", help="keep the counts of state.json")
     parser.add_argument("--nice", type=int, default=10, help="lower the worker's CPU priority")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -763,8 +732,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             window=args.window,
             min_samples=args.min_samples,
             every=args.every,
-            drift_share=args.drift_share,
-            close_after=args.close_after,
             method=None if args.method == "auto" else args.method,
         )
         columns = reference_columns(args.reference, from_reference=args.columns_from_reference)
@@ -826,20 +793,20 @@ class _Counters:
 
 
 class DriftMonitor:
-    """The predictor's side of the gate: feeds the worker, reads its state cheaply.
+    """The predictor's side of the record: feeds the worker, reads its state cheaply.
 
     ``submit()`` never blocks: vectors go to a bounded in-memory queue that a feeder thread
     writes to the worker's stdin every ``feed_interval`` seconds (polling, so a submit wakes no
     thread). When ``queue_size`` submissions are waiting (the worker is slow to read, stalled
-    or restarting) further vectors are skipped for drift purposes and counted in ``skipped``:
-    drift is judged on a sample of the traffic, so this is acceptable. Vectors lost because
-    the worker died, or still waiting at ``stop()``, are counted in ``dropped``. ``gate_open``
-    and ``state()`` re-read ``state.json`` at most every ``refresh_interval`` seconds,
-    otherwise they return a cached value.
+    or restarting) further vectors are skipped for the record and counted in ``skipped`` (the
+    gate itself, in the predictor, sees every request). Vectors lost because the worker died,
+    or still waiting at ``stop()``, are counted in ``dropped``. ``state()`` re-reads
+    ``state.json`` at most every ``refresh_interval`` seconds, otherwise it returns a cached
+    value.
 
-    The first ``start()`` begins with a closed gate (the previous ``state.json`` is removed);
-    a worker that dies is restarted with ``--resume`` by the feeder thread when the next
-    vectors arrive, at most once per ``restart_interval`` seconds, doubling up to
+    The first ``start()`` begins afresh (the previous ``state.json`` is removed); a worker
+    that dies is restarted with ``--resume`` by the feeder thread when the next vectors
+    arrive, at most once per ``restart_interval`` seconds, doubling up to
     ``max_restart_interval`` while restarts keep failing.
     """
 
@@ -882,7 +849,6 @@ class DriftMonitor:
         self._feeder: threading.Thread | None = None
         self._running = False
         self._state: dict[str, Any] = {}
-        self._gate_open = False
         self._checked_at = -math.inf
         self._file_key: tuple[int, int] | None = None
 
@@ -913,7 +879,7 @@ class DriftMonitor:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(FileNotFoundError):
             self.state_path.unlink()  # a fresh gate: no verdict from an earlier server run
-        self._state, self._gate_open, self._file_key = {}, False, None
+        self._state, self._file_key = {}, None
         self._checked_at = -math.inf
         self._delay = self.restart_interval
         with self._proc_lock:
@@ -956,24 +922,31 @@ class DriftMonitor:
 
     # -- request path
 
-    def submit(self, features: np.ndarray) -> None:
-        """Queue ``[n_features]`` or ``[batch, n_features]`` vectors for the drift window.
+    def submit(self, features: np.ndarray, judgement: np.ndarray) -> None:
+        """Queue ``[batch, n_features]`` vectors with the gate's ``[batch, 3]`` judgement of
+        them (``NOVELTY_FIELDS``) for the record.
 
-        Never blocks; vectors are skipped (counted) when the queue is full or the monitor is
-        not running. Raises DriftError when the width is not the reference's column count.
+        Never blocks; rows are skipped (counted) when the queue is full or the monitor is not
+        running. Raises DriftError when the shapes do not fit the reference's columns.
         """
         values = np.asarray(features, dtype=FRAME_DTYPE)
+        extra = np.asarray(judgement, dtype=FRAME_DTYPE)
         if values.ndim == 1:
-            values = values[None, :]
+            values, extra = values[None, :], extra.reshape(1, -1)
         rows = values.shape[0] if values.ndim == 2 else 0
         if not self._running:
             with self._counts.lock:
                 self._counts.skipped += rows
             return
-        if values.ndim != 2 or values.shape[1] != len(self.columns):
+        if (
+            values.ndim != 2
+            or values.shape[1] != len(self.columns)
+            or extra.shape != (rows, len(NOVELTY_FIELDS))
+        ):
             raise DriftError(
-                f"drift monitor expects [{len(self.columns)}] or [batch, {len(self.columns)}] "
-                f"features, got shape {list(np.shape(features))}"
+                f"drift monitor expects [batch, {len(self.columns)}] features and "
+                f"[batch, {len(NOVELTY_FIELDS)}] judgements, got shapes "
+                f"{list(np.shape(features))} and {list(np.shape(judgement))}"
             )
         if rows == 0:
             return
@@ -981,15 +954,9 @@ class DriftMonitor:
             with self._counts.lock:
                 self._counts.skipped += rows
             return
-        self._pending.append(encode_frame(values))  # deque.append is thread-safe
+        self._pending.append(encode_frame(np.hstack([values, extra])))  # thread-safe append
         with self._counts.lock:
             self._counts.submitted += rows
-
-    @property
-    def gate_open(self) -> bool:
-        if time.monotonic() - self._checked_at >= self.refresh_interval:
-            self._refresh()
-        return self._gate_open
 
     def state(self) -> dict[str, Any]:
         """The worker's last state.json plus this side's view (liveness, counters)."""
@@ -1021,7 +988,7 @@ class DriftMonitor:
             info = self.state_path.stat()
         except OSError:
             if self._file_key is not None:
-                self._file_key, self._state, self._gate_open = None, {}, False
+                self._file_key, self._state = None, {}
             return
         key = (info.st_mtime_ns, info.st_size)
         if key == self._file_key:
@@ -1029,7 +996,6 @@ class DriftMonitor:
         data = read_state(self.state_dir)
         if data is not None:  # keep the last good state on a torn or odd read
             self._file_key, self._state = key, data
-            self._gate_open = bool(data.get("gate_open", False))
 
     def _spawn(self, *, resume: bool) -> None:
         """Start a worker; the caller holds ``_proc_lock``."""
@@ -1121,7 +1087,7 @@ class DriftMonitor:
                     self._counts.dropped += self._rows_in(frames)
 
     def _rows_in(self, frames: list[bytes]) -> int:
-        width = max(1, len(self.columns)) * FRAME_DTYPE.itemsize
+        width = (len(self.columns) + len(NOVELTY_FIELDS)) * FRAME_DTYPE.itemsize
         return sum((len(f) - FRAME_HEADER.size) // width for f in frames)
 
     @staticmethod

@@ -170,6 +170,8 @@ PREDICTIONS_TABLE = Table(
     Column("model_version", String(256), nullable=False),
     Column("model_role", String(32)),
     Column("drift_gate_open", Boolean),
+    Column("ood", Boolean),  # out of the training distribution (genreops.novelty)
+    Column("ood_score", Float),  # distance to the training reference / the OOD threshold
     Column("latency_ms", Float),
     Column("repository_version", Integer),
     Index("uq_predictions_request_id", "request_id", unique=True),
@@ -187,6 +189,8 @@ DRIFT_TESTS_TABLE = Table(
     Column("drifted_share", Float, nullable=False),
     Column("dataset_drift", Boolean, nullable=False),
     Column("gate_open", Boolean, nullable=False),
+    Column("statistic", Float),  # the drift detector's statistic / its alarm level
+    Column("ood_share", Float),  # share of the window flagged out of distribution
     Column("column_scores", JSONText),
     Column("reference", String(1024)),
     Column("seconds", Float),

@@ -61,11 +61,14 @@ class ServingOptions:
     min_seconds: float = 5.0
     max_seconds: float = 900.0
     max_file_bytes: int = 200 * 1024 * 1024
-    drift_window: int = 200
-    drift_min_samples: int = 50
-    drift_test_every: int = 50
-    drift_share: float = 0.5
-    drift_close_after: int = 1
+    drift_expected_run: float = 1e6
+    drift_ood_alpha: float = 0.01
+    drift_neighbours: int = 5
+    drift_kappa: float = 0.5
+    drift_close_fraction: float = 0.0
+    drift_window: int = 50
+    drift_min_samples: int = 20
+    drift_test_every: int = 25
     challenger_share: float = 0.0
     # Load shedding in the preprocessor's queue (the pipeline's bottleneck): past this many
     # waiting requests, or this long waiting, a request is refused at once (UNAVAILABLE)
@@ -81,10 +84,14 @@ class ServingOptions:
             min_seconds=settings.min_seconds,
             max_seconds=settings.max_seconds,
             max_file_bytes=settings.max_file_bytes,
+            drift_expected_run=settings.drift_expected_run,
+            drift_ood_alpha=settings.drift_ood_alpha,
+            drift_neighbours=settings.drift_neighbours,
+            drift_kappa=settings.drift_kappa,
+            drift_close_fraction=settings.drift_close_fraction,
             drift_window=settings.drift_window,
             drift_min_samples=settings.drift_min_samples,
             drift_test_every=settings.drift_test_every,
-            drift_share=settings.drift_share,
             challenger_share=settings.challenger_share,
             max_queue_size=settings.serving_max_queue_size,
             queue_timeout_seconds=settings.serving_queue_timeout_seconds,

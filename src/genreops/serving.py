@@ -21,6 +21,7 @@ from genreops.audio import load_audio
 from genreops.errors import SchemaError
 from genreops.features import FEATURE_NAMES, SCHEMA_HASH, extract_features, serving_columns
 from genreops.forest import FlatForest
+from genreops.novelty import NoveltyMonitor, NoveltySettings
 from genreops.publish import CHALLENGER_FILE, LABELS_FILE, META_FILE, MODEL_FILE, REFERENCE_FILE
 from genreops.training import GenreClassifier
 
@@ -33,6 +34,18 @@ def parameters(model_config: dict[str, Any]) -> dict[str, str]:
         key: str(value.get("string_value", ""))
         for key, value in (model_config.get("parameters") or {}).items()
     }
+
+
+def novelty_settings(params: dict[str, str]) -> NoveltySettings:
+    """The gate's settings from the predictor's ``config.pbtxt`` parameters."""
+    default = NoveltySettings()
+    return NoveltySettings(
+        neighbours=int(params.get("drift_neighbours", default.neighbours)),
+        ood_alpha=float(params.get("drift_ood_alpha", default.ood_alpha)),
+        expected_run=float(params.get("drift_expected_run", default.expected_run)),
+        kappa=float(params.get("drift_kappa", default.kappa)),
+        close_fraction=float(params.get("drift_close_fraction", default.close_fraction)),
+    )
 
 
 @dataclass(frozen=True)
@@ -159,28 +172,38 @@ class Router:
         self.challenger_share = challenger_share
         self._rng = np.random.default_rng(seed)
 
-    def to_challenger(self, n: int, gate_open: bool) -> np.ndarray:
-        if gate_open:
-            return np.ones(n, dtype=bool)
+    def to_challenger(self, gate_open: np.ndarray) -> np.ndarray:
+        """Per row: the gate's rows, plus a ``challenger_share`` sample of the others."""
+        gate = np.asarray(gate_open, dtype=bool).reshape(-1)
         if self.challenger_share <= 0.0:
-            return np.zeros(n, dtype=bool)
-        return self._rng.random(n) < self.challenger_share
+            return gate.copy()
+        return gate | (self._rng.random(len(gate)) < self.challenger_share)
 
 
 @dataclass(frozen=True)
 class Decision:
-    """Who answers a batch: ``to_challenger`` per row, and why."""
+    """Who answers each row of a batch, and what the gate made of it."""
 
     to_challenger: np.ndarray
-    gate_open: bool
-    cause: str  # "drift", "canary" or "" (champion only)
+    gate_open: np.ndarray  # per row: the gate after judging this row
+    ood: np.ndarray  # per row: out of the training distribution (score > 1)
+    ood_score: np.ndarray  # per row: distance to the reference in units of the OOD threshold
+    statistic: np.ndarray  # per row: the detector's statistic, share of its alarm level
+
+    def answered_by(self, cause: str) -> int:
+        """Rows the challenger answers because of the drift gate or as the canary."""
+        if cause == "drift":
+            return int(self.gate_open.sum())
+        return int((self.to_challenger & ~self.gate_open).sum())
 
 
 class PredictorRuntime:
-    """The predictor's state: champion, router, drift monitor and monitoring writer.
+    """The predictor's state: champion, router, the gate, drift record and monitoring writer.
 
-    ``monitor`` and ``writer`` are duck-typed (``genreops.drift.DriftMonitor``,
-    ``genreops.monitoring.MonitoringWriter``) so tests can run this without processes.
+    ``novelty`` (``genreops.novelty.NoveltyMonitor``) judges each request and drives the gate;
+    without it the gate stays closed. ``monitor`` and ``writer`` are duck-typed
+    (``genreops.drift.DriftMonitor``, ``genreops.monitoring.MonitoringWriter``) so tests can
+    run this without processes.
     """
 
     def __init__(
@@ -189,6 +212,7 @@ class PredictorRuntime:
         challenger_label: str,
         router: Router,
         *,
+        novelty: NoveltyMonitor | None = None,
         monitor: Any | None = None,
         writer: Any | None = None,
         repository_version: int | None = None,
@@ -196,6 +220,7 @@ class PredictorRuntime:
         self.champion = champion
         self.challenger_label = challenger_label
         self.router = router
+        self.novelty = novelty
         self.monitor = monitor
         self.writer = writer
         self.repository_version = repository_version
@@ -215,7 +240,7 @@ class PredictorRuntime:
     @classmethod
     def open(cls, folder: Path, params: dict[str, str]) -> PredictorRuntime:
         """Everything a published predictor version needs, from its folder and settings."""
-        from genreops.drift import DriftMonitor, DriftSettings, reference_columns
+        from genreops.drift import DriftMonitor, DriftSettings, read_reference, reference_columns
         from genreops.monitoring import MonitoringWriter
         from genreops.settings import get_settings
 
@@ -224,20 +249,22 @@ class PredictorRuntime:
         challenger = json.loads((folder / CHALLENGER_FILE).read_text())
         version = int(folder.name) if folder.name.isdigit() else None
         drift = DriftSettings(
-            window=int(params.get("drift_window", 200)),
-            min_samples=int(params.get("drift_min_samples", 50)),
-            every=int(params.get("drift_test_every", 50)),
-            drift_share=float(params.get("drift_share", 0.5)),
-            close_after=int(params.get("drift_close_after", 1)),
+            window=int(params.get("drift_window", DriftSettings.window)),
+            min_samples=int(params.get("drift_min_samples", DriftSettings.min_samples)),
+            every=int(params.get("drift_test_every", DriftSettings.every)),
         )
-        # the gate tests the champion's own columns against its training sample
-        if reference_columns(folder / REFERENCE_FILE, from_reference=True) != list(
-            champion.classifier.feature_names
-        ):
+        # the gate judges the champion's own columns against its training sample
+        columns = reference_columns(folder / REFERENCE_FILE, from_reference=True)
+        if columns != list(champion.classifier.feature_names):
             raise SchemaError(
                 f"{folder / REFERENCE_FILE}: the drift reference's columns are not those of "
                 f"{champion.label}; publish again"
             )
+        novelty = NoveltyMonitor(
+            read_reference(folder / REFERENCE_FILE, columns).to_numpy(np.float64),
+            novelty_settings(params),
+            columns=columns,
+        )
         monitor = DriftMonitor(
             folder / REFERENCE_FILE,
             settings.serving_dir / "drift" / f"v{version}",
@@ -252,19 +279,40 @@ class PredictorRuntime:
             champion,
             f"{challenger['name']}/{challenger['version']}",
             Router(float(params.get("challenger_share", 0.0))),
+            novelty=novelty,
             monitor=monitor,
             writer=writer,
             repository_version=version,
         )
 
     def gate_open(self) -> bool:
-        return bool(self.monitor.gate_open) if self.monitor is not None else False
+        return self.novelty is not None and self.novelty.gate_open
 
-    def route(self, n: int) -> Decision:
-        gate = self.gate_open()
-        to_challenger = self.router.to_challenger(n, gate)
-        cause = "drift" if gate else ("canary" if to_challenger.any() else "")
-        return Decision(to_challenger, gate, cause)
+    def route(self, features: np.ndarray) -> Decision:
+        """Judge each row of full preprocessor vectors in order (this moves the gate), then
+        pick who answers it."""
+        rows = len(features)
+        if self.novelty is None:
+            closed = np.zeros(rows, dtype=bool)
+            zeros = np.zeros(rows, dtype=np.float32)
+            return Decision(self.router.to_challenger(closed), closed, closed, zeros, zeros)
+        was_open = self.novelty.gate_open
+        judged = self.novelty.assess(self.champion.own_columns(features))
+        if judged.gate_open.any() and not was_open:
+            log.warning(
+                "drift gate opened: the fallback answers; strongest evidence (share of the "
+                "alarm level): %s",
+                ", ".join(self.novelty.evidence()),
+            )
+        elif was_open and not judged.gate_open[-1]:
+            log.warning("drift gate closed: the champion answers again")
+        return Decision(
+            to_challenger=self.router.to_challenger(judged.gate_open),
+            gate_open=judged.gate_open,
+            ood=judged.ood,
+            ood_score=judged.score.astype(np.float32),
+            statistic=judged.statistic.astype(np.float32),
+        )
 
     def model_labels(self, to_challenger: np.ndarray) -> np.ndarray:
         return np.where(to_challenger, self.challenger_label, self.champion.label).astype(object)
@@ -303,6 +351,8 @@ class PredictorRuntime:
                         "drifted_share": test["drifted_share"],
                         "dataset_drift": test["dataset_drift"],
                         "gate_open": test.get("gate_open", False),
+                        "statistic": test.get("statistic"),
+                        "ood_share": test.get("ood_share"),
                         "column_scores": test.get("column_scores", {}),
                         "reference": self.champion.label,
                         "seconds": test.get("seconds"),
@@ -315,16 +365,19 @@ class PredictorRuntime:
         probabilities: np.ndarray,
         models: np.ndarray,
         *,
-        gate_open: bool,
+        decision: Decision,
         clip_ids: list[str],
         received_ns: np.ndarray,
         now_ns: int,
     ) -> list[str]:
-        """Feed the drift window and record every answer (both leave the request path);
+        """Feed the drift record and record every answer (both leave the request path);
         returns the genre of each row."""
         genres = self.genres_of(probabilities)
         if self.monitor is not None:
-            self.monitor.submit(self.champion.own_columns(features))
+            judgement = np.column_stack(
+                [decision.ood_score, decision.statistic, decision.gate_open]
+            )
+            self.monitor.submit(self.champion.own_columns(features), judgement)
         if self.writer is None:
             return genres
         for row in range(len(features)):
@@ -340,7 +393,9 @@ class PredictorRuntime:
                     },
                     "model_version": model,
                     "model_role": "champion" if model == self.champion.label else "challenger",
-                    "drift_gate_open": gate_open,
+                    "drift_gate_open": bool(decision.gate_open[row]),
+                    "ood": bool(decision.ood[row]),
+                    "ood_score": round(float(decision.ood_score[row]), 6),
                     "latency_ms": max(0.0, (now_ns - int(received_ns[row])) / 1e6),
                     "repository_version": self.repository_version,
                 }

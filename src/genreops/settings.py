@@ -84,13 +84,42 @@ class Settings(BaseSettings):
         le=1,
         description="Canary: share of normal traffic the challenger answers.",
     )
-    drift_window: int = Field(
-        default=200, ge=10, description="Recent requests in the drift window."
+    drift_expected_run: float = Field(
+        default=1e6,
+        gt=1,
+        description="Drift gate: clean requests expected between false alarms (at least); "
+        "the alarm level is its logarithm.",
     )
-    drift_min_samples: int = Field(default=50, ge=10, description="Window size before testing.")
-    drift_test_every: int = Field(default=50, ge=1, description="Requests between drift tests.")
-    drift_share: float = Field(
-        default=0.5, gt=0, le=1, description="Share of drifted features that opens the gate."
+    drift_ood_alpha: float = Field(
+        default=0.01,
+        gt=0,
+        lt=1,
+        description="A request is out of distribution when fewer than this share of training "
+        "clips are as far from the rest (its conformal p-value).",
+    )
+    drift_neighbours: int = Field(
+        default=5, ge=1, description="Nearest training clips a request's distance averages."
+    )
+    drift_kappa: float = Field(
+        default=0.5,
+        gt=0,
+        lt=1,
+        description="Drift detector's calibrator exponent: lower weighs rare, strong evidence.",
+    )
+    drift_close_fraction: float = Field(
+        default=0.0,
+        ge=0,
+        lt=1,
+        description="The gate closes when the detector falls to this share of its alarm level.",
+    )
+    drift_window: int = Field(
+        default=50, ge=10, description="Recent requests in each recorded drift test."
+    )
+    drift_min_samples: int = Field(
+        default=20, ge=10, description="Requests in the window before tests are recorded."
+    )
+    drift_test_every: int = Field(
+        default=25, ge=1, description="Requests between recorded drift tests."
     )
     serving_max_queue_size: int = Field(
         default=64,

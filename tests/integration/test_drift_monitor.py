@@ -1,4 +1,5 @@
-"""The drift monitor with its real worker process: gate transitions, stalls, crashes, stop."""
+"""The drift record with its real worker process, fed by the real gate: gate transitions,
+stalls, crashes, stop."""
 
 from __future__ import annotations
 
@@ -8,18 +9,26 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from genreops.drift import LOG_FILE, TESTS_FILE, DriftError, DriftMonitor, DriftSettings
+from genreops.drift import (
+    LOG_FILE,
+    NOVELTY_FIELDS,
+    TESTS_FILE,
+    DriftError,
+    DriftMonitor,
+    DriftSettings,
+)
 from genreops.features import FEATURE_NAMES
+from genreops.novelty import NoveltyMonitor, NoveltySettings
 
 pytestmark = pytest.mark.integration
 
 COLUMNS = [f"f{i:02d}" for i in range(20)]
+NOTHING_SAID = np.zeros((1, len(NOVELTY_FIELDS)), dtype=np.float32)
 WAIT = 180.0  # worker start imports Evidently (~10 s) and reports take seconds on 2 busy cores
 
 
@@ -60,7 +69,7 @@ def monitors() -> Iterator[list[DriftMonitor]]:
         monitor.stop(timeout=1.0)
 
 
-def test_gate_follows_the_traffic(
+def test_the_record_follows_the_gate(
     reference_path: Path, tmp_path: Path, monitors: list[DriftMonitor]
 ) -> None:
     settings = DriftSettings(window=40, min_samples=40, every=40)  # one test per 40 requests
@@ -69,40 +78,47 @@ def test_gate_follows_the_traffic(
     )
     monitors.append(monitor)
     monitor.start()
+    reference = pd.read_parquet(reference_path, columns=COLUMNS).to_numpy()
+    gate = NoveltyMonitor(reference, NoveltySettings(expected_run=1e4))
     rng = np.random.default_rng(1)
 
-    def phase(shift: float, tests: int) -> dict[str, Any]:
-        for _ in range(40):  # one request at a time, as the predictor does
-            monitor.submit(rng.normal(shift, 1.0, size=len(COLUMNS)).astype(np.float32))
-        wait_for(f"drift test {tests}", lambda: monitor.state()["tests_run"] >= tests)
-        return monitor.state()
+    def phase(shift: float, requests: int) -> None:
+        for _ in range(requests):  # one request at a time, as the predictor does
+            vector = rng.normal(shift, 1.0, size=(1, len(COLUMNS))).astype(np.float32)
+            judged = gate.assess(vector)
+            monitor.submit(
+                vector, np.column_stack([judged.score, judged.statistic, judged.gate_open])
+            )
 
-    state = phase(0.0, 1)
-    assert state["gate_open"] is False
-    assert state["worker_alive"] is True
+    phase(0.0, 40)
+    wait_for("the first drift test", lambda: monitor.state()["tests_run"] >= 1)
+    state = monitor.state()
+    assert state["gate_open"] is False and state["worker_alive"] is True
     assert state["last_test"]["window_size"] == 40
-    assert monitor.gate_open is False
+    assert state["last_test"]["dataset_drift"] is False
 
-    state = phase(1.5, 2)
-    assert state["gate_open"] is True
-    assert state["last_test"]["dataset_drift"] is True
-    wait_for("the cached gate to open", lambda: monitor.gate_open)
-
-    state = phase(0.0, 3)
+    phase(1.5, 40)
+    assert gate.gate_open
+    wait_for("the gate's opening in the record", lambda: monitor.state()["gate_open"])
+    phase(0.0, 200)
+    assert not gate.gate_open
+    wait_for("all requests in the record", lambda: monitor.state().get("samples_seen") == 280)
+    state = monitor.state()
     assert state["gate_open"] is False
-    wait_for("the cached gate to close", lambda: not monitor.gate_open)
-    assert state["submitted"] == 120
-    assert state["skipped"] == 0
-    assert state["dropped"] == 0
-    assert state["samples_seen"] == 120
+    assert state["submitted"] == 280 and state["skipped"] == 0 and state["dropped"] == 0
 
     records = [json.loads(x) for x in (tmp_path / "state" / TESTS_FILE).read_text().splitlines()]
-    assert [r["dataset_drift"] for r in records] == [False, True, False]
-    assert [r["gate_open"] for r in records] == [False, True, False]
+    before = [{"gate_open": False}, *records[:-1]]
+    changes = [r for r, b in zip(records, before, strict=True) if r["gate_open"] != b["gate_open"]]
+    assert [r["gate_open"] for r in changes] == [True, False]
+    opened, closed = changes
+    assert 40 < opened["samples_seen"] <= 80 and opened["dataset_drift"] is True
+    assert opened["ood_share"] > 0 and opened["statistic"] == pytest.approx(1.0)
+    assert closed["samples_seen"] > 80 and closed["dataset_drift"] is False
     assert set(records[0]["column_scores"]) == set(COLUMNS)
 
-    with pytest.raises(DriftError, match=r"expects \[20\] or \[batch, 20\]"):
-        monitor.submit(np.zeros(len(FEATURE_NAMES), dtype=np.float32))
+    with pytest.raises(DriftError, match=r"expects \[batch, 20\] features"):
+        monitor.submit(np.zeros((1, len(FEATURE_NAMES)), dtype=np.float32), NOTHING_SAID)
 
     pid = state["worker_pid"]
     assert isinstance(pid, int)
@@ -133,7 +149,7 @@ def test_dead_worker_is_reported_and_restarted(
     state = monitor.state()
     assert state["worker_exit_code"] == -signal.SIGKILL
 
-    monitor.submit(np.zeros(len(COLUMNS), dtype=np.float32))  # traffic brings it back
+    monitor.submit(np.zeros((1, len(COLUMNS))), NOTHING_SAID)  # traffic brings it back
     wait_for("a new worker", lambda: monitor.state()["worker_alive"])
     state = monitor.state()
     assert state["restarts"] == 1
@@ -169,9 +185,9 @@ def test_a_stalled_worker_never_blocks_submit(
     assert isinstance(pid, int)
     os.kill(pid, signal.SIGSTOP)  # our own child
     try:
-        vector = np.zeros(len(COLUMNS), dtype=np.float32)
-        for _ in range(5_000):  # 420 KB of frames: far more than a pipe buffer holds
-            monitor.submit(vector)
+        vector = np.zeros((1, len(COLUMNS)), dtype=np.float32)
+        for _ in range(5_000):  # 480 KB of frames: far more than a pipe buffer holds
+            monitor.submit(vector, NOTHING_SAID)
         state = monitor.state()
         assert state["skipped"] > 0
         assert state["submitted"] + state["skipped"] == 5_000

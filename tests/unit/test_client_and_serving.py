@@ -12,6 +12,7 @@ from genreops.client import Answer, expected_genre, list_inputs, render, summari
 from genreops.errors import AudioError, SchemaError
 from genreops.features import FEATURE_NAMES
 from genreops.monitoring import MonitoringStore, MonitoringWriter
+from genreops.novelty import NoveltyMonitor, NoveltySettings
 from genreops.serving import (
     PredictorRuntime,
     PreprocessOptions,
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.unit
 def test_summary_counts_models_gate_openings_and_scores() -> None:
     answers = [
         Answer("a/rock/1.wav", "rock", "m/1", False, expected="rock"),
-        Answer("a/rock/2.wav", "rock", "m/2", True, expected="rock"),
+        Answer("a/rock/2.wav", "rock", "m/2", True, ood=True, expected="rock"),
         Answer("a/pop/3.wav", "rock", "m/2", True, expected="pop"),
         Answer("a/pop/4.wav", "pop", "m/1", False, expected="pop"),
         Answer("a/pop/5.wav", "pop", "m/2", True, expected="pop"),
@@ -38,6 +39,7 @@ def test_summary_counts_models_gate_openings_and_scores() -> None:
     assert (summary.total, summary.answered, summary.failed) == (6, 5, 1)
     assert summary.by_model == {"m/2": 3, "m/1": 2}
     assert summary.drift_answers == 3 and summary.gate_openings == 2
+    assert summary.ood_answers == 1
     assert summary.by_reason == {"not_audio": 1}
     assert summary.accuracy == pytest.approx(4 / 5)
     assert summary.gmean == pytest.approx(np.sqrt(1.0 * (2 / 3)))
@@ -52,7 +54,9 @@ def test_results_have_one_row_per_input_with_probabilities(tmp_path: Path) -> No
     assert rows[0]["p_rock"] == 0.75 and rows[0]["error"] == ""
     assert rows[1]["genre"] == "" and rows[1]["error"].startswith("[empty]")
     csv_text = render(answers, ["pop", "rock"], "csv").decode()
-    assert csv_text.splitlines()[0] == "path,genre,model,drift,error,reason,expected,p_pop,p_rock"
+    assert csv_text.splitlines()[0] == (
+        "path,genre,model,drift,ood,ood_score,error,reason,expected,p_pop,p_rock"
+    )
 
 
 def test_inputs_are_listed_from_folders_and_labels_from_parents(tmp_path: Path) -> None:
@@ -75,10 +79,13 @@ def test_featurize_refuses_bad_audio_with_its_reason() -> None:
 
 def test_router_sends_everything_to_the_challenger_while_the_gate_is_open() -> None:
     router = Router(challenger_share=0.1, seed=0)
-    assert router.to_challenger(50, gate_open=True).all()
-    canary = np.concatenate([router.to_challenger(100, gate_open=False) for _ in range(50)])
+    assert router.to_challenger(np.ones(50, dtype=bool)).all()
+    closed = np.zeros(100, dtype=bool)
+    canary = np.concatenate([router.to_challenger(closed) for _ in range(50)])
     assert 0.07 < canary.mean() < 0.13
-    assert not Router(0.0).to_challenger(100, gate_open=False).any()
+    assert not Router(0.0).to_challenger(closed).any()
+    mixed = Router(0.0).to_challenger(np.array([False, True, True]))
+    assert mixed.tolist() == [False, True, True]  # per row: the gate opened mid-batch
     with pytest.raises(ValueError, match="challenger_share"):
         Router(1.5)
 
@@ -94,23 +101,33 @@ def test_the_predictor_records_every_answer(tmp_path: Path, feature_frame) -> No
     ).classifier
     url = f"sqlite:///{tmp_path / 'store.db'}"
     writer = MonitoringWriter(url, tmp_path / "spool")
+    reference = feature_frame(per_genre=6)[classifier.feature_names].to_numpy(np.float64)
     runtime = PredictorRuntime(
         PublishedModel.of(classifier, "gc/1", {}), "gc/2", Router(), writer=writer,
         repository_version=1,
+        novelty=NoveltyMonitor(reference, NoveltySettings(expected_run=2.0, ood_alpha=0.1)),
     )  # fmt: skip
-    features = feature_frame(per_genre=2)[classifier.feature_names].to_numpy(np.float32)
-    decision = runtime.route(len(features))
+    features = feature_frame(per_genre=2)[classifier.feature_names].to_numpy(np.float32, copy=True)
+    features[1:] *= 50  # far from anything in training: flagged, and they open the gate
+    decision = runtime.route(features)
+    assert decision.ood[1:].all() and (decision.ood_score[1:] > 1).all()
+    assert decision.gate_open[-1] and not decision.gate_open[0]
+    assert (decision.to_challenger == decision.gate_open).all()
+    assert decision.answered_by("drift") == int(decision.gate_open.sum())
     probabilities = runtime.champion.predict_proba(features)
     models = runtime.model_labels(decision.to_challenger)
     runtime.observe(
-        features, probabilities, models, gate_open=False, clip_ids=["c"] * len(features),
+        features, probabilities, models, decision=decision, clip_ids=["c"] * len(features),
         received_ns=np.zeros(len(features), dtype=np.int64), now_ns=5_000_000,
     )  # fmt: skip
     runtime.close()
-    rows = MonitoringStore(url).recent_predictions(100)
+    rows = MonitoringStore(url).recent_predictions(100)[::-1]
     assert len(rows) == len(features)
-    assert {r["model_version"] for r in rows} == {"gc/1"}
-    assert {r["model_role"] for r in rows} == {"champion"}
+    assert [r["ood"] for r in rows] == decision.ood.tolist()
+    assert [r["drift_gate_open"] for r in rows] == decision.gate_open.tolist()
+    assert rows[-1]["ood_score"] == pytest.approx(float(decision.ood_score[-1]), rel=1e-5)
+    assert {r["model_version"] for r in rows} == {"gc/1", "gc/2"}
+    assert {r["model_role"] for r in rows if not r["drift_gate_open"]} == {"champion"}
     assert rows[0]["latency_ms"] == pytest.approx(5.0)
     assert set(rows[0]["probabilities"]) == set(classifier.genres)
     names = genre_names(probabilities, np.asarray(classifier.genres, dtype=object))

@@ -1,4 +1,4 @@
-"""Drift tests, the gate and the worker loop, in this process (Evidently runs for real)."""
+"""Drift tests and the drift record's worker loop, in this process (Evidently runs for real)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import pytest
 from genreops.drift import (
     LOG_FILE,
     NO_FINITE,
+    NOVELTY_FIELDS,
     STATE_FILE,
     TESTS_FILE,
     DriftError,
-    DriftGate,
     DriftMonitor,
     DriftSettings,
     DriftTestResult,
@@ -172,37 +172,6 @@ def test_unknown_engine_is_refused(reference: pd.DataFrame) -> None:
         run_drift_test(reference, gaussian(10, seed=6), engine="fast")
 
 
-# ------------------------------------------------------------------------------------- gate
-
-
-def test_gate_opens_on_drift_and_closes_on_a_clean_test() -> None:
-    gate = DriftGate()
-    assert not gate.is_open
-    assert gate.update(False) is False
-    assert gate.update(True) is True
-    assert gate.update(True) is True
-    assert gate.update(False) is False
-    assert gate.clean_streak == 0
-
-
-def test_gate_hysteresis_needs_consecutive_clean_tests() -> None:
-    gate = DriftGate(close_after=3)
-    gate.update(True)
-    assert [gate.update(False), gate.update(False)] == [True, True]
-    assert gate.clean_streak == 2
-    assert gate.update(True) is True  # drift again: the streak starts over
-    assert gate.clean_streak == 0
-    assert [gate.update(False) for _ in range(3)] == [True, True, False]
-    assert gate.update(False) is False
-
-
-def test_gate_resumes_open() -> None:
-    gate = DriftGate(close_after=2, is_open=True, clean_streak=1)
-    assert gate.update(False) is False
-    with pytest.raises(DriftError, match="close_after=0"):
-        DriftGate(close_after=0)
-
-
 # --------------------------------------------------------------------------------- settings
 
 
@@ -212,8 +181,6 @@ def test_gate_resumes_open() -> None:
         ({"window": 1, "min_samples": 1}, "window=1"),
         ({"window": 10, "min_samples": 20}, "min_samples=20"),
         ({"every": 0}, "every=0"),
-        ({"drift_share": 1.5}, "drift_share=1.5"),
-        ({"close_after": 0}, "close_after=0"),
         ({"method": " "}, "method=''"),
     ],
 )
@@ -223,9 +190,9 @@ def test_settings_are_validated(kwargs: dict[str, object], message: str) -> None
 
 
 def test_settings_round_trip_through_the_worker_command_line() -> None:
-    settings = DriftSettings(window=30, min_samples=10, every=5, drift_share=0.25, close_after=2)
+    settings = DriftSettings(window=30, min_samples=10, every=5)
     argv = settings.to_argv()
-    assert argv[argv.index("--drift-share") + 1] == "0.25"
+    assert argv[argv.index("--every") + 1] == "5"
     assert argv[argv.index("--method") + 1] == "ks"
     assert DriftSettings(method=None).to_argv()[-1] == "auto"
 
@@ -233,9 +200,21 @@ def test_settings_round_trip_through_the_worker_command_line() -> None:
 # ----------------------------------------------------------------------------------- worker
 
 
-def frames(block: pd.DataFrame, batch: int) -> bytes:
+def frames(
+    block: pd.DataFrame, batch: int, gate: np.ndarray | bool = False, score: float = 0.5
+) -> bytes:
+    """Frames as the predictor sends them: features, then the gate's judgement of each row."""
     values = block.to_numpy(dtype=np.float32)
-    return b"".join(encode_frame(values[i : i + batch]) for i in range(0, len(values), batch))
+    judged = np.zeros((len(values), len(NOVELTY_FIELDS)), dtype=np.float32)
+    judged[:, 0] = score
+    judged[:, 1] = np.where(gate, 1.0, 0.1)
+    judged[:, 2] = gate
+    rows = np.hstack([values, judged])
+    return b"".join(encode_frame(rows[i : i + batch]) for i in range(0, len(rows), batch))
+
+
+def records(folder: Path) -> list[dict]:
+    return [json.loads(x) for x in (folder / TESTS_FILE).read_text().splitlines()]
 
 
 def test_worker_loop_records_tests_and_state(reference: pd.DataFrame, tmp_path: Path) -> None:
@@ -245,7 +224,7 @@ def test_worker_loop_records_tests_and_state(reference: pd.DataFrame, tmp_path: 
         frames(clean.iloc[:30], batch=1)
         + encode_frame(np.zeros(7, dtype=np.float32))  # wrong width: dropped, counted
         + frames(clean.iloc[30:], batch=10)
-        + encode_frame(np.zeros((2, 20)))[:-12]  # cut short by EOF: ignored
+        + encode_frame(np.zeros((2, 23)))[:-12]  # cut short by EOF: ignored
     )
     seen: list[DriftTestResult] = []
 
@@ -265,52 +244,46 @@ def test_worker_loop_records_tests_and_state(reference: pd.DataFrame, tmp_path: 
     # tests fall due at 40 and 80 samples; a finite stream's last due test always runs, the
     # first may be replaced by it if the reader got there before the test started
     assert state["tests_run"] + state["tests_coalesced"] == 2
-    lines = [json.loads(x) for x in (tmp_path / TESTS_FILE).read_text().splitlines()]
+    lines = records(tmp_path)
     assert len(lines) == state["tests_run"] == len(seen)
     assert [line["test_id"] for line in lines] == [r.test_id for r in seen]
     last = lines[-1]
     assert last["samples_seen"] == 80
     assert last["window_size"] == 60
-    assert last["gate_open"] is False
+    assert last["gate_open"] is False and last["dataset_drift"] is False
+    assert last["statistic"] == pytest.approx(0.1) and last["ood_share"] == 0.0
     assert set(last["column_scores"]) == set(COLUMNS)
     assert state["last_test"]["test_id"] == last["test_id"]
     assert state["last_test"]["drifted_share"] == last["drifted_share"]
     assert "column_scores" not in state["last_test"]
+    windows = list((tmp_path / "windows").glob("*.npy"))
+    assert np.load(windows[0]).shape[1] == len(COLUMNS)  # the views get features only
 
-    # drifted traffic, fresh gate: opens; the record is appended
-    shifted = io.BytesIO(frames(gaussian(40, seed=8, shift=1.5), batch=40))
-    state = run_worker(shifted, reference, tmp_path, settings)
-    assert state["gate_open"] is True
-    assert state["last_test"]["dataset_drift"] is True
-    assert len((tmp_path / TESTS_FILE).read_text().splitlines()) == len(lines) + 1
-
-    # a restarted worker keeps the open gate and the counters; a fresh one does not
+    # a restarted worker keeps its counters; a fresh one does not
     resumed = run_worker(io.BytesIO(b""), reference, tmp_path, settings, resume=True)
-    assert resumed["gate_open"] is True
     assert resumed["tests_run"] == state["tests_run"]
-    assert resumed["samples_seen"] == 40
+    assert resumed["samples_seen"] == 80
     fresh = run_worker(io.BytesIO(b""), reference, tmp_path, settings)
-    assert fresh["gate_open"] is False
     assert fresh["tests_run"] == 0
 
 
-def test_worker_loop_gate_with_hysteresis(reference: pd.DataFrame, tmp_path: Path) -> None:
-    """Disjoint windows: drift opens, one clean test is not enough, two close."""
-    settings = DriftSettings(window=40, min_samples=40, every=40, close_after=2)
-    run_worker(io.BytesIO(frames(gaussian(40, 9, shift=1.5), 40)), reference, tmp_path, settings)
-    state = run_worker(
-        io.BytesIO(frames(gaussian(40, 10), 40)), reference, tmp_path, settings, resume=True
-    )
-    assert state["gate_open"] is True
-    assert state["clean_streak"] == 1
-    state = run_worker(
-        io.BytesIO(frames(gaussian(40, 11), 40)), reference, tmp_path, settings, resume=True
-    )
-    assert state["gate_open"] is False
-    assert state["tests_run"] == 3
-    records = [json.loads(x) for x in (tmp_path / TESTS_FILE).read_text().splitlines()]
-    assert [r["gate_open"] for r in records] == [True, True, False]
-    assert [r["dataset_drift"] for r in records] == [True, False, False]
+def test_every_gate_change_is_recorded_with_the_detector_verdict(
+    reference: pd.DataFrame, tmp_path: Path
+) -> None:
+    """Tests are periodic, plus one at each row where the gate opens or closes; those are
+    never coalesced away, even when they arrive in one burst."""
+    settings = DriftSettings(window=30, min_samples=30, every=100)
+    gate = np.zeros(90, dtype=bool)
+    gate[35:70] = True  # opens at row 36, closes at row 71
+    traffic = pd.concat([gaussian(35, 9), gaussian(35, 10, shift=2.0), gaussian(20, 11)])
+    stream = io.BytesIO(frames(traffic, batch=90, gate=gate, score=1.5))
+    state = run_worker(stream, reference, tmp_path, settings)
+    lines = records(tmp_path)
+    assert [(r["samples_seen"], r["gate_open"]) for r in lines] == [(36, True), (71, False)]
+    assert [r["dataset_drift"] for r in lines] == [True, False]
+    assert lines[0]["ood_share"] == 1.0  # every row scored 1.5 (> 1: out of distribution)
+    assert lines[0]["drifted_share"] < lines[1]["drifted_share"]  # Evidently's explanation
+    assert state["gate_open"] is False and state["tests_run"] == 2
 
 
 def test_worker_refuses_a_reference_without_the_columns(tmp_path: Path) -> None:
@@ -362,10 +335,9 @@ def test_monitor_refuses_bad_setup_before_spawning(tmp_path: Path) -> None:
     assert not (tmp_path / "state" / LOG_FILE).exists()  # nothing was started
 
 
-def test_monitor_not_started_skips_and_reads_closed(tmp_path: Path) -> None:
+def test_monitor_not_started_skips(tmp_path: Path) -> None:
     monitor = DriftMonitor(tmp_path / "ref.parquet", tmp_path, DriftSettings())
-    monitor.submit(np.zeros((3, 20), dtype=np.float32))
-    assert monitor.gate_open is False
+    monitor.submit(np.zeros((3, 20), dtype=np.float32), np.zeros((3, len(NOVELTY_FIELDS))))
     state = monitor.state()
     assert state["skipped"] == 3
     assert state["worker_alive"] is False

@@ -180,3 +180,33 @@ def test_models_needing_other_columns_a_retired_schema_or_other_genres_are_refus
             reference=reference, options=ServingOptions(),
         )  # fmt: skip
     assert not (repo / "predictor").exists()  # nothing half-written
+
+
+def test_the_drift_gate_settings_reach_the_predictor_from_the_environment(
+    tmp_path: Path, reference: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from google.protobuf import json_format, text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from genreops.serving import novelty_settings, parameters
+    from genreops.settings import Settings
+
+    monkeypatch.setenv("GENREOPS_DRIFT_EXPECTED_RUN", "5000")
+    monkeypatch.setenv("GENREOPS_DRIFT_KAPPA", "0.45")
+    monkeypatch.setenv("GENREOPS_DRIFT_OOD_ALPHA", "0.02")
+    monkeypatch.setenv("GENREOPS_DRIFT_CLOSE_FRACTION", "0.25")
+    model = _classifier(tmp_path)
+    published = publish_pair(
+        tmp_path / "repo", champion=_pair(model, "1"), challenger=_pair(model, "2"),
+        reference=reference, options=ServingOptions.from_settings(Settings()),
+    )  # fmt: skip
+    text = (tmp_path / "repo" / "predictor" / "config.pbtxt").read_text()
+    config = json_format.MessageToDict(
+        text_format.Parse(text, model_config_pb2.ModelConfig()), preserving_proto_field_name=True
+    )
+    settings = novelty_settings(parameters(config))
+    assert (settings.expected_run, settings.kappa) == (5000.0, 0.45)
+    assert (settings.ood_alpha, settings.close_fraction, settings.neighbours) == (0.02, 0.25, 5)
+    outputs = {o["name"] for o in config["output"]}
+    assert {"DRIFT", "OOD", "OOD_SCORE"} <= outputs
+    assert published.version == 1

@@ -1,6 +1,7 @@
 """Triton predictor: the champion answers; the fallback (challenger) answers through BLS while
-the drift gate is open or for the canary share. Drift tests run in their own process
-(genreops.drift); this model only reads the gate and feeds the window.
+the drift gate is open or for the canary share. Each request is judged against the training
+reference first (genreops.novelty: an OOD score and the online drift detector that moves the
+gate); the drift record's Evidently tests run in their own process (genreops.drift).
 """
 
 import json
@@ -54,6 +55,16 @@ class TritonPythonModel:
                 description="Share of drifted features in the latest drift test",
                 kind=gauge,
             ),
+            "statistic": pb_utils.MetricFamily(
+                name="genreops_drift_statistic",
+                description="The drift detector's statistic as a share of its alarm level",
+                kind=gauge,
+            ),
+            "ood": pb_utils.MetricFamily(
+                name="genreops_ood_answers_total",
+                description="Answers to clips out of the training distribution (OOD flag)",
+                kind=counter,
+            ),
             "tests": pb_utils.MetricFamily(
                 name="genreops_drift_tests_total",
                 description="Drift tests run against the training reference",
@@ -68,6 +79,8 @@ class TritonPythonModel:
         self._metric("fallback_errors")
         self._metric("tests")
         self._metric("gate")
+        self._metric("statistic")
+        self._metric("ood")
 
     def _metric(self, family, **labels):
         key = (family, tuple(sorted(labels.items())))
@@ -75,8 +88,11 @@ class TritonPythonModel:
             self.metrics[key] = self.families[family].Metric(labels=labels)
         return self.metrics[key]
 
-    def _update_drift_metrics(self, state):
-        self._metric("gate").set(1.0 if state.get("gate_open") else 0.0)
+    def _update_drift_metrics(self, decision, state):
+        self._metric("gate").set(1.0 if decision.gate_open[-1] else 0.0)
+        self._metric("statistic").set(float(decision.statistic[-1]))
+        if decision.ood.any():
+            self._metric("ood").increment(int(decision.ood.sum()))
         last = state.get("last_test") or {}
         if "drifted_share" in last:
             self._metric("share").set(float(last["drifted_share"]))
@@ -91,7 +107,7 @@ class TritonPythonModel:
             pb_utils.get_input_tensor_by_name(r, "RECEIVED_NS").as_numpy() for r in requests
         ]
         features = np.concatenate(blocks)
-        decision = self.runtime.route(len(features))
+        decision = self.runtime.route(features)
         to_challenger = decision.to_challenger
         champion = self.runtime.champion
         # each row is scored once: by the champion, or (gate open / canary) by the fallback
@@ -113,21 +129,23 @@ class TritonPythonModel:
             else:
                 tensor = pb_utils.get_output_tensor_by_name(answer, "PROBABILITIES")
                 probabilities[to_challenger] = tensor.as_numpy()
-                self._metric("fallback", cause=decision.cause).increment(int(to_challenger.sum()))
+                for cause in ("drift", "canary"):
+                    if decision.answered_by(cause):
+                        self._metric("fallback", cause=cause).increment(decision.answered_by(cause))
         models = self.runtime.model_labels(to_challenger)
         clip_ids = [c for r, b in zip(requests, blocks, strict=True) for c in _clip_ids(r, len(b))]
         genres = self.runtime.observe(
             features,
             probabilities,
             models,
-            gate_open=decision.gate_open,
+            decision=decision,
             clip_ids=clip_ids,
             received_ns=np.concatenate(received).reshape(-1),
             now_ns=time.time_ns(),
         )
         for genre, model in zip(genres, models, strict=True):
             self._metric("predictions", genre=genre, model=model).increment(1)
-        self._update_drift_metrics(self.runtime.drift_state())
+        self._update_drift_metrics(decision, self.runtime.drift_state())
 
         responses, start = [], 0
         for block in blocks:
@@ -141,9 +159,9 @@ class TritonPythonModel:
                             "MODEL",
                             np.array([[m.encode()] for m in models[rows]], dtype=np.object_),
                         ),
-                        pb_utils.Tensor(
-                            "DRIFT", np.full((len(block), 1), decision.gate_open, dtype=bool)
-                        ),
+                        pb_utils.Tensor("DRIFT", decision.gate_open[rows].reshape(-1, 1)),
+                        pb_utils.Tensor("OOD", decision.ood[rows].reshape(-1, 1)),
+                        pb_utils.Tensor("OOD_SCORE", decision.ood_score[rows].reshape(-1, 1)),
                     ]
                 )
             )
