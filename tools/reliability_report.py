@@ -270,8 +270,28 @@ def _extra(record: Mapping[str, Any], known: Iterable[str]) -> str:
 
 BAD_INPUT_KEYS = (
     "tried", "rejected_correctly", "wrong_reason", "crashes", "good_total", "good_answered",
-    "memory_start_mb", "memory_end_mb", "server_ready_after", "kinds",
+    "memory_start_mb", "memory_end_mb", "server_ready_after", "kinds", "rss_by_pass_mb",
 )  # fmt: skip
+
+
+def memory_by_pass(records: list[dict[str, Any]]) -> list[str]:
+    """RSS of each server process after every pass of the same traffic (issue 14): the first
+    pass is the warm-up baseline, the last shows whether anything kept growing."""
+    series = [r for r in records if isinstance(r.get("rss_by_pass_mb"), dict)]
+    if not series:
+        return []
+    passes = max(len(v) for r in series for v in r["rss_by_pass_mb"].values())
+    rows = []
+    for r in series:
+        for process, values in r["rss_by_pass_mb"].items():
+            first, last = number(values[0]), number(values[-1])
+            growth = None if not first or last is None else (last / first - 1) * 100
+            cells = [decimal(v) for v in values] + [DASH] * (passes - len(values))
+            rows.append([r["name"], process, *cells, signed_pct(growth)])
+    title = "Memory over repeated passes (RSS MB after each pass; pass 1 is the baseline):"
+    lines = ["", title, ""]
+    headers = ["Door", "Process", *(f"pass {i + 1}" for i in range(passes)), "pass 1 → last"]
+    return lines + table(headers, rows)
 
 
 def bad_input_section(records: list[dict[str, Any]]) -> list[str]:
@@ -323,6 +343,7 @@ def bad_input_section(records: list[dict[str, Any]]) -> list[str]:
             ["Kind", *(str(r["name"]) for r in records)],
             [[kind, *(count((r.get("kinds") or {}).get(kind)) for r in records)] for kind in kinds],
         )
+    lines += memory_by_pass(records)
     extras = [(r["name"], _extra(r, BAD_INPUT_KEYS)) for r in records]
     lines += _extras(extras)
     return lines

@@ -31,12 +31,25 @@ from genreops.errors import AudioError
 if TYPE_CHECKING:
     from genreops.storage import S3Config
 
-__all__ = ["SAMPLE_RATE", "SUPPORTED_EXTENSIONS", "load_audio"]
+__all__ = [
+    "MAX_SAMPLE_RATE",
+    "MIN_SAMPLE_RATE",
+    "SAMPLE_RATE",
+    "SUPPORTED_EXTENSIONS",
+    "load_audio",
+]
 
 logger = logging.getLogger(__name__)
 
 SAMPLE_RATE = 22050
 SUPPORTED_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".mp4", ".m4a")
+# Declared sample rates we accept. Real recordings run from 8 kHz (telephone) to 192 kHz
+# (studio masters); below 4 kHz almost nothing of the band the features look at is left, and a
+# header claiming 1 Hz turns 40 samples into 40 s that would be resampled into a "song"; above
+# 192 kHz no audio format in use writes, and resampling from there only costs CPU and memory.
+# Checked from the header, before the length limits (a length is only as true as its rate).
+MIN_SAMPLE_RATE = 4_000
+MAX_SAMPLE_RATE = 192_000
 
 # A peak below this is no signal anyone can classify (-80 dBFS).
 SILENCE_PEAK = 1e-4
@@ -87,6 +100,7 @@ class _Sniffed(NamedTuple):
 
 class _WavHeader(NamedTuple):
     format_tag: int | None
+    sample_rate: int | None
     byte_rate: int | None
     data_offset: int | None
     data_size: int | None
@@ -241,21 +255,22 @@ def _syncsafe(b: bytes) -> int:
 def _wav_header(head: bytes) -> _WavHeader:
     """The codec and the data chunk a RIFF/WAVE header declares (None where not in ``head``)."""
     tag: int | None = None
+    rate: int | None = None
     byte_rate: int | None = None
     if head[:4] != b"RIFF":  # RF64 keeps its sizes in ds64; libsndfile checks those itself
-        return _WavHeader(None, None, None, None)
+        return _WavHeader(None, None, None, None, None)
     pos = 12
     while pos + 8 <= len(head):
         cid = head[pos : pos + 4]
         size = int.from_bytes(head[pos + 4 : pos + 8], "little")
         if cid == b"fmt " and pos + 24 <= len(head):
-            tag, _, _, byte_rate = struct.unpack_from("<HHII", head, pos + 8)
+            tag, _, rate, byte_rate = struct.unpack_from("<HHII", head, pos + 8)
             if tag == 0xFFFE and size >= 26 and pos + 34 <= len(head):
                 tag = struct.unpack_from("<H", head, pos + 32)[0]  # WAVE_FORMAT_EXTENSIBLE
         elif cid == b"data":
-            return _WavHeader(tag, byte_rate, pos + 8, size)
+            return _WavHeader(tag, rate, byte_rate, pos + 8, size)
         pos += 8 + size + (size & 1)
-    return _WavHeader(tag, byte_rate, None, None)
+    return _WavHeader(tag, rate, byte_rate, None, None)
 
 
 def _has_vbr_header(head: bytes) -> bool:
@@ -284,8 +299,7 @@ def _decode_soundfile(src: _Source, sniffed: _Sniffed, window: _Window) -> tuple
     with handle as f:
         frames, rate, subtype = int(f.frames), int(f.samplerate), str(f.subtype)
         label = kind if kind != "unknown" else str(f.format).lower()
-        if rate <= 0:
-            raise AudioError(clip, "corrupt", f"{label} header has sample rate {rate}")
+        _check_rate(clip, label, rate)
         if frames <= 0:
             raise AudioError(clip, "empty", f"{label} file holds no audio frames")
         # libsndfile guesses an mp3's length from its bitrate unless a Xing/Info frame states it.
@@ -329,9 +343,12 @@ def _check_wav_header(src: _Source, window: _Window) -> None:
     """libsndfile quietly shortens a wav whose data chunk overruns the file; call that truncated.
 
     Unless the header claims more than the length limit: that is the user's limit, known
-    without reading a sample, so such a file is refused as too long (not as damaged).
+    without reading a sample, so such a file is refused as too long (not as damaged). A
+    sample rate outside the accepted range is refused first: every length depends on it.
     """
     hdr = _wav_header(src.head)
+    if hdr.sample_rate is not None:
+        _check_rate(src.name, "wav", hdr.sample_rate)
     if hdr.data_offset is None or not hdr.data_size or not hdr.byte_rate:
         return
     if hdr.data_size == 0xFFFFFFFF:  # streaming writers that never filled the size in
@@ -469,6 +486,7 @@ def _ffmpeg_file(
     if channels <= 0 or rate <= 0:
         codec = stream.get("codec_name", "unknown")
         raise AudioError(clip, "unsupported", f"{label} audio codec {codec!r} cannot be decoded")
+    _check_rate(clip, label, rate)
     total = _float(stream.get("duration")) or _float(info.get("format", {}).get("duration"))
     if total is not None and total > window.max_seconds:
         raise AudioError(
@@ -536,6 +554,16 @@ def _float(value: object) -> float | None:
 
 
 # --------------------------------------------------------------------------- common checks
+
+
+def _check_rate(clip: str, label: str, rate: int) -> None:
+    if not MIN_SAMPLE_RATE <= rate <= MAX_SAMPLE_RATE:
+        raise AudioError(
+            clip,
+            "bad_sample_rate",
+            f"{label} header declares a sample rate of {rate:,} Hz (accepted: "
+            f"{MIN_SAMPLE_RATE:,} to {MAX_SAMPLE_RATE:,} Hz)",
+        )
 
 
 def _check_short(clip: str, seconds: float, window: _Window) -> None:

@@ -71,6 +71,7 @@ KINDS: dict[str, str] = {
     "zero_length": "an empty file",
     "huge_size_header": "a header claiming a huge size (4 GB data, 2^36 samples, 256 MB tag)",
     "absurd_sample_rate": "a header claiming 0 Hz, 1 Hz or 4 GHz",
+    "out_of_range_rate": "a whole, decodable file at 1 Hz, 2 kHz or 400 kHz (outside 4-192 kHz)",
     "nan_samples": "float samples that are NaN or infinite",
     "huge_samples": "float samples far outside [-1, 1] (1e30)",
     "silent": "all-zero or below -80 dBFS audio",
@@ -129,13 +130,17 @@ def _sf_bytes(samples: np.ndarray, rate: int, fmt: str, subtype: str | None = No
     return data
 
 
-def _mp4_bytes(samples: np.ndarray, rate: int, *, faststart: bool = False) -> bytes:
-    """AAC in mp4 with ffmpeg, bit-exact (no encoder version or time in the file)."""
+def _mp4_bytes(
+    samples: np.ndarray, rate: int, *, faststart: bool = False, codec: str = "aac"
+) -> bytes:
+    """AAC (or ALAC, which keeps any sample rate) in mp4 with ffmpeg, bit-exact (no encoder
+    version or time in the file)."""
     channels = 1 if samples.ndim == 1 else samples.shape[1]
     with tempfile.TemporaryDirectory(prefix="genreops-bad-") as tmp:
         out = Path(tmp) / "clip.m4a"
         cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "f32le", "-ar", str(rate)]
-        cmd += ["-ac", str(channels), "-i", "pipe:0", "-c:a", "aac", "-b:a", "64k"]
+        cmd += ["-ac", str(channels), "-i", "pipe:0", "-c:a", codec]
+        cmd += ["-b:a", "64k"] if codec == "aac" else []
         cmd += ["-fflags", "+bitexact", "-flags:a", "+bitexact", "-map_metadata", "-1"]
         if faststart:
             cmd += ["-movflags", "+faststart"]
@@ -635,9 +640,9 @@ class _Builder:
 
             return lambda d: _ogg_edit(d, edit)
 
-        # 1 Hz turns 8 s of samples into 176,400 s (too long); 4 GHz into microseconds (too
-        # short); 0 Hz is no rate at all. Decoders may also refuse the header outright.
-        absurd = {"too_long", "too_short", "corrupt", "unsupported"}
+        # 1 Hz would turn 8 s of samples into 176,400 s (too long), 4 GHz into microseconds
+        # (too short), but the rate is checked first: every length depends on it. genreops
+        # reads a wav's header itself; libsndfile may refuse a flac/ogg header outright.
         recipes: list[tuple[str, str, Callable[[bytes], bytes]]] = [
             ("wav", "1hz", wav_rate(1)),
             ("wav", "4ghz", wav_rate(4_000_000_000)),
@@ -654,8 +659,38 @@ class _Builder:
                 "absurd_sample_rate",
                 f"{name}{EXT[fmt]}",
                 damage(self.base(fmt, i // len(recipes))),
-                absurd,
+                {"bad_sample_rate"} if fmt == "wav" else {"bad_sample_rate", "corrupt"},
                 f"{fmt} header says {name}",
+            )
+
+    def out_of_range_rate(self) -> None:
+        """Files that decode as they are, long enough and not silent, but were written at a
+        rate no recording has: before issue 14 they were resampled and got a genre (40
+        samples at 1 Hz are 40 s of "audio")."""
+        y = self.music(0)
+        recipes: list[tuple[str, int, int]] = [  # format, rate, frames
+            ("wav", 1, 40),
+            ("flac", 2_000, 8 * 2_000),
+            ("wav", 400_000, 6 * 400_000),
+            ("flac", 1, 40),
+            ("wav", 2_000, 8 * 2_000),
+            ("flac", 400_000, 6 * 400_000),
+            ("wav", 3_999, 8 * 3_999),  # just under the limit
+        ]
+        if "mp4" in self.formats:  # ALAC in m4a keeps any rate: the ffmpeg path
+            recipes.append(("mp4", 2_000, 8 * 2_000))
+        for fmt, rate, frames in recipes[: self.count(3, len(recipes))]:
+            samples = np.resize(y, frames)  # the clip's samples, relabelled at ``rate``
+            if fmt == "mp4":
+                data = _mp4_bytes(samples, rate, codec="alac")
+            else:
+                data = _encode(fmt, samples, rate)
+            self.add(
+                "out_of_range_rate",
+                f"{rate}hz{EXT[fmt]}",
+                data,
+                {"bad_sample_rate"},
+                f"{fmt} of {frames:,} samples at {rate:,} Hz ({frames / rate:g} s)",
             )
 
     def nan_samples(self) -> None:

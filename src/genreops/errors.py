@@ -34,6 +34,7 @@ class AudioError(GenreopsError):
         "too_short",
         "too_long",
         "too_large",
+        "bad_sample_rate",
         "unsupported",
         "unreadable",
     )

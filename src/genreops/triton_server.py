@@ -39,6 +39,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from genreops.allocator import SERVER_MALLOC_ENV
 from genreops.errors import GenreopsError
 from genreops.processes import (
     log_tail,
@@ -215,14 +216,6 @@ def _stamp_matches(target: Path, stamp: str) -> bool:
     return current == stamp and (target / "python" / STUB_NAME).is_file()
 
 
-# glibc tunables (see mallopt(3)): blocks under 64 MiB come from the heap, and freed memory
-# goes back to the system only once 256 MiB of it sit at the heap's top.
-MALLOC_KEEP_FREED = {
-    "MALLOC_MMAP_THRESHOLD_": str(64 * 1024 * 1024),
-    "MALLOC_TRIM_THRESHOLD_": str(256 * 1024 * 1024),
-}
-
-
 def triton_environment(
     install: TritonInstall, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
@@ -234,10 +227,9 @@ def triton_environment(
     # the cores (measured: feature extraction took ~2x the CPU with default thread pools).
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(name, "1")
-    # A clip's spectrograms are a few MB each: with glibc's defaults every request maps fresh
-    # pages and returns them after (~2,500 page faults, 7-10 ms of kernel time per clip).
-    # Keeping freed memory in the heap makes a stub's memory its high-water mark instead.
-    for name, value in MALLOC_KEEP_FREED.items():
+    # The server gives large buffers back (a request's size is the client's choice); the
+    # preprocessor's stubs keep freed memory through mallopt (genreops.allocator).
+    for name, value in SERVER_MALLOC_ENV.items():
         env.setdefault(name, value)
     lib_dirs: list[str] = []
     libdir = sysconfig.get_config_var("LIBDIR")
@@ -328,6 +320,11 @@ def start_triton(
         "--log-verbose=0",
         "--exit-on-error=false",
         "--strict-readiness=false",
+        # Keep no gRPC request objects for reuse: each kept one holds on to the largest
+        # request it ever carried (8 by default: +40-50 MB per oversized request, measured).
+        # Triton 2.51 has no option to refuse a large request before it is buffered (no
+        # --http-max-input-size, no gRPC message size limit); the preprocessor refuses it.
+        "--grpc-infer-allocation-pool-size=0",
         *extra_args,
     ]  # fmt: skip
     process = start_process(

@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -25,6 +26,7 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+import soundfile as sf
 from flows.extract import dask_runner, extract_features
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -57,6 +59,8 @@ WINDOW = 10.0  # the published repository's window (tests/integration/conftest.p
 # is cheap: the corpus's 2 h wav (57.6 MB, a real header over a sparse file) is over it.
 SERVER_MAX_BYTES = 16 * 1024 * 1024
 SERVER_MEMORY_GROWTH_MB = 150.0  # tritonserver + 5 Python stubs + the drift worker, together
+MEMORY_PASSES = 5  # issue 14: RSS of every process after pass 5 within 10% of after pass 1
+MEMORY_TOLERANCE = 0.10
 ENSEMBLE = "genre_ensemble"
 REASON = re.compile(r"\[([a-z_]+)\]")
 
@@ -98,9 +102,10 @@ class Served:
         url = self.ports.http_url
         return is_ready(url) and all(model_ready(url, m) for m in MODELS)
 
-    def memory(self) -> dict[str, float]:
+    def memory(self, kind: str = "pss") -> dict[str, float]:
         """MB per process: tritonserver and every process under it (the Python stubs, the
-        drift worker), as proportional set size, so shared-memory tensors count once."""
+        drift worker), as proportional set size (shared-memory tensors count once) or
+        resident set size (``kind="rss"``: what each process holds, shared pages included)."""
         root = psutil.Process(self.process.pid)
         found: dict[str, float] = {}
         for proc in [root, *root.children(recursive=True)]:
@@ -108,9 +113,35 @@ class Served:
                 line = " ".join(proc.cmdline())
                 model = re.search(r"/(preprocessor|predictor|postprocessor|fallback)/", line)
                 label = model.group(1) if model else proc.name()
+                if "genreops.drift" in line:
+                    label = "drift_worker"
                 n = sum(1 for k in found if k.split("#")[0] == label)
-                found[f"{label}#{n + 1}"] = round(proc.memory_full_info().pss / 1e6, 1)
+                info = proc.memory_full_info()
+                found[f"{label}#{n + 1}"] = round(getattr(info, kind) / 1e6, 1)
         return found
+
+    def preprocessor_shm(self) -> dict[int, int]:
+        """Bytes of the Python backend's shared-memory region each preprocessor stub holds."""
+        found = {}
+        for proc in psutil.Process(self.process.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                if "/preprocessor/" in " ".join(proc.cmdline()):
+                    maps = proc.memory_maps(grouped=True)
+                    found[proc.pid] = sum(m.rss for m in maps if m.path.startswith("/dev/shm"))
+        return found
+
+    def settled_memory(self, kind: str = "rss", timeout: float = 20.0) -> dict[str, float]:
+        """``memory`` once it stops moving (two readings 0.5 s apart within 0.5% in total):
+        work finishing after the last answer (a drift test, rows written) is not growth."""
+        deadline = time.monotonic() + timeout
+        last = self.memory(kind)
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = self.memory(kind)
+            if abs(sum(now.values()) - sum(last.values())) <= 0.005 * sum(last.values()):
+                return now
+            last = now
+        return last
 
     def grpc(self) -> Any:
         import tritonclient.grpc as triton
@@ -144,9 +175,9 @@ def served(published_ensemble: Any, tmp_path_factory: pytest.TempPathFactory) ->
 def _for_server_doors(corpus: Corpus) -> tuple[list[BadItem], dict]:
     """The bad items the server doors send in their passes, and what is left out and why.
 
-    Files over the server's size limit get their own test: Triton keeps a received request's
-    buffers for reuse, so one 57.6 MB request grows tritonserver by tens of MB once (see the
-    oversized test); that high-water mark is not what "memory stays flat" is about.
+    Files over the server's size limit get their own tests (the oversized test, and the
+    memory test that sends them one at a time, largest first, so each preprocessor instance
+    reaches its high-water mark in the first pass; see there).
     """
     over = [i for i in corpus.bad if i.path.stat().st_size > SERVER_MAX_BYTES]
     items = [i for i in corpus.bad if i not in over]
@@ -399,6 +430,7 @@ def _send_each(
     items: Sequence[BadItem | GoodItem],
     tally: Tally,
     expect: Callable[[BadItem], frozenset[str]] = lambda item: item.reasons,
+    in_flight: int = 4,
 ) -> None:
     """One item per request, four in flight: Triton's dynamic batcher mixes them."""
     local = threading.local()
@@ -413,7 +445,7 @@ def _send_each(
             return item, None, _error_message(error)
         return item, result, ""
 
-    with ThreadPoolExecutor(max_workers=4) as pool:
+    with ThreadPoolExecutor(max_workers=in_flight) as pool:
         for item, result, message in pool.map(one, items):
             if isinstance(item, GoodItem):
                 ok = result is not None and result.as_numpy("GENRE").shape == (1, 1)
@@ -493,6 +525,99 @@ def test_oversized_requests_are_refused_as_too_large_and_the_server_carries_on(
     )
     tally.check()
     assert ready
+
+
+def _forty_minute_wav(folder: Path) -> BadItem:
+    """The file of issue 14: 40 min of 8 kHz mono 16-bit (38.4 MB; sparse on disk), over the
+    server's 16 MB limit here (and too long at the default 200 MB limit: 900 s)."""
+    path = folder / "40min-8khz.wav"
+    frames = 40 * 60 * 8000
+    with sf.SoundFile(path, "w", 8000, 1, "PCM_16", format="WAV") as f:
+        f.write(np.zeros(1, dtype=np.int16))
+    head = bytearray(path.read_bytes())
+    data_at = head.index(b"data")
+    head = head[: data_at + 8]
+    head[data_at + 4 : data_at + 8] = (frames * 2).to_bytes(4, "little")
+    head[4:8] = (len(head) - 8 + frames * 2).to_bytes(4, "little")
+    path.write_bytes(bytes(head))
+    with path.open("r+b") as fh:
+        fh.truncate(len(head) + frames * 2)
+    return BadItem(path, "long_clip", "40min-8khz.wav", frozenset({"too_large"}), "40 min wav")
+
+
+def test_memory_stays_flat_over_passes_of_oversized_and_hostile_requests(
+    served: Served, corpus: Corpus, tmp_path: Path
+) -> None:
+    """Issue 14: one client sending oversized files again and again must not grow the server.
+
+    Each pass sends the files over the server's limit (the 40-min 8 kHz wav, the corpus's 2 h
+    wav), then the whole hostile batch with good files mixed in, four in flight. After pass 1
+    (the warm-up: imports, caches, the first drift test) the RSS of tritonserver, of every
+    Python stub and of the drift worker must stay within 10%, after either part, up to
+    pass 5. What stays is a high-water mark, reached in pass 1: each preprocessor instance's
+    shared-memory region (Triton's Python backend grows it to hold the largest input it was
+    handed, and never shrinks it), and the stubs' heaps (they keep freed memory,
+    genreops.allocator). The oversized files go one at a time, largest first. Sent
+    concurrently, an instance can be handed several at once and its region grows to hold
+    them all: bounded by max_batch x the size limit, but not reached on a schedule.
+    """
+
+    over = [i for i in corpus.bad if i.path.stat().st_size > SERVER_MAX_BYTES]
+    over = sorted([*over, _forty_minute_wav(tmp_path)], key=lambda i: -i.path.stat().st_size)
+    rest, _ = _for_server_doors(corpus)
+    tallies = {"oversized": Tally(), "hostile": Tally()}
+    rss: dict[str, list[dict[str, float]]] = {"oversized": [], "hostile": []}
+    pss: dict[str, list[dict[str, float]]] = {"oversized": [], "hostile": []}
+    too_large = frozenset({"too_large"})
+    # pass 1 starts by handing the largest file to every preprocessor instance, so each one's
+    # region is sized by it first (a region grown for a smaller input grows again by the
+    # whole size of a larger one); Triton usually alternates instances, but need not
+    largest = over[0].path.stat().st_size
+    for _ in range(8):
+        _send_each(served, over[:1], tallies["oversized"], lambda _: too_large, in_flight=1)
+        if all(shm >= 0.9 * largest for shm in served.preprocessor_shm().values()):
+            break
+    for n in range(MEMORY_PASSES):
+        _send_each(
+            served,
+            [i for i in over for _ in range(2)],
+            tallies["oversized"],
+            expect=lambda _: too_large,
+            in_flight=1,
+        )
+        rss["oversized"].append(served.settled_memory())
+        pss["oversized"].append(served.memory())
+        _send_each(served, _mixed(corpus, rest, seed=20 + n), tallies["hostile"])
+        rss["hostile"].append(served.settled_memory())
+        pss["hostile"].append(served.memory())
+    ready = served.ready()
+    grown: list[str] = []
+    baseline = rss["hostile"][0]  # the end of pass 1: both kinds of input have been through
+    for kind, items in (("oversized", over), ("hostile", rest)):
+        by_process = {p: [m.get(p) for m in rss[kind]] for p in baseline}
+        grown += [
+            f"{kind}: {p} {baseline[p]:.0f} MB after pass 1, then {values[1:]}"
+            for p, values in by_process.items()
+            if any((v or 0) > baseline[p] * (1 + MEMORY_TOLERANCE) for v in values[1:])
+        ]
+        record_reliability(
+            "bad_inputs",
+            f"memory_{kind}",
+            tallies[kind].figures(
+                items,
+                (sum(pss[kind][0].values()), sum(pss[kind][-1].values())),
+                ready,
+                passes=MEMORY_PASSES,
+                memory_measure="PSS total after pass 1 -> after the last pass",
+                request_mb=sorted({round(i.path.stat().st_size / 1e6, 1) for i in items})[-3:],
+                server_max_bytes=SERVER_MAX_BYTES,
+                rss_by_pass_mb=by_process,
+            ),
+        )
+    for tally in tallies.values():
+        tally.check()
+    assert ready
+    assert not grown, "\n".join(grown)
 
 
 def test_a_bad_file_fails_its_own_multi_file_request_naming_itself(

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genreops.audio import SAMPLE_RATE, SUPPORTED_EXTENSIONS, load_audio
+import genreops.audio as audio
+from genreops.audio import (
+    MAX_SAMPLE_RATE,
+    MIN_SAMPLE_RATE,
+    SAMPLE_RATE,
+    SUPPORTED_EXTENSIONS,
+    load_audio,
+)
 from genreops.errors import AudioError
 
 pytestmark = pytest.mark.unit
@@ -292,6 +299,79 @@ def test_damage_never_escapes_as_another_exception(tmp_path: Path, ext: str) -> 
         else:
             assert y.dtype == np.float32
             assert np.isfinite(y).all()
+
+
+def _no_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any sample read, resampling or ffmpeg decode fails the test (ffprobe only reads headers)."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("samples were decoded")
+
+    run = audio._run
+
+    def probe_only(clip: str, cmd: list[str]) -> subprocess.CompletedProcess[bytes]:
+        assert Path(cmd[0]).name == "ffprobe", "ffmpeg decoded the samples"
+        return run(clip, cmd)
+
+    monkeypatch.setattr(sf.SoundFile, "read", refuse)
+    monkeypatch.setattr(audio, "_finish", refuse)
+    monkeypatch.setattr(audio, "_run", probe_only)
+
+
+@pytest.mark.parametrize(
+    ("ext", "rate"),
+    [
+        *((ext, rate) for ext in (".wav", ".flac") for rate in (1, 2_000, 3_999, 400_000)),
+        (".wav", MAX_SAMPLE_RATE + 1),  # libsndfile writes no flac at this rate
+    ],
+)
+def test_sample_rate_outside_the_range_is_refused_before_decoding(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, ext: str, rate: int
+) -> None:
+    # 40 samples at 1 Hz are 40 s of "audio": long enough, and it used to get a genre
+    frames = 40 if rate == 1 else round(6 * rate)
+    path = write(tmp_path / f"odd{ext}", tone(rate, frames / rate, freq=0.2 * rate), rate)
+    _no_decoding(monkeypatch)
+    for source in (path, path.read_bytes()):
+        err = reason_of(source, name="odd-clip")
+        assert err.reason == "bad_sample_rate", err
+        assert str(err).startswith("odd-clip: ") and f"{rate:,} Hz" in str(err)
+
+
+@needs_ffmpeg
+def test_sample_rate_outside_the_range_is_refused_through_ffmpeg(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ALAC in m4a keeps any rate; ffprobe reads it and nothing is decoded."""
+    wav = write(tmp_path / "src.wav", tone(2_000, 8.0, freq=300.0), 2_000)
+    m4a = ffmpeg(wav, tmp_path / "odd.m4a", "-c:a", "alac")
+    _no_decoding(monkeypatch)
+    err = reason_of(m4a)
+    assert err.reason == "bad_sample_rate" and str(m4a) in str(err), err
+    assert "2,000 Hz" in str(err)
+
+
+@pytest.mark.parametrize("rate", [MIN_SAMPLE_RATE, MAX_SAMPLE_RATE])
+def test_sample_rates_at_the_limits_are_accepted(tmp_path: Path, rate: int) -> None:
+    path = write(tmp_path / "edge.wav", tone(rate, 6.0, freq=1000.0), rate)
+    y = load_audio(path)
+    assert len(y) == pytest.approx(6.0 * SAMPLE_RATE, abs=2)
+    assert dominant_freq(y) == pytest.approx(1000.0, abs=2.0)
+
+
+@pytest.mark.parametrize(("frames", "hidden"), [(2_000, "too_long"), (2, "too_short")])
+def test_the_rate_is_checked_before_the_length_it_implies(
+    tmp_path: Path, frames: int, hidden: str
+) -> None:
+    """At 1 Hz 2,000 frames claim 2,000 s (over max_seconds) and 2 frames 2 s (under
+    min_seconds); both lengths follow from the rate, so the rate is the reason."""
+    path = write(tmp_path / f"{hidden}.wav", tone(1, frames, freq=0.2), 1)
+    assert reason_of(path, max_seconds=900.0).reason == "bad_sample_rate"
+    # the header check of a wav whose data chunk overruns the file sees the rate first too
+    data = bytearray(path.read_bytes())
+    data_at = data.index(b"data")
+    data[data_at + 4 : data_at + 8] = (10_000_000).to_bytes(4, "little")
+    assert reason_of(bytes(data)).reason == "bad_sample_rate"
 
 
 def test_silence_is_silent(tmp_path: Path) -> None:

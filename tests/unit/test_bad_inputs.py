@@ -303,3 +303,30 @@ def test_two_hour_clips_are_refused_before_decoding(
             assert info.value.reason == "too_long"
     assert not spy.decoded, (spy.calls, spy.commands)
     assert not spy.calls["features"]
+
+
+def test_out_of_range_sample_rates_are_refused_before_decoding(
+    spy: Spy, corpus: tuple[list[BadItem], list[GoodItem]]
+) -> None:
+    """Whole files at 1 Hz, 2 kHz, 400 kHz (issue 14: a 40-sample wav at 1 Hz got a genre):
+    refused from the header, as bad_sample_rate, through both entries; nothing decoded."""
+    bad, _ = corpus
+    odd = [i for i in bad if i.kind == "out_of_range_rate"]
+    if not RELIABILITY_FULL:  # fast mode has three: this test wants every recipe
+        folder = odd[0].path.parent.parent / "rates"
+        odd = generate_bad_corpus(folder, size="full", kinds=["out_of_range_rate"])
+    assert len(odd) >= 7
+    assert any(i.detail.startswith("wav of 40 samples at 1 Hz") for i in odd)
+    for item in odd:
+        errors = []
+        with pytest.raises(AudioError) as info:
+            load_audio(item.path, name=item.clip_id)
+        errors.append(info.value)
+        with pytest.raises(AudioError) as info:
+            featurize(item.path.read_bytes(), OPTIONS, item.clip_id)
+        errors.append(info.value)
+        for error in errors:
+            assert error.reason == "bad_sample_rate", (item, error)
+            assert str(error).startswith(f"{printable(item.clip_id)}: ")
+    assert not spy.decoded, (spy.calls, spy.commands)
+    assert not spy.calls["features"]

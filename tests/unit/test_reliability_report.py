@@ -53,6 +53,13 @@ def full_run(folder: Path) -> None:
     write(folder, "bad_inputs", "ensemble", **door(205, 203, crashes=1))
     write(
         folder,
+        "bad_inputs",
+        "memory_oversized",
+        **door(3, 3),
+        rss_by_pass_mb={"tritonserver#1": [200.0, 201.0, 202.0], "preprocessor#1": [500, 550, 600]},
+    )
+    write(
+        folder,
         "faults",
         "database_restart",
         fault="stopped PostgreSQL for 5 s under traffic",
@@ -128,7 +135,7 @@ def test_full_run_headline_and_sections(report: ModuleType, tmp_path: Path) -> N
         in headline
     )
     assert "1 crashes, 1 with the wrong reason" in headline
-    assert "**total** (2 doors) | 415 tried, 413 rejected correctly, 1 crashes" in headline
+    assert "**total** (3 doors) | 418 tried, 416 rejected correctly, 1 crashes" in headline
     # per fault and total
     assert "injected 1, survived, 0 rows lost" in headline
     assert "injected 2, **NOT survived**, 3 rows lost" in headline
@@ -144,11 +151,15 @@ def test_full_run_headline_and_sections(report: ModuleType, tmp_path: Path) -> N
     # detail tables, modes, machine, date and how to rerun
     assert "| ensemble | 205 | 203 | 1 | 1 | 10 of 10 | 400.0 → 401.5 | yes | full |" in text
     assert "| zero_length |" in text
+    # memory over repeated passes: every process, pass 1 as the baseline
+    assert "| memory_oversized | tritonserver#1 | 200.0 | 201.0 | 202.0 | +1.0 % |" in text
+    assert "| memory_oversized | preprocessor#1 | 500.0 | 550.0 | 600.0 | +20.0 % |" in text
+    assert "rss_by_pass_mb" not in text
     assert "server unready for 40 s" in text
     assert "| sql_parameterized | passed | full |" in text
     assert "  - src/x.py:1 literal" in text
     assert "| dependency_audit | skipped | fast |" in text
-    assert "1 of 8 records are from the **fast** subset" in text
+    assert "1 of 9 records are from the **fast** subset" in text
     assert "- Machine: " in text and "cores" in text
     assert "make reliability" in text.split("## How these figures were measured")[1]
     assert "not run" not in text.lower()

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from genreops.triton_server import MALLOC_KEEP_FREED, TritonInstall, triton_environment
+from genreops.allocator import (
+    KEEP_FREED,
+    M_MMAP_THRESHOLD,
+    SERVER_MALLOC_ENV,
+    keep_freed_memory,
+)
+from genreops.triton_server import TritonInstall, triton_environment
 
 pytestmark = pytest.mark.unit
 
@@ -19,11 +25,14 @@ INSTALL = TritonInstall(
 )
 
 
-def test_stubs_get_one_thread_pools_and_keep_freed_memory() -> None:
+def test_stubs_get_one_thread_pools_and_the_server_returns_large_buffers() -> None:
     env = triton_environment(INSTALL, base={"PATH": "/usr/bin"})
     assert env["OMP_NUM_THREADS"] == env["OPENBLAS_NUM_THREADS"] == "1"
-    for name, value in MALLOC_KEEP_FREED.items():
+    for name, value in SERVER_MALLOC_ENV.items():
         assert env[name] == value
+    # the server's own heap must not keep request-sized buffers (issue 14)
+    assert int(env["MALLOC_MMAP_THRESHOLD_"]) <= 1024 * 1024
+    assert "MALLOC_TRIM_THRESHOLD_" not in env
     assert str(INSTALL.libs) in env["LD_LIBRARY_PATH"].split(":")
     assert env["PATH"].endswith("/usr/bin")
 
@@ -34,3 +43,11 @@ def test_the_users_own_settings_win() -> None:
     assert env["OMP_NUM_THREADS"] == "4"
     assert env["MALLOC_TRIM_THRESHOLD_"] == "0"
     assert env["LD_LIBRARY_PATH"].split(":")[-1] == "/mine"
+
+
+def test_a_stub_keeps_freed_memory_through_mallopt() -> None:
+    """The preprocessor's stubs call this in initialize; glibc accepts both values."""
+    assert keep_freed_memory()
+    # large enough for every block of a 30 s clip's features, small enough that a payload
+    # over it (an oversized request's copy) is its own mapping and goes back when freed
+    assert 16 * 1024 * 1024 <= KEEP_FREED[M_MMAP_THRESHOLD] <= 64 * 1024 * 1024

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
+from genreops.allocator import keep_freed_memory
 from genreops.errors import AudioError, decode_name
 from genreops.serving import PreprocessOptions, featurize, parameters
 
@@ -23,6 +24,9 @@ def _clip_ids(request, n):
 
 class TritonPythonModel:
     def initialize(self, args):
+        # Spectrograms reuse the heap instead of faulting in fresh pages per request; only in
+        # this stub: tritonserver returns large buffers (see genreops.allocator).
+        keep_freed_memory()
         config = json.loads(args["model_config"])
         self.options = PreprocessOptions.from_parameters(parameters(config))
         self.bad_family = pb_utils.MetricFamily(
