@@ -202,7 +202,8 @@ def summary_lines(result: DemoResult, urls: dict[str, str]) -> list[str]:
             f"{label:<11} {answered}/{batch['total']} answered, accuracy "
             f"{_fmt(batch['accuracy'])}, G-mean {_fmt(batch['gmean'])}; drift gate "
             f"{'opened' if batch['gate_openings'] else 'stayed closed'}, "
-            f"{fallback:.0%} answered by the fallback"
+            f"{fallback:.0%} answered by the fallback, "
+            f"{batch.get('ood_answers', 0)} flagged out of distribution"
         )
     lines.append(
         "Time: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in result.seconds.items())

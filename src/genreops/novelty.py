@@ -29,9 +29,10 @@ false-alarm rate that holds by construction:
    benchmark measures. Per-feature channels see a shift in a few columns (a quieter or
    band-limited recording) within a few requests; the joint channel sees clips whose values
    are each ordinary but whose combination is new (a genre the model never saw).
-4. **Gate with hysteresis.** The gate opens on an alarm. While open, channels are held at
-   the alarm level, and the gate closes once clean traffic has brought every channel that
-   alarmed back down to ``close_fraction`` of it.
+4. **Gate with hysteresis.** The gate opens on an alarm. Channels are held at the alarm
+   level; a channel that alarmed is done once clean traffic has brought it back down to
+   ``close_fraction`` of it (its evidence cancelled), and the gate closes when every channel
+   that alarmed is done (one that alarms again rejoins).
 
 Costs: a request is a distance computation and a rank per feature against the reference
 (~1,000 x 91 floats): a few hundred microseconds, measured by ``bench/drift_costs.py``.
@@ -211,7 +212,7 @@ class ConformalCusum:
         self.threshold = math.log(self.settings.expected_run * channels)
         self.close_level = self.settings.close_fraction * self.threshold
         self.statistics = np.zeros(channels)
-        self.alarmed = np.zeros(channels, dtype=bool)  # channels that alarmed since opening
+        self.alarmed = np.zeros(channels, dtype=bool)  # alarmed, not yet back to close_level
         self.is_open = False
         self.alarms = 0
 
@@ -240,9 +241,9 @@ class ConformalCusum:
                     self.alarms += 1
                 self.is_open = True
                 self.alarmed |= hit
-            elif self.is_open and (s[self.alarmed] <= self.close_level).all():
-                self.is_open = False
-                self.alarmed[:] = False
+            elif self.is_open:
+                self.alarmed &= s > self.close_level  # a channel's evidence is cancelled
+                self.is_open = bool(self.alarmed.any())
             statistic[i], gate[i] = s.max() / self.threshold, self.is_open
         return statistic, gate
 

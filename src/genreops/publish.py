@@ -29,6 +29,7 @@ import joblib
 
 from genreops.errors import GenreopsError, SchemaError
 from genreops.features import FEATURE_NAMES, SCHEMA_HASH, SCHEMA_VERSION, serving_columns
+from genreops.novelty import NoveltySettings
 from genreops.settings import Settings
 from genreops.storage import write_bytes
 
@@ -61,11 +62,11 @@ class ServingOptions:
     min_seconds: float = 5.0
     max_seconds: float = 900.0
     max_file_bytes: int = 200 * 1024 * 1024
-    drift_expected_run: float = 1e6
-    drift_ood_alpha: float = 0.01
-    drift_neighbours: int = 5
-    drift_kappa: float = 0.5
-    drift_close_fraction: float = 0.0
+    drift_expected_run: float = NoveltySettings.expected_run
+    drift_ood_alpha: float = NoveltySettings.ood_alpha
+    drift_neighbours: int = NoveltySettings.neighbours
+    drift_kappa: float = NoveltySettings.kappa
+    drift_close_fraction: float = NoveltySettings.close_fraction
     drift_window: int = 50
     drift_min_samples: int = 20
     drift_test_every: int = 25

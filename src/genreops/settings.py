@@ -19,6 +19,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from genreops.novelty import NoveltySettings
 from genreops.storage import S3Config
 
 
@@ -85,29 +86,31 @@ class Settings(BaseSettings):
         description="Canary: share of normal traffic the challenger answers.",
     )
     drift_expected_run: float = Field(
-        default=1e6,
+        default=NoveltySettings.expected_run,
         gt=1,
         description="Drift gate: clean requests expected between false alarms (at least); "
         "the alarm level is its logarithm.",
     )
     drift_ood_alpha: float = Field(
-        default=0.01,
+        default=NoveltySettings.ood_alpha,
         gt=0,
         lt=1,
         description="A request is out of distribution when fewer than this share of training "
         "clips are as far from the rest (its conformal p-value).",
     )
     drift_neighbours: int = Field(
-        default=5, ge=1, description="Nearest training clips a request's distance averages."
+        default=NoveltySettings.neighbours,
+        ge=1,
+        description="Nearest training clips a request's distance averages.",
     )
     drift_kappa: float = Field(
-        default=0.5,
+        default=NoveltySettings.kappa,
         gt=0,
         lt=1,
         description="Drift detector's calibrator exponent: lower weighs rare, strong evidence.",
     )
     drift_close_fraction: float = Field(
-        default=0.0,
+        default=NoveltySettings.close_fraction,
         ge=0,
         lt=1,
         description="The gate closes when the detector falls to this share of its alarm level.",

@@ -137,7 +137,6 @@ def test_a_shift_opens_the_gate_at_once_and_clean_traffic_closes_it(served: Serv
     first = next(i for i, a in enumerate(drifted) if a.drift)
     assert all(a.drift for a in drifted[first:]), "the gate closed while the shift went on"
     assert {a.model for a in gated} == {challenger}
-    assert sum(bool(a.ood) for a in drifted) >= 0.5 * len(drifted)
 
     closing: list[Answer] = []
     for _ in range(10):  # clean traffic brings the detector's evidence back down
