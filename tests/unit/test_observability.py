@@ -77,7 +77,7 @@ def test_dashboard_is_a_grafana_11_dashboard_with_the_promised_panels() -> None:
     titles = " | ".join(p["title"].lower() for p in panels)
     for promised in (
         "drift gate",
-        "drifted feature share",
+        "drift detector and drifted features",
         "drift tests",
         "predictions per genre",
         "predictions per model",
