@@ -272,8 +272,8 @@ def _one_config(
         )
     out += [
         "",
-        f"Median over the shifts with AUC >= 0.9 of the median delay: "
-        f"**{np.median(medians):.0f} requests**."
+        "Median over the shifts with AUC >= 0.9 of the median delay: "
+        f"**{_median([int(m) for m in medians], args.max_delay)} requests**."
         if medians
         else "",
         "",
