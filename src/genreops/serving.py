@@ -285,9 +285,6 @@ class PredictorRuntime:
             repository_version=version,
         )
 
-    def gate_open(self) -> bool:
-        return self.novelty is not None and self.novelty.gate_open
-
     def route(self, features: np.ndarray) -> Decision:
         """Judge each row of full preprocessor vectors in order (this moves the gate), then
         pick who answers it."""
