@@ -9,10 +9,13 @@ false-alarm rate that holds by construction:
 1. **Conformal p-values per request.** A clip gets one p-value per feature and tail (its rank
    among the reference's values: ``p = (1 + #{reference values at least as low}) / (n + 1)``,
    and the same for high), plus a joint one: its mean Euclidean distance to its
-   ``neighbours`` nearest reference rows (features centred and scaled by the reference's
-   median and interquartile range; non-finite values count as very far), ranked among the
-   reference rows' own leave-one-out distances. For clips like the training data each
-   p-value is uniform whatever the features' distribution.
+   ``neighbours`` nearest reference rows, ranked among the reference rows' own
+   leave-one-out distances. Distances are measured on rank-normal scores (each feature
+   through the reference's ranks onto a normal scale, so that no heavy-tailed column rules
+   them), extended past the reference's range in robust units (median/IQR; non-finite values
+   count as very far), so that how far out a value lies still counts; the leave-one-out rows
+   are transformed without themselves. For clips like the training data each p-value is
+   uniform whatever the features' distribution.
 2. **Per-request OOD flag.** The joint p-value ``<= ood_alpha`` flags a clip as out of
    distribution at once (false flags on about ``ood_alpha`` of clean clips). Its ``score`` is
    the distance in units of that threshold (> 1: flagged).
@@ -47,6 +50,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from scipy import special, stats
 
 from genreops.errors import GenreopsError
 
@@ -122,7 +126,13 @@ class NoveltyScorer:
         self.scale = np.where(scale > 0, scale, np.where(spread > 0, spread, 1.0))
         self.neighbours = neighbours
         self.reference = self._standardise(values)
-        self._squared_norms = (self.reference * self.reference).sum(axis=1)
+        self.sorted = np.sort(self.reference, axis=0)
+        # every column in one sorted array: z is clipped to +-FAR, so columns 4 FAR apart
+        # never interleave, and one searchsorted ranks a whole row
+        self._offsets = 4.0 * FAR * np.arange(self.reference.shape[1])
+        self._flat = (self.sorted + self._offsets).T.ravel()
+        self.points = self._gaussian(self.reference)  # where distances are measured
+        self._squared_norms = (self.points * self.points).sum(axis=1)
         self.calibration = np.sort(self._leave_one_out())
         self.ood_alpha = ood_alpha
         self.ood_distance = self._ood_distance(ood_alpha)
@@ -151,21 +161,63 @@ class NoveltyScorer:
         z = (values - self.center) / self.scale
         return np.nan_to_num(np.clip(z, -FAR, FAR), nan=FAR)
 
-    def knn_distances(self, z: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
-        """Mean distance to the nearest reference rows; ``skip[i]``: a row to leave out."""
+    def counts(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per value: reference values below it, and at most it, column by column."""
+        shifted = z + self._offsets
+        start = len(self.sorted) * np.arange(z.shape[1])
+        below = np.searchsorted(self._flat, shifted, side="left") - start
+        at_most = np.searchsorted(self._flat, shifted, side="right") - start
+        return below, at_most
+
+    def _gaussian(
+        self, z: np.ndarray, counts: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """Each feature through the reference's ranks onto a normal scale, so that no column's
+        long tail rules the distance; past the reference's range, robust units are added to
+        the extreme normal score, so that how far out a value is still counts."""
+        n = len(self.sorted)
+        below, at_most = counts if counts is not None else self.counts(z)
+        g = special.ndtri((0.5 * (below + at_most) + 0.5) / (n + 1.0))
+        edge = float(special.ndtri(1.0 - 0.5 / (n + 1.0)))
+        high, low = z - self.sorted[-1], self.sorted[0] - z
+        g = np.where(high > 0, edge + high, g)
+        return np.where(low > 0, -edge - low, g)
+
+    def _leave_one_out_points(self) -> np.ndarray:
+        """Each reference row as the transform would place it if it were not in the reference:
+        its rank among the others, and past their range when it is a column's extreme."""
+        z, srt, n = self.reference, self.sorted, len(self.reference)
+        ranks = stats.rankdata(z, axis=0) - 1.0  # average ranks of ties, from 0
+        g = special.ndtri((ranks + 0.5) / n)  # among the n - 1 others
+        edge = float(special.ndtri(1.0 - 0.5 / n))
+        high, low = z - srt[-2], srt[1] - z  # past the others' extremes
+        g = np.where(high > 0, edge + high, g)
+        return np.where(low > 0, -edge - low, g)
+
+    def _knn(self, points: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
+        """Mean distance to the nearest reference points; ``skip[i]``: a row to leave out."""
         squared = (
-            (z * z).sum(axis=1)[:, None] + self._squared_norms[None, :] - 2.0 * z @ self.reference.T
+            (points * points).sum(axis=1)[:, None]
+            + self._squared_norms[None, :]
+            - 2.0 * points @ self.points.T
         )  # |a - b|^2 expanded; float64 keeps the cancellation harmless at these scales
         if skip is not None:
-            squared[np.arange(len(z)), skip] = np.inf
+            squared[np.arange(len(points)), skip] = np.inf
         k = self.neighbours
         nearest = np.partition(squared, k - 1, axis=1)[:, :k]
         return np.sqrt(np.maximum(nearest, 0.0)).mean(axis=1)
 
+    def knn_distances(
+        self, z: np.ndarray, counts: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """Mean distance of standardised rows to their nearest reference rows."""
+        return self._knn(self._gaussian(z, counts))
+
     def _leave_one_out(self) -> np.ndarray:
-        rows = np.arange(len(self.reference))
+        points = self._leave_one_out_points()
+        rows = np.arange(len(points))
         blocks = [  # bounded memory for large references
-            self.knn_distances(self.reference[start : start + 512], rows[start : start + 512])
+            self._knn(points[start : start + 512], rows[start : start + 512])
             for start in range(0, len(rows), 512)
         ]
         return np.concatenate(blocks)
@@ -187,13 +239,14 @@ class NoveltyScorer:
         at_least = n - np.searchsorted(self.calibration, distances, side="left")
         return (1.0 + at_least) / (n + 1.0)
 
-    def column_p_values(self, z: np.ndarray) -> np.ndarray:
+    def column_p_values(
+        self, z: np.ndarray, counts: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> np.ndarray:
         """``[n, 2 x n_features]`` conformal p-values of standardised rows: each feature's low
         tail, then each feature's high tail."""
-        n = len(self.reference)
-        at_most = (self.reference[None, :, :] <= z[:, None, :]).sum(axis=1)
-        at_least = (self.reference[None, :, :] >= z[:, None, :]).sum(axis=1)
-        return np.hstack([1.0 + at_most, 1.0 + at_least]) / (n + 1.0)
+        n = len(self.sorted)
+        below, at_most = counts if counts is not None else self.counts(z)
+        return np.hstack([1.0 + at_most, 1.0 + n - below]) / (n + 1.0)
 
     def scores(self, distances: np.ndarray) -> np.ndarray:
         """Distance in units of the OOD threshold (> 1: out of distribution)."""
@@ -278,10 +331,11 @@ class NoveltyMonitor:
 
     def assess(self, features: Any) -> Assessment:
         z = self.scorer.standardise(features)
-        distances = self.scorer.knn_distances(z)
+        counts = self.scorer.counts(z)
+        distances = self.scorer.knn_distances(z, counts)
         p = self.scorer.p_values(distances)
         statistic, gate = self.detector.update(
-            np.hstack([self.scorer.column_p_values(z), p[:, None]])
+            np.hstack([self.scorer.column_p_values(z, counts), p[:, None]])
         )
         return Assessment(
             score=self.scorer.scores(distances),
