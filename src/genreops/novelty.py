@@ -178,10 +178,7 @@ class NoveltyScorer:
         n = len(self.sorted)
         below, at_most = counts if counts is not None else self.counts(z)
         g = special.ndtri((0.5 * (below + at_most) + 0.5) / (n + 1.0))
-        edge = float(special.ndtri(1.0 - 0.5 / (n + 1.0)))
-        high, low = z - self.sorted[-1], self.sorted[0] - z
-        g = np.where(high > 0, edge + high, g)
-        return np.where(low > 0, -edge - low, g)
+        return _extended(g, z - self.sorted[-1], self.sorted[0] - z, 0.5 / (n + 1.0))
 
     def _leave_one_out_points(self) -> np.ndarray:
         """Each reference row as the transform would place it if it were not in the reference:
@@ -189,10 +186,7 @@ class NoveltyScorer:
         z, srt, n = self.reference, self.sorted, len(self.reference)
         ranks = stats.rankdata(z, axis=0) - 1.0  # average ranks of ties, from 0
         g = special.ndtri((ranks + 0.5) / n)  # among the n - 1 others
-        edge = float(special.ndtri(1.0 - 0.5 / n))
-        high, low = z - srt[-2], srt[1] - z  # past the others' extremes
-        g = np.where(high > 0, edge + high, g)
-        return np.where(low > 0, -edge - low, g)
+        return _extended(g, z - srt[-2], srt[1] - z, 0.5 / n)  # past the others' extremes
 
     def _knn(self, points: np.ndarray, skip: np.ndarray | None = None) -> np.ndarray:
         """Mean distance to the nearest reference points; ``skip[i]``: a row to leave out."""
@@ -253,6 +247,14 @@ class NoveltyScorer:
         if not math.isfinite(self.ood_distance):
             return np.zeros_like(distances)
         return distances / max(self.ood_distance, 1e-12)
+
+
+def _extended(g: np.ndarray, high: np.ndarray, low: np.ndarray, tail: float) -> np.ndarray:
+    """Normal scores past the reference's range: the extreme score plus the robust units by
+    which a value lies beyond it (``high``/``low`` > 0)."""
+    edge = float(special.ndtri(1.0 - tail))
+    g = np.where(high > 0, edge + high, g)
+    return np.where(low > 0, -edge - low, g)
 
 
 class ConformalCusum:
