@@ -1,7 +1,8 @@
 """Does the drift gate see real shifts fast, and stay shut on clean traffic? (issue 14)
 
 On feature vectors from ``bench/shifts.py`` (rendered here: clean synthetic clips, six kinds
-of shifted audio and clearly foreign clips), for the gate as served (``genreops.novelty``,
+of shifted audio and clearly foreign clips), for the gate as served
+(``genreops.monitoring.novelty``,
 the settings' defaults) and for alternatives, it measures:
 
 - **detection delay**: requests after a shift until the gate opens, over ``--trials`` streams
@@ -12,7 +13,7 @@ the settings' defaults) and for alternatives, it measures:
 - **per-request OOD flag**: share of each shift's clips flagged, share of clean clips flagged;
 - how separable each shift is: ROC AUC of a domain classifier (shifted vs clean, 5-fold CV).
 
-References: the model's training features as ``genreops.tracking`` samples them, at two
+References: the model's training features as ``genreops.training.tracking`` samples them, at two
 sizes (a demo-sized model of 30 clips per genre, a GTZAN-sized one of 100 per genre), over
 all schema columns and over the 57 public-table columns.
 
@@ -40,9 +41,14 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import cross_val_predict
 
 import shifts
-from genreops.features import FEATURE_NAMES
-from genreops.novelty import ConformalCusum, NoveltyMonitor, NoveltyScorer, NoveltySettings
-from genreops.settings import Settings
+from genreops.core.settings import Settings
+from genreops.data.features import FEATURE_NAMES
+from genreops.monitoring.novelty import (
+    ConformalCusum,
+    NoveltyMonitor,
+    NoveltyScorer,
+    NoveltySettings,
+)
 from machine import describe
 
 _SPECTRAL = ("chroma_stft", "rms", "spectral_centroid", "spectral_bandwidth", "rolloff",

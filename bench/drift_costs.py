@@ -33,9 +33,9 @@ import numpy as np
 import pandas as pd
 import scipy
 
-from genreops.drift import NOVELTY_FIELDS, DriftMonitor, DriftSettings, run_drift_test
-from genreops.features import FEATURE_NAMES
-from genreops.novelty import NoveltyMonitor
+from genreops.data.features import FEATURE_NAMES
+from genreops.monitoring.drift import NOVELTY_FIELDS, DriftMonitor, DriftSettings, run_drift_test
+from genreops.monitoring.novelty import NoveltyMonitor
 from machine import describe
 
 COLUMNS = list(FEATURE_NAMES)

@@ -1,4 +1,4 @@
-"""Feature-extraction speed: the per-feature librosa style against ``genreops.features``.
+"""Feature-extraction speed: the per-feature librosa style against ``genreops.data.features``.
 
 Both run on the same clips, in one process, on one thread (BLAS/OpenMP/numba pinned before
 numpy is imported), after one warm-up clip each:
@@ -8,14 +8,14 @@ numpy is imported), after one warm-up clip each:
   spectral_rolloff, zero_crossing_rate, the harmonic and percussive waveforms of
   effects.hpss (computed once per clip), beat_track, mfcc), each recomputing its own STFT;
   mean and np.var over the whole array: 57 values per clip;
-- ours: ``genreops.features.extract_features`` (one STFT; all its values, the 57 included).
+- ours: ``genreops.data.features.extract_features`` (one STFT; all its values, the 57 included).
 
 Agreement is reported per column over the clips: the median relative difference, except for
 columns that sit near zero (the waveform means, and any column whose reference values change
 sign across the clips), which are compared in units of the
 column's spread across the clips: |ours - reference| / std(reference).
 
-Clips are 30 s of music-like audio: ``genreops.synth.render_clip`` over the 10 genres when that
+Clips are 30 s of music-like audio: ``genreops.data.synth.render_clip`` over the 10 genres when that
 module is there, else drums + bass + chords + noise made here with numpy. Prints a results block
 and adds it to the "Features" section of ``bench/RESULTS.md`` (``--no-record`` to skip).
 
@@ -44,7 +44,7 @@ import numpy as np  # noqa: E402
 import scipy  # noqa: E402
 
 import genreops  # noqa: E402
-from genreops.features import FEATURE_NAMES, SCHEMA_HASH, extract_features  # noqa: E402
+from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH, extract_features  # noqa: E402
 from machine import describe  # noqa: E402
 
 SR = 22050
@@ -53,7 +53,7 @@ SECTION = "## Features"
 SECTION_INTRO = (
     "Per-clip feature extraction, one thread: the per-feature librosa style (each feature by its\n"
     "own librosa call, HPSS via effects.hpss, tempo via beat_track) against\n"
-    "`genreops.features.extract_features` (one STFT per clip). Goal: >= 25x the baseline's\n"
+    "`genreops.data.features.extract_features` (one STFT per clip). Goal: >= 25x the baseline's\n"
     "throughput and <= 60 ms per 30 s clip. Written by `bench/features.py`; newest last.\n"
 )
 GOAL_RATIO = 25.0
@@ -67,13 +67,13 @@ GTZAN_COUNT = 57  # chroma .. perceptr (16), tempo, mfcc1..20 mean/var (40)
 def make_clips(count: int, seconds: float, seed: int) -> tuple[list[np.ndarray], str]:
     """Music-like clips and where they came from."""
     try:
-        from genreops.genres import GENRES
-        from genreops.synth import render_clip
+        from genreops.data.genres import GENRES
+        from genreops.data.synth import render_clip
     except ImportError:
         rng = np.random.default_rng(seed)
         return [_numpy_clip(rng, seconds) for _ in range(count)], "numpy drums+bass+chords+noise"
     clips = [render_clip(GENRES[i % len(GENRES)], seed + i, seconds) for i in range(count)]
-    return clips, f"genreops.synth.render_clip over {min(count, len(GENRES))} genres"
+    return clips, f"genreops.data.synth.render_clip over {min(count, len(GENRES))} genres"
 
 
 def _numpy_clip(rng: np.random.Generator, seconds: float) -> np.ndarray:

@@ -10,7 +10,7 @@ the shared machine hits both alike:
 - drift tests on: the shipped defaults (the record's window 50, min 20, a test every 25);
 - drift tests off: the same with ``drift_test_every=10**9``, so no recorded test ever runs.
   There is no switch for the gate itself: the predictor still judges every request
-  (``genreops.novelty``: its OOD score and the detector, microseconds, measured alone by
+  (``genreops.monitoring.novelty``: its OOD score and the detector, microseconds, measured alone by
   ``bench/drift.py``) and feeds the drift worker, so "off" isolates the cost of the tests.
 
 After each reload (and once the new drift worker is ready and the old one gone): a warm-up,
@@ -63,14 +63,14 @@ from typing import Any
 
 import numpy as np
 
-from genreops.drift import read_state
-from genreops.extraction import ExtractOptions, extract_in_process
-from genreops.features import SCHEMA_HASH
-from genreops.publish import MODELS, ServingOptions, publish_registered
-from genreops.settings import get_settings
-from genreops.synth import render_corpus
-from genreops.tracking import TrackingTarget
-from genreops.triton_server import TritonPorts, start_triton, stop_triton
+from genreops.core.settings import get_settings
+from genreops.data.extraction import ExtractOptions, extract_in_process
+from genreops.data.features import SCHEMA_HASH
+from genreops.data.synth import render_corpus
+from genreops.monitoring.drift import read_state
+from genreops.serving.publish import MODELS, ServingOptions, publish_registered
+from genreops.serving.triton.server import TritonPorts, start_triton, stop_triton
+from genreops.training.tracking import TrackingTarget
 
 SECONDS = 30.0
 ENSEMBLE = "genre_ensemble"
@@ -267,7 +267,7 @@ def _kind(pid: int, root: int) -> str:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return "other"
-    if "genreops.drift" in cmdline:
+    if "genreops.monitoring.drift" in cmdline:
         return "drift worker"
     if "triton_python_backend_stub" in cmdline:
         for model in MODELS:

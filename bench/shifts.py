@@ -2,7 +2,7 @@
 
 Everything is rendered here (nothing can be downloaded): the synthetic corpus for the training
 reference and the clean stream, then shifted audio of several kinds, each as the platform's
-feature vectors (the preprocessor's 30 s window, ``genreops.features.extract_features``):
+feature vectors (the preprocessor's 30 s window, ``genreops.data.features.extract_features``):
 
 - ``recording``: the synthetic ``drift=True`` corpus (phone-like band limit, noise, hum, reverb);
 - ``held_out``: a genre the model never saw (the reference then leaves it out);
@@ -37,9 +37,9 @@ import soundfile as sf
 from scipy import signal
 from tqdm import tqdm
 
-from genreops.features import FEATURE_NAMES, SAMPLE_RATE, extract_features
-from genreops.genres import GENRES
-from genreops.synth import clip_seed, render_clip
+from genreops.data.features import FEATURE_NAMES, SAMPLE_RATE, extract_features
+from genreops.data.genres import GENRES
+from genreops.data.synth import clip_seed, render_clip
 
 CACHE = Path(__file__).parent / "out" / "shifts"
 SECONDS = 30.0

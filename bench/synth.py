@@ -1,6 +1,6 @@
 """Is the synthetic corpus a fair stand-in for GTZAN? Separability, drift visibility, render speed.
 
-Renders ``--per-genre`` clips per genre with ``genreops.synth.render_corpus`` (timed), extracts
+Renders ``--per-genre`` clips per genre with ``genreops.data.synth.render_corpus`` (timed), extracts
 the platform's features from the written wav files, and reports:
 
 - 5-fold stratified CV accuracy of good off-the-shelf classifiers (target: ~0.85-0.97, i.e.
@@ -38,10 +38,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from genreops.audio import load_audio
-from genreops.features import FEATURE_NAMES, extract_features
-from genreops.genres import GENRES
-from genreops.synth import GENERATOR_VERSION, clip_seed, render_clip, render_corpus
+from genreops.data.audio import load_audio
+from genreops.data.features import FEATURE_NAMES, extract_features
+from genreops.data.genres import GENRES
+from genreops.data.synth import GENERATOR_VERSION, clip_seed, render_clip, render_corpus
 
 
 def _features_of(path: str) -> np.ndarray:

@@ -79,7 +79,7 @@ def proxy_frame(rows: int = 1000, features: int = 57, seed: int = 0) -> pd.DataF
 
 def _write_table(folder: Path, frame: pd.DataFrame, seed: int, test: float | None) -> Path:
     """The table, and with ``test`` a split.csv holding out that share (val: 15%)."""
-    from genreops.datasets import stratified_split
+    from genreops.data.datasets import stratified_split
 
     path = folder / "features.parquet"
     frame.to_parquet(path, index=False)
@@ -105,9 +105,9 @@ def _champion(results: dict[str, Any]) -> str:
 
 def _train_all(table: Any, trials: int, seed: int, cv_folds: int, target: Any = None) -> tuple:
     """Every family in flow order; with ``target``, logged to MLflow like the flow does."""
-    from genreops import tracking
-    from genreops.search_space import load_search_spaces
-    from genreops.training import tune
+    from genreops.training import tracking
+    from genreops.training.search_space import load_search_spaces
+    from genreops.training.tuning import tune
 
     spaces = load_search_spaces()
     results: dict[str, Any] = {}
@@ -134,8 +134,8 @@ def _train_all(table: Any, trials: int, seed: int, cv_folds: int, target: Any = 
 def speed(rows: int, features: int, trials: int, seed: int, cv_folds: int) -> str:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
-    from genreops import tracking
-    from genreops.feature_table import load_feature_table
+    from genreops.data.feature_table import load_feature_table
+    from genreops.training import tracking
 
     with tempfile.TemporaryDirectory() as tmp:
         path = _write_table(Path(tmp), proxy_frame(rows, features, seed), seed, test=None)
@@ -183,7 +183,7 @@ def speed(rows: int, features: int, trials: int, seed: int, cv_folds: int) -> st
 
 
 def quality(seeds: Sequence[int], trials: int, cv_folds: Sequence[int]) -> str:
-    from genreops.feature_table import load_feature_table
+    from genreops.data.feature_table import load_feature_table
 
     rows: list[str] = [
         "| objective | seed | " + " | ".join(FAMILIES) + " | champion | champion acc / G-mean |",
@@ -251,8 +251,8 @@ def _cli(args: Sequence[str], env: dict[str, str], cwd: Path) -> tuple[float, st
 
 
 def corpus(per_genre: int, trials: int, seed: int, keep: Path | None) -> str:
-    from genreops.registry import list_versions
-    from genreops.tracking import TrackingTarget
+    from genreops.training.registry import list_versions
+    from genreops.training.tracking import TrackingTarget
 
     work = keep or Path(tempfile.mkdtemp(prefix="genreops-bench-"))
     work.mkdir(parents=True, exist_ok=True)

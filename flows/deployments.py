@@ -27,7 +27,7 @@ from flows.pipeline import pipeline
 from flows.registry import register_best
 from flows.serving import batch_predict, publish
 from flows.train import train_model
-from genreops.settings import Settings, get_settings
+from genreops.core.settings import Settings, get_settings
 
 TAG = "genreops"
 # Triggered runs start at the runner's next poll; Prefect's default is 10 s.

@@ -7,8 +7,8 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from genreops.drift_views import publish_for
-from genreops.settings import get_settings
+from genreops.core.settings import get_settings
+from genreops.monitoring.views import publish_for
 
 
 @flow(name="drift-report")

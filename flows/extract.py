@@ -12,10 +12,10 @@ from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
 from flows import progress
-from genreops import extraction
-from genreops.extraction import Chunk, ChunkResult, ExtractionSummary, ExtractOptions
-from genreops.settings import get_settings
-from genreops.storage import S3Config
+from genreops.core.settings import get_settings
+from genreops.data import extraction
+from genreops.data.extraction import Chunk, ChunkResult, ExtractionSummary, ExtractOptions
+from genreops.data.storage import S3Config
 
 
 def dask_runner(address: str | None = None, workers: int = 2) -> TaskRunner[Any]:

@@ -17,8 +17,8 @@ from flows.extract import dask_runner, extract_features
 from flows.registry import register_best
 from flows.serving import batch_predict, publish
 from flows.train import train_model
-from genreops.settings import get_settings
-from genreops.storage import join_url, write_bytes
+from genreops.core.settings import get_settings
+from genreops.data.storage import join_url, write_bytes
 
 SUMMARY_NAME = "pipeline.json"  # written next to the feature table
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from genreops import registry, tracking
-from genreops.settings import get_settings
+from genreops.core.settings import get_settings
+from genreops.training import registry, tracking
 
 
 @flow(name="register-best")

@@ -1,4 +1,5 @@
-"""Prefect flows ``publish`` and ``batch-predict``: thin wrappers over genreops.publish/client."""
+"""Prefect flows ``publish`` and ``batch-predict``: thin wrappers over
+genreops.serving's publish and client."""
 
 from __future__ import annotations
 
@@ -9,17 +10,17 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from genreops import client
-from genreops.publish import (
+from genreops.core.settings import get_settings
+from genreops.data.storage import join_url, write_bytes
+from genreops.serving import client
+from genreops.serving.publish import (
     ServingOptions,
     publish_registered,
     read_history,
     record_event,
 )
-from genreops.settings import get_settings
-from genreops.storage import join_url, write_bytes
-from genreops.tracking import TrackingTarget
-from genreops.triton_server import running_server_url
+from genreops.serving.triton.server import running_server_url
+from genreops.training.tracking import TrackingTarget
 
 
 @flow(name="publish")

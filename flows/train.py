@@ -16,12 +16,12 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
 from flows import progress
-from genreops import tracking
-from genreops.errors import GenreopsError, TrainingError
-from genreops.feature_table import FeatureTable, load_feature_table
-from genreops.search_space import FAMILIES, SOFT_VOTE, load_search_spaces
-from genreops.settings import get_settings
-from genreops.training import TrialReport, tune
+from genreops.core.errors import GenreopsError, TrainingError
+from genreops.core.settings import get_settings
+from genreops.data.feature_table import FeatureTable, load_feature_table
+from genreops.training import tracking
+from genreops.training.search_space import FAMILIES, SOFT_VOTE, load_search_spaces
+from genreops.training.tuning import TrialReport, tune
 
 
 @dataclass(frozen=True)

@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genreops.settings import get_settings
-from genreops.stack import SERVICES, read_record
-from genreops.triton_server import TritonPorts, start_triton, stop_triton
+from genreops.core.settings import get_settings
+from genreops.platform.stack import SERVICES, read_record
+from genreops.serving.triton.server import TritonPorts, start_triton, stop_triton
 
 
 def synthetic_feature_frame(
@@ -32,7 +32,7 @@ def synthetic_feature_frame(
     separation: float = 2.0,
 ) -> pd.DataFrame:
     """A feature table in the documented shape whose genres are learnable (shifted means)."""
-    from genreops.features import FEATURE_NAMES
+    from genreops.data.features import FEATURE_NAMES
 
     columns = list(names or FEATURE_NAMES)
     rng = np.random.default_rng(seed)
@@ -364,7 +364,7 @@ def running_ensemble(
     """The ensemble of ``repository`` on a real tritonserver (free ports, every model loaded)
     whose Python stubs keep their state under ``home``: drift state and the monitoring store
     (SQLite there unless ``database_url``). Stopped on exit."""
-    from genreops.publish import MODELS
+    from genreops.serving.publish import MODELS
 
     ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
     with pytest.MonkeyPatch.context() as patch:  # the stubs read settings at start

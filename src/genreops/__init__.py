@@ -1,6 +1,6 @@
 """genreops: music-genre classification from raw audio to a monitored inference service."""
 
-from genreops.errors import AudioError, GenreopsError, SchemaError, StorageError
+from genreops.core.errors import AudioError, GenreopsError, SchemaError, StorageError
 
 __version__ = "0.1.0"
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from genreops.features import FEATURE_NAMES, SCHEMA_HASH
+from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH
 from helpers import gtzan_public_frame
 
 pytestmark = pytest.mark.e2e

@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 from flows.deployments import deployment_names
 
-from genreops.monitoring import MonitoringStore
-from genreops.search_space import FAMILIES
-from genreops.stack import record_alive
+from genreops.monitoring.store import MonitoringStore
+from genreops.platform.stack import record_alive
+from genreops.training.search_space import FAMILIES
 from helpers import Cli, api, recorded
 
 pytestmark = pytest.mark.e2e

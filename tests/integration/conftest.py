@@ -11,13 +11,13 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from genreops import s3server
-from genreops.settings import get_settings
-from genreops.storage import S3Config
+from genreops.core.settings import get_settings
+from genreops.data.storage import S3Config
+from genreops.platform import s3server
 from helpers import free_port
 
 if TYPE_CHECKING:
-    from genreops.publish import PublishResult, ServingOptions
+    from genreops.serving.publish import PublishResult, ServingOptions
 
 
 @dataclass
@@ -72,7 +72,7 @@ SERVING_SECONDS = 10.0  # clip length of the serving corpora (and the serving wi
 
 def serving_options() -> ServingOptions:
     """Small drift windows, so a few dozen drifted clips open the gate."""
-    from genreops.publish import ServingOptions
+    from genreops.serving.publish import ServingOptions
 
     return ServingOptions(
         window_seconds=SERVING_SECONDS,
@@ -107,11 +107,11 @@ def published_ensemble(
     from flows.registry import register_best
     from flows.train import train_model
 
-    from genreops.extraction import ExtractOptions, extract_in_process
-    from genreops.publish import publish_registered
-    from genreops.settings import get_settings
-    from genreops.synth import render_corpus
-    from genreops.tracking import TrackingTarget
+    from genreops.core.settings import get_settings
+    from genreops.data.extraction import ExtractOptions, extract_in_process
+    from genreops.data.synth import render_corpus
+    from genreops.serving.publish import publish_registered
+    from genreops.training.tracking import TrackingTarget
 
     home = tmp_path_factory.mktemp("published")
     with pytest.MonkeyPatch.context() as patch:

@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 import yaml
 
-from genreops.settings import Settings
+from genreops.core.settings import Settings
 
 pytestmark = pytest.mark.integration
 
@@ -430,7 +430,7 @@ def test_compose_uses_the_native_settings_names() -> None:
     sources = [COMPOSE_FILE, DOCKERFILE, *env_files()]
     used = {name: path.name for path in sources for name in GENREOPS_NAME.findall(path.read_text())}
     unknown = {name: where for name, where in used.items() if name not in known}
-    assert not unknown, f"not Settings fields (src/genreops/settings.py): {unknown}"
+    assert not unknown, f"not Settings fields (src/genreops/core/settings.py): {unknown}"
     assert "GENREOPS_DASK_ADDRESS" in used and "GENREOPS_S3_ENDPOINT_URL" in used
 
 
@@ -609,7 +609,7 @@ def test_s3_init_command_creates_the_buckets(
     s3_server: Any, services: dict[str, dict[str, Any]], tmp_path: Path
 ) -> None:
     """The one-shot s3-init command, run for real against the embedded S3 server."""
-    from genreops.storage import s3_client
+    from genreops.data.storage import s3_client
 
     service = services["s3-init"]
     command = service["command"]

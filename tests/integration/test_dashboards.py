@@ -26,9 +26,10 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from genreops.client import Answer, EnsembleClient, predict
-from genreops.monitoring import MonitoringStore
-from genreops.observability import (
+from genreops.core.settings import get_settings
+from genreops.data.synth import render_corpus
+from genreops.monitoring.store import MonitoringStore
+from genreops.platform.observability import (
     ALERT_RULES,
     DASHBOARD,
     POSTGRES_DATASOURCES,
@@ -44,10 +45,9 @@ from genreops.observability import (
     stop,
     substitute_variables,
 )
-from genreops.publish import MODELS, record_event
-from genreops.settings import get_settings
-from genreops.synth import render_corpus
-from genreops.triton_server import TritonPorts, start_triton, stop_triton, unload_model
+from genreops.serving.client import Answer, EnsembleClient, predict
+from genreops.serving.publish import MODELS, record_event
+from genreops.serving.triton.server import TritonPorts, start_triton, stop_triton, unload_model
 from helpers import free_port, postgres_url, wait_until
 
 if TYPE_CHECKING:

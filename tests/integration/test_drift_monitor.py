@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genreops.drift import (
+from genreops.data.features import FEATURE_NAMES
+from genreops.monitoring.drift import (
     LOG_FILE,
     NOVELTY_FIELDS,
     TESTS_FILE,
@@ -22,8 +23,7 @@ from genreops.drift import (
     DriftMonitor,
     DriftSettings,
 )
-from genreops.features import FEATURE_NAMES
-from genreops.novelty import NoveltyMonitor, NoveltySettings
+from genreops.monitoring.novelty import NoveltyMonitor, NoveltySettings
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genreops.drift import TESTS_FILE, WINDOWS_DIR
-from genreops.drift_views import PROJECT_NAME, publish_drift_views
+from genreops.monitoring.drift import TESTS_FILE, WINDOWS_DIR
+from genreops.monitoring.views import PROJECT_NAME, publish_drift_views
 
 pytestmark = pytest.mark.integration
 

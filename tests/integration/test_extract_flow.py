@@ -14,12 +14,12 @@ import pytest
 from flows.extract import dask_runner, extract_features
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from genreops import extraction
-from genreops.errors import ExtractionError
-from genreops.features import FEATURE_NAMES, SCHEMA_HASH
-from genreops.settings import get_settings
-from genreops.storage import ensure_bucket, read_bytes, upload_dir
-from genreops.synth import render_corpus
+from genreops.core.errors import ExtractionError
+from genreops.core.settings import get_settings
+from genreops.data import extraction
+from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH
+from genreops.data.storage import ensure_bucket, read_bytes, upload_dir
+from genreops.data.synth import render_corpus
 from helpers import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]

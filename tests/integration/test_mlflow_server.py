@@ -11,10 +11,10 @@ import pytest
 from flows.registry import register_best
 from flows.train import train_model
 
-from genreops.features import FEATURE_NAMES
-from genreops.mlflow_server import server_url, start_mlflow_server, stop_mlflow_server
-from genreops.settings import get_settings
-from genreops.storage import ensure_bucket, list_objects, write_bytes
+from genreops.core.settings import get_settings
+from genreops.data.features import FEATURE_NAMES
+from genreops.data.storage import ensure_bucket, list_objects, write_bytes
+from genreops.platform.mlflow_server import server_url, start_mlflow_server, stop_mlflow_server
 from helpers import free_port, synthetic_feature_frame
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]

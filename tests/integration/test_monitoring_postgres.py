@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from genreops.monitoring import (
+from genreops.monitoring.store import (
     DRIFT_TESTS,
     MODEL_EVENTS,
     PREDICTIONS,

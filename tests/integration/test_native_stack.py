@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from flows.deployments import deployment_names
 
-from genreops.processes import port_in_use
-from genreops.settings import Settings
-from genreops.stack import SERVICES, record_alive
+from genreops.core.processes import port_in_use
+from genreops.core.settings import Settings
+from genreops.platform.stack import SERVICES, record_alive
 from helpers import Cli, api, recorded
 
 pytestmark = pytest.mark.integration

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from flows.pipeline import pipeline
 
-from genreops.synth import render_corpus
+from genreops.data.synth import render_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 

@@ -14,18 +14,18 @@ import pytest
 from flows.registry import register_best
 from flows.train import train_model
 
-from genreops.audio import load_audio
-from genreops.client import EnsembleClient, predict, summarize
-from genreops.features import FEATURE_NAMES, extract_features
-from genreops.publish import (
+from genreops.core.settings import get_settings
+from genreops.data.audio import load_audio
+from genreops.data.features import FEATURE_NAMES, extract_features
+from genreops.serving.client import EnsembleClient, predict, summarize
+from genreops.serving.publish import (
     PublishError,
     PublishResult,
     ServingOptions,
     load_registered_pair,
     publish_registered,
 )
-from genreops.settings import get_settings
-from genreops.tracking import TrackingTarget
+from genreops.training.tracking import TrackingTarget
 from helpers import running_ensemble
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]

@@ -29,15 +29,15 @@ import pytest
 import soundfile as sf
 from flows.extract import dask_runner, extract_features
 from prefect.task_runners import ThreadPoolTaskRunner
+from tests.badinputs import HOSTILE_CLIP_IDS, BadItem, GoodItem, generate_bad_corpus, good_items
 
-from genreops.badinputs import HOSTILE_CLIP_IDS, BadItem, GoodItem, generate_bad_corpus, good_items
-from genreops.client import Answer, EnsembleClient, predict
-from genreops.datasets import clip_id_for
-from genreops.errors import AudioError, decode_name, printable
-from genreops.monitoring import MonitoringStore, MonitoringWriter
-from genreops.publish import MODELS
-from genreops.settings import get_settings
-from genreops.triton_server import TritonPorts, is_ready, model_ready
+from genreops.core.errors import AudioError, decode_name, printable
+from genreops.core.settings import get_settings
+from genreops.data.datasets import clip_id_for
+from genreops.monitoring.store import MonitoringStore, MonitoringWriter
+from genreops.serving.client import Answer, EnsembleClient, predict
+from genreops.serving.publish import MODELS
+from genreops.serving.triton.server import TritonPorts, is_ready, model_ready
 from helpers import (
     RELIABILITY_FULL,
     postgres_url,
@@ -113,7 +113,7 @@ class Served:
                 line = " ".join(proc.cmdline())
                 model = re.search(r"/(preprocessor|predictor|postprocessor|fallback)/", line)
                 label = model.group(1) if model else proc.name()
-                if "genreops.drift" in line:
+                if "genreops.monitoring.drift" in line:
                     label = "drift_worker"
                 n = sum(1 for k in found if k.split("#")[0] == label)
                 info = proc.memory_full_info()
@@ -557,7 +557,7 @@ def test_memory_stays_flat_over_passes_of_oversized_and_hostile_requests(
     pass 5. What stays is a high-water mark, reached in pass 1: each preprocessor instance's
     shared-memory region (Triton's Python backend grows it to hold the largest input it was
     handed, and never shrinks it), and the stubs' heaps (they keep freed memory,
-    genreops.allocator). The oversized files go one at a time, largest first. Sent
+    genreops.serving.triton.allocator). The oversized files go one at a time, largest first. Sent
     concurrently, an instance can be handed several at once and its region grows to hold
     them all: bounded by max_batch x the size limit, but not reached on a schedule.
     """

@@ -10,7 +10,7 @@ asserting, so a failing run still reports what happened:
   its chunks; the flow retries, and a second run reuses every finished chunk.
 * triton_stub_killed: SIGKILL of a Python-backend stub process of the running ensemble;
   every request is answered or fails with a reason, the watchdog started with the server
-  (genreops.triton_watchdog) reloads the model, and the server answers again.
+  (genreops.serving.triton.watchdog) reloads the model, and the server answers again.
 * mlflow_stop_during_register: the MLflow tracking server stopped between two alias writes of
   register-best; a clear error, and the aliases are never half-set.
 * dask_worker_killed: a worker process of the local Dask cluster killed mid-extraction; the
@@ -42,18 +42,18 @@ import pandas as pd
 import psutil
 import pytest
 
-from genreops.client import Answer, EnsembleClient, predict
-from genreops.monitoring import spool_status
-from genreops.settings import get_settings
-from genreops.storage import read_bytes
-from genreops.triton_server import (
+from genreops.core.settings import get_settings
+from genreops.data.storage import read_bytes
+from genreops.monitoring.store import spool_status
+from genreops.serving.client import Answer, EnsembleClient, predict
+from genreops.serving.triton.server import (
     STUB_NAME,
     TritonPorts,
     is_ready,
     model_ready,
     watchdog_log_path,
 )
-from genreops.triton_watchdog import RESTART_DONE
+from genreops.serving.triton.watchdog import RESTART_DONE
 from helpers import RELIABILITY_FULL, free_port, record_reliability, running_ensemble, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
@@ -458,7 +458,7 @@ CHUNK_SIZE = 2
 
 def _corpus(root: Path, per_genre: int, seed: int) -> int:
     """A labeled synthetic corpus (10 genres); returns the number of clips."""
-    from genreops.synth import render_corpus
+    from genreops.data.synth import render_corpus
 
     render_corpus(root, per_genre=per_genre, seconds=CLIP_SECONDS, seed=seed, workers=2)
     (root / "manifest.json").unlink(missing_ok=True)  # only <genre>/<clip> files
@@ -504,8 +504,8 @@ def test_s3_stop_during_extraction_is_retried_and_resumed_without_redoing_chunks
     table and reuses every chunk written before the stop, untouched."""
     from prefect.task_runners import ThreadPoolTaskRunner
 
-    from genreops import extraction
-    from genreops.storage import ensure_bucket, s3_client, upload_dir
+    from genreops.data import extraction
+    from genreops.data.storage import ensure_bucket, s3_client, upload_dir
 
     config = s3_server.config
     n_clips = _corpus(tmp_path / "corpus", per_genre=6 if FULL else 2, seed=11)
@@ -718,12 +718,12 @@ class TrackingServer:
 
     @property
     def url(self) -> str:
-        from genreops.mlflow_server import server_url
+        from genreops.platform.mlflow_server import server_url
 
         return server_url(port=self.port)
 
     def start(self) -> None:
-        from genreops.mlflow_server import start_mlflow_server
+        from genreops.platform.mlflow_server import start_mlflow_server
 
         self.process = start_mlflow_server(
             f"sqlite:///{self.base / 'mlflow.db'}",
@@ -734,7 +734,7 @@ class TrackingServer:
         )
 
     def stop(self) -> None:
-        from genreops.mlflow_server import stop_mlflow_server
+        from genreops.platform.mlflow_server import stop_mlflow_server
 
         if self.process is not None:
             stop_mlflow_server(self.process)
@@ -760,7 +760,7 @@ def _register_best_with_fault(
     import mlflow
     from flows.registry import register_best
 
-    from genreops.errors import RegistryError
+    from genreops.core.errors import RegistryError
 
     writes: list[str] = []
     restarts: list[threading.Thread] = []

@@ -19,10 +19,12 @@ import pytest
 from flows.registry import register_best
 from flows.train import train_model
 
-from genreops.client import Answer, EnsembleClient, predict, summarize
-from genreops.extraction import ExtractOptions, extract_in_process
-from genreops.monitoring import MonitoringStore
-from genreops.publish import (
+from genreops.core.settings import get_settings
+from genreops.data.extraction import ExtractOptions, extract_in_process
+from genreops.data.synth import render_corpus
+from genreops.monitoring.store import MonitoringStore
+from genreops.serving.client import Answer, EnsembleClient, predict, summarize
+from genreops.serving.publish import (
     MODELS,
     PublishResult,
     ServingOptions,
@@ -30,10 +32,8 @@ from genreops.publish import (
     reload_server,
     rollback,
 )
-from genreops.settings import get_settings
-from genreops.synth import render_corpus
-from genreops.tracking import TrackingTarget
-from genreops.triton_server import TritonPorts, start_triton, stop_triton
+from genreops.serving.triton.server import TritonPorts, start_triton, stop_triton
+from genreops.training.tracking import TrackingTarget
 from helpers import TcpProxy, free_port, postgres_url, running_ensemble, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -177,7 +177,7 @@ def test_foreign_clips_are_flagged_in_the_predict_output(served: Served, tmp_pat
     """One strange clip is flagged at once (the OOD column), before any window could drift."""
     from typer.testing import CliRunner
 
-    from genreops.cli import app
+    from genreops.app.cli import app
 
     foreign = _foreign_clips(tmp_path / "foreign")
     output = tmp_path / "results.csv"

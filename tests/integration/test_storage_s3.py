@@ -9,11 +9,10 @@ from typing import Any
 
 import pytest
 
-from genreops import s3server
-from genreops.datasets import discover_labeled
-from genreops.errors import GenreopsError, StorageError, TrainingError
-from genreops.feature_table import load_feature_table
-from genreops.storage import (
+from genreops.core.errors import GenreopsError, StorageError, TrainingError
+from genreops.data.datasets import discover_labeled
+from genreops.data.feature_table import load_feature_table
+from genreops.data.storage import (
     S3Config,
     download_to,
     ensure_bucket,
@@ -24,6 +23,7 @@ from genreops.storage import (
     upload_dir,
     write_bytes,
 )
+from genreops.platform import s3server
 from helpers import free_port, gtzan_public_frame
 
 pytestmark = pytest.mark.integration

@@ -9,10 +9,10 @@ from pathlib import Path
 import optuna
 import pytest
 
-from genreops.errors import TrainingError
-from genreops.feature_table import load_feature_table
-from genreops.search_space import load_search_spaces
-from genreops.training import tune
+from genreops.core.errors import TrainingError
+from genreops.data.feature_table import load_feature_table
+from genreops.training.search_space import load_search_spaces
+from genreops.training.tuning import tune
 from helpers import DATABASE, SERVER, postgres_or_skip, synthetic_feature_frame
 
 pytestmark = pytest.mark.integration

@@ -12,13 +12,13 @@ import pytest
 from flows.registry import register_best
 from flows.train import TrainingSummary, train_model
 
-from genreops.datasets import stratified_split
-from genreops.errors import SchemaError, TrainingError
-from genreops.features import FEATURE_NAMES, SCHEMA_HASH
-from genreops.search_space import FAMILIES, load_search_spaces
-from genreops.settings import get_settings
-from genreops.tracking import experiment_name, load_classifier
-from genreops.training import SoftVoteClassifier
+from genreops.core.errors import SchemaError, TrainingError
+from genreops.core.settings import get_settings
+from genreops.data.datasets import stratified_split
+from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH
+from genreops.training.search_space import FAMILIES, load_search_spaces
+from genreops.training.tracking import experiment_name, load_classifier
+from genreops.training.tuning import SoftVoteClassifier
 from helpers import gtzan_public_frame, synthetic_feature_frame
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]

@@ -20,8 +20,8 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from genreops.processes import port_in_use
-from genreops.triton_server import (
+from genreops.core.processes import port_in_use
+from genreops.serving.triton.server import (
     STAMP_NAME,
     STUB_NAME,
     TritonError,

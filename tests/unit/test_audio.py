@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-import genreops.audio as audio
-from genreops.audio import (
+import genreops.data.audio as audio
+from genreops.core.errors import AudioError
+from genreops.data.audio import (
     MAX_SAMPLE_RATE,
     MIN_SAMPLE_RATE,
     SAMPLE_RATE,
     SUPPORTED_EXTENSIONS,
     load_audio,
 )
-from genreops.errors import AudioError
 
 pytestmark = pytest.mark.unit
 

@@ -17,11 +17,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-
-import genreops.audio as audio
-import genreops.serving as serving
-from genreops.audio import load_audio
-from genreops.badinputs import (
+from tests.badinputs import (
     HOSTILE_CLIP_IDS,
     KINDS,
     BadItem,
@@ -29,8 +25,12 @@ from genreops.badinputs import (
     generate_bad_corpus,
     good_items,
 )
-from genreops.errors import AudioError, printable
-from genreops.serving import PreprocessOptions, featurize
+
+import genreops.data.audio as audio
+import genreops.serving.runtime as serving
+from genreops.core.errors import AudioError, printable
+from genreops.data.audio import load_audio
+from genreops.serving.runtime import PreprocessOptions, featurize
 from helpers import RELIABILITY_FULL, record_reliability
 
 pytestmark = [pytest.mark.unit, pytest.mark.reliability]

@@ -8,12 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genreops.client import Answer, expected_genre, list_inputs, render, summarize
-from genreops.errors import AudioError, SchemaError
-from genreops.features import FEATURE_NAMES
-from genreops.monitoring import MonitoringStore, MonitoringWriter
-from genreops.novelty import NoveltyMonitor, NoveltySettings
-from genreops.serving import (
+from genreops.core.errors import AudioError, SchemaError
+from genreops.data.features import FEATURE_NAMES
+from genreops.data.synth import render_clip
+from genreops.monitoring.novelty import NoveltyMonitor, NoveltySettings
+from genreops.monitoring.store import MonitoringStore, MonitoringWriter
+from genreops.serving.client import Answer, expected_genre, list_inputs, render, summarize
+from genreops.serving.runtime import (
     PredictorRuntime,
     PreprocessOptions,
     PublishedModel,
@@ -21,7 +22,6 @@ from genreops.serving import (
     featurize,
     genre_names,
 )
-from genreops.synth import render_clip
 
 pytestmark = pytest.mark.unit
 
@@ -91,9 +91,9 @@ def test_router_sends_everything_to_the_challenger_while_the_gate_is_open() -> N
 
 
 def test_the_predictor_records_every_answer(tmp_path: Path, feature_frame) -> None:  # type: ignore[no-untyped-def]
-    from genreops.feature_table import load_feature_table
-    from genreops.search_space import load_search_spaces
-    from genreops.training import tune
+    from genreops.data.feature_table import load_feature_table
+    from genreops.training.search_space import load_search_spaces
+    from genreops.training.tuning import tune
 
     feature_frame(per_genre=6).to_parquet(tmp_path / "t.parquet", index=False)
     classifier = tune(

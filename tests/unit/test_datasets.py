@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from genreops.datasets import LabeledClip, discover_labeled, listing_hash, stratified_split
-from genreops.errors import StorageError
+from genreops.core.errors import StorageError
+from genreops.data.datasets import LabeledClip, discover_labeled, listing_hash, stratified_split
 
 pytestmark = pytest.mark.unit
 
@@ -36,7 +36,7 @@ def corpus(tmp_path: Path) -> Path:
 
 
 def test_discover_gtzan_layout(corpus: Path, caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="genreops.datasets"):
+    with caplog.at_level(logging.INFO, logger="genreops.data.datasets"):
         clips = discover_labeled(str(corpus))
     assert [c.clip_id for c in clips] == [
         "Rock/rock.00000.MP3",

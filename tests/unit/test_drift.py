@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genreops.drift import (
+from genreops.monitoring.drift import (
     LOG_FILE,
     NO_FINITE,
     NOVELTY_FIELDS,
@@ -301,7 +301,7 @@ def test_corrupt_stream_is_an_error(reference: pd.DataFrame, tmp_path: Path) -> 
 
 
 def test_reference_columns(tmp_path: Path) -> None:
-    from genreops.features import FEATURE_NAMES
+    from genreops.data.features import FEATURE_NAMES
 
     table = gaussian(5, 0).assign(genre="rock", clip_id="a.wav")
     table.index = [10, 11, 12, 13, 14]  # stored as __index_level_0__: not a feature

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from genreops import extraction
-from genreops.datasets import discover_labeled
-from genreops.errors import ExtractionError
-from genreops.extraction import ExtractOptions
-from genreops.features import FEATURE_NAMES
+from genreops.core.errors import ExtractionError
+from genreops.data import extraction
+from genreops.data.datasets import discover_labeled
+from genreops.data.extraction import ExtractOptions
+from genreops.data.features import FEATURE_NAMES
 
 pytestmark = pytest.mark.unit
 

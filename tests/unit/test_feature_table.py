@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from genreops.errors import SchemaError, TrainingError
-from genreops.feature_table import CUSTOM_SCHEMA_VERSION, load_feature_table
-from genreops.features import SCHEMA_HASH, SCHEMA_VERSION
+from genreops.core.errors import SchemaError, TrainingError
+from genreops.data.feature_table import CUSTOM_SCHEMA_VERSION, load_feature_table
+from genreops.data.features import SCHEMA_HASH, SCHEMA_VERSION
 from helpers import GTZAN_FEATURE_NAMES, gtzan_public_frame
 
 pytestmark = pytest.mark.unit

@@ -30,9 +30,9 @@ import numpy as np
 import pytest
 import scipy.ndimage
 
-from genreops import features
-from genreops.errors import SchemaError
-from genreops.features import (
+from genreops.core.errors import SchemaError
+from genreops.data import features
+from genreops.data.features import (
     FEATURE_NAMES,
     N_FFT,
     SCHEMA_HASH,
@@ -41,7 +41,7 @@ from genreops.features import (
     require_schema,
     schema_hash,
 )
-from genreops.synth import render_clip
+from genreops.data.synth import render_clip
 
 pytestmark = pytest.mark.unit
 

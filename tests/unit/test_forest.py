@@ -7,7 +7,7 @@ import pytest
 from sklearn.datasets import make_classification
 from sklearn.ensemble import RandomForestClassifier
 
-from genreops.forest import FlatForest
+from genreops.training.forest import FlatForest
 
 pytestmark = pytest.mark.unit
 

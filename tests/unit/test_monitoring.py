@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from genreops.errors import GenreopsError
-from genreops.monitoring import (
+from genreops.core.errors import GenreopsError
+from genreops.monitoring.store import (
     DRIFT_TESTS,
     MODEL_EVENTS,
     PREDICTIONS,

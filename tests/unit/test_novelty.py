@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from genreops.novelty import (
+from genreops.monitoring.novelty import (
     ConformalCusum,
     NoveltyError,
     NoveltyMonitor,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from genreops.observability import (
+from genreops.platform.observability import (
     ALERT_RULES,
     DASHBOARD,
     NATIVE_TARGETS,

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genreops.errors import SchemaError
-from genreops.feature_table import load_feature_table
-from genreops.features import FEATURE_NAMES, SCHEMA_HASH
-from genreops.publish import (
+from genreops.core.errors import SchemaError
+from genreops.data.feature_table import load_feature_table
+from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH
+from genreops.serving.publish import (
     MODELS,
     ModelRef,
     PublishError,
@@ -22,9 +22,9 @@ from genreops.publish import (
     read_history,
     rollback,
 )
-from genreops.search_space import load_search_spaces
-from genreops.serving import load_labels, load_published_model
-from genreops.training import GenreClassifier, tune
+from genreops.serving.runtime import load_labels, load_published_model
+from genreops.training.search_space import load_search_spaces
+from genreops.training.tuning import GenreClassifier, tune
 from helpers import synthetic_feature_frame
 
 pytestmark = pytest.mark.unit
@@ -188,8 +188,8 @@ def test_the_drift_gate_settings_reach_the_predictor_from_the_environment(
     from google.protobuf import json_format, text_format
     from tritonclient.grpc import model_config_pb2
 
-    from genreops.serving import novelty_settings, parameters
-    from genreops.settings import Settings
+    from genreops.core.settings import Settings
+    from genreops.serving.runtime import novelty_settings, parameters
 
     monkeypatch.setenv("GENREOPS_DRIFT_EXPECTED_RUN", "5000")
     monkeypatch.setenv("GENREOPS_DRIFT_KAPPA", "0.45")

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-from genreops.errors import RegistryError
-from genreops.features import SCHEMA_VERSION
-from genreops.registry import Candidate, _set_aliases, choose, matches_table
+from genreops.core.errors import RegistryError
+from genreops.data.features import SCHEMA_VERSION
+from genreops.training.registry import Candidate, _set_aliases, choose, matches_table
 
 pytestmark = pytest.mark.unit
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import optuna
 import pytest
 
-from genreops.errors import TrainingError
-from genreops.search_space import FAMILIES, load_search_spaces
+from genreops.core.errors import TrainingError
+from genreops.training.search_space import FAMILIES, load_search_spaces
 
 pytestmark = pytest.mark.unit
 
@@ -94,6 +94,6 @@ def test_the_new_families_accept_class_weights_and_the_soft_vote_names_its_membe
 
 
 def test_cli_family_choices_match_the_families() -> None:
-    from genreops.cli import FAMILY_CHOICES
+    from genreops.app.cli import FAMILY_CHOICES
 
     assert (*FAMILIES, "all") == FAMILY_CHOICES

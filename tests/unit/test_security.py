@@ -301,14 +301,14 @@ def bind_addresses(argv: list[str]) -> list[str]:
 
 # Modules that start processes, and where this check covers them.
 COVERED_STARTERS = {
-    "src/genreops/processes.py": "the start_process helper itself",
-    "src/genreops/stack.py": "every stack service, through its starters",
-    "src/genreops/s3server.py": "start_s3_server",
-    "src/genreops/mlflow_server.py": "start_mlflow_server",
-    "src/genreops/triton_server.py": "start_triton (and `genreops serve`); its watchdog "
-    "(genreops.triton_watchdog) only calls the server's HTTP port, it opens no socket",
-    "src/genreops/observability.py": "start_prometheus, start_node_exporter",
-    "src/genreops/drift.py": "the drift worker: a child on pipes, it opens no socket",
+    "src/genreops/core/processes.py": "the start_process helper itself",
+    "src/genreops/platform/stack.py": "every stack service, through its starters",
+    "src/genreops/platform/s3server.py": "start_s3_server",
+    "src/genreops/platform/mlflow_server.py": "start_mlflow_server",
+    "src/genreops/serving/triton/server.py": "start_triton (and `genreops serve`); its watchdog "
+    "(genreops.serving.triton.watchdog) only calls the server's HTTP port, it opens no socket",
+    "src/genreops/platform/observability.py": "start_prometheus, start_node_exporter",
+    "src/genreops/monitoring/drift.py": "the drift worker: a child on pipes, it opens no socket",
     "flows/runtime.py": "Prefect's temporary server (SubprocessASGIServer)",
     "flows/deployments.py": "prefect.serve: the runner's webserver is off by default",
 }
@@ -343,7 +343,9 @@ class Launches:
 @pytest.fixture
 def launches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Launches:
     """The real command-building code with process starts and tool look-ups replaced."""
-    from genreops import mlflow_server, observability, s3server, stack, triton_server
+    from genreops.serving.triton import server as triton_server
+
+    from genreops.platform import mlflow_server, observability, s3server, stack
 
     recorder = Launches()
     for module in (stack, s3server, mlflow_server, triton_server, observability):
@@ -372,12 +374,14 @@ def launches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Launches:
 def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
     """Every server the platform starts listens on 127.0.0.1 unless 0.0.0.0 is asked for."""
     from flows.extract import dask_runner
+    from genreops.serving.triton import server as triton_server
     from prefect.server.api import server as prefect_server
     from prefect.settings import Settings as PrefectSettings
 
-    from genreops import cli, mlflow_server, observability, s3server, stack, triton_server
-    from genreops.errors import GenreopsError
-    from genreops.settings import Settings
+    from genreops.app import cli
+    from genreops.core.errors import GenreopsError
+    from genreops.core.settings import Settings
+    from genreops.platform import mlflow_server, observability, s3server, stack
 
     seen: dict[str, list[str]] = {}  # what -> hosts it binds
     no_dotenv: dict[str, Any] = {"_env_file": None}  # default settings: not a local .env
@@ -537,7 +541,7 @@ SAFE_FORMATTERS = {"int", "float", "round", "len", "bool"}  # numbers cannot car
 # Functions whose string-built SQL is accepted, and why (each must still exist).
 SQL_ALLOWED: dict[tuple[str, str], str] = {
     (
-        "src/genreops/monitoring.py",
+        "src/genreops/monitoring/store.py",
         "_add_column_ddl",
     ): "ALTER TABLE ... ADD COLUMN for our own Table metadata: table and column names quoted by "
     "the dialect's identifier preparer, the type compiled by SQLAlchemy; no request value "
@@ -763,9 +767,9 @@ def _under(child: Path, parent: Path) -> bool:
 
 def test_s3_keys_stay_in_prefix(tmp_path: Path) -> None:
     """A clip id or file name cannot climb out of the prefix it is joined to."""
-    from genreops.errors import StorageError
-    from genreops.extraction import chunk_url
-    from genreops.storage import _local_path, join_url, upload_dir, write_bytes
+    from genreops.core.errors import StorageError
+    from genreops.data.extraction import chunk_url
+    from genreops.data.storage import _local_path, join_url, upload_dir, write_bytes
 
     outcomes: dict[str, str] = {}
     escapes: list[str] = []
@@ -891,12 +895,12 @@ PICKLE_PATTERNS = (re.compile(r"^mlflow(\.\w+)*\.load_model$"),)
 # Where unpickling is allowed, and why the source is trusted.
 PICKLE_ALLOWED: dict[tuple[str, str], str] = {
     (
-        "src/genreops/serving.py",
+        "src/genreops/serving/runtime.py",
         "load_published_model",
-    ): "reads <version folder>/model.joblib, written by genreops.publish; its callers pass "
+    ): "reads <version folder>/model.joblib, written by genreops.serving.publish; its callers pass "
     "only Triton's own model_repository/model_version folder",
     (
-        "src/genreops/tracking.py",
+        "src/genreops/training/tracking.py",
         "load_classifier",
     ): "mlflow.pyfunc.load_model of a models:/ URI from our MLflow registry",
 }
@@ -1011,9 +1015,9 @@ def test_pickles_only_from_trusted_places(tmp_path: Path) -> None:
     """Unpickling happens only in allow-listed loaders fed from the repository or registry."""
     import joblib
 
-    from genreops.errors import SchemaError
-    from genreops.publish import META_FILE, MODEL_FILE
-    from genreops.serving import load_published_model
+    from genreops.core.errors import SchemaError
+    from genreops.serving.publish import META_FILE, MODEL_FILE
+    from genreops.serving.runtime import load_published_model
 
     probe = pickle_sites(
         "probe.py",

@@ -1,5 +1,5 @@
 """Which models the preprocessor's features can serve: any subset of the schema's columns, never
-a retired schema whose names now mean other quantities (genreops.features.serving_columns)."""
+a retired schema whose names now mean other quantities (genreops.data.features.serving_columns)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genreops.errors import SchemaError
-from genreops.feature_table import load_feature_table
-from genreops.features import (
+from genreops.core.errors import SchemaError
+from genreops.data.feature_table import load_feature_table
+from genreops.data.features import (
     FEATURE_NAMES,
     RETIRED_SCHEMAS,
     SCHEMA_VERSION,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from genreops.settings import Settings
+from genreops.core.settings import Settings
 
 pytestmark = pytest.mark.unit
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from genreops import stack
-from genreops.settings import Settings
-from genreops.stack import (
+from genreops.core.settings import Settings
+from genreops.platform import stack
+from genreops.platform.stack import (
     OWNER,
     SERVE_OWNER,
     SERVICES,
@@ -351,7 +351,7 @@ def test_a_deployment_can_also_run_on_a_schedule(tmp_path: Path) -> None:
 def test_without_prometheus_it_is_skipped_with_how_to_get_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from genreops import observability
+    from genreops.platform import observability
 
     def absent() -> str:  # an uninstalled package cannot be produced on this machine
         raise observability.ObservabilityError(

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from genreops.errors import StorageError
-from genreops.storage import (
+from genreops.core.errors import StorageError
+from genreops.data.storage import (
     download_to,
     ensure_bucket,
     exists,

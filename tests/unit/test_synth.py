@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from genreops.genres import GENRES
-from genreops.synth import (
+from genreops.data.genres import GENRES
+from genreops.data.synth import (
     GENERATOR_VERSION,
     MANIFEST_NAME,
     SAMPLE_RATE,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from genreops.errors import GenreopsError
-from genreops.registry import list_versions
-from genreops.tracking import TrackingTarget
+from genreops.core.errors import GenreopsError
+from genreops.training.registry import list_versions
+from genreops.training.tracking import TrackingTarget
 from helpers import free_port
 
 pytestmark = pytest.mark.unit

@@ -12,11 +12,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from genreops.errors import SchemaError, TrainingError
-from genreops.feature_table import FeatureTable, load_feature_table
-from genreops.features import FEATURE_NAMES
-from genreops.search_space import SearchSpace, load_search_spaces
-from genreops.training import (
+from genreops.core.errors import SchemaError, TrainingError
+from genreops.data.feature_table import FeatureTable, load_feature_table
+from genreops.data.features import FEATURE_NAMES
+from genreops.training.search_space import SearchSpace, load_search_spaces
+from genreops.training.tuning import (
     CalibratedSVC,
     SoftVoteClassifier,
     TrialReport,
@@ -200,9 +200,9 @@ def test_a_soft_vote_of_tuned_members_tunes_weights_and_serves_like_any_model(
     np.testing.assert_allclose(proba, mixed / sum(weights), atol=1e-9)
 
     # served as a pickled GenreClassifier: one thread for every member
-    from genreops.features import SCHEMA_HASH
-    from genreops.publish import META_FILE, MODEL_FILE
-    from genreops.serving import load_published_model
+    from genreops.data.features import SCHEMA_HASH
+    from genreops.serving.publish import META_FILE, MODEL_FILE
+    from genreops.serving.runtime import load_published_model
 
     assert classifier.schema_hash == SCHEMA_HASH
     joblib.dump(classifier, tmp_path / MODEL_FILE)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from genreops.allocator import (
+from genreops.serving.triton.allocator import (
     KEEP_FREED,
     M_MMAP_THRESHOLD,
     SERVER_MALLOC_ENV,
     keep_freed_memory,
 )
-from genreops.triton_server import TritonInstall, triton_environment
+from genreops.serving.triton.server import TritonInstall, triton_environment
 
 pytestmark = pytest.mark.unit
 

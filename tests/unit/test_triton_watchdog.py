@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from genreops.triton_watchdog import STUB_NAME, StubWatch, stub_model
+from genreops.serving.triton.watchdog import STUB_NAME, StubWatch, stub_model
 
 pytestmark = pytest.mark.unit
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from genreops.serving import load_published_model
+from genreops.serving.runtime import load_published_model
 
 
 class TritonPythonModel:

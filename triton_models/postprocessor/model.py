@@ -4,7 +4,7 @@ from pathlib import Path
 
 import triton_python_backend_utils as pb_utils
 
-from genreops.serving import genre_names, load_labels
+from genreops.serving.runtime import genre_names, load_labels
 
 
 class TritonPythonModel:

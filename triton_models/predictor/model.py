@@ -1,7 +1,8 @@
 """Triton predictor: the champion answers; the fallback (challenger) answers through BLS while
 the drift gate is open or for the canary share. Each request is judged against the training
-reference first (genreops.novelty: an OOD score and the online drift detector that moves the
-gate); the drift record's Evidently tests run in their own process (genreops.drift).
+reference first
+(genreops.monitoring.novelty: an OOD score and the online drift detector that moves the
+gate); the drift record's Evidently tests run in their own process (genreops.monitoring.drift).
 """
 
 import json
@@ -11,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from genreops.errors import decode_name
-from genreops.serving import PredictorRuntime, parameters
+from genreops.core.errors import decode_name
+from genreops.serving.runtime import PredictorRuntime, parameters
 
 
 def _clip_ids(request, n):

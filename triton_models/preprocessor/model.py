@@ -10,9 +10,9 @@ import time
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from genreops.allocator import keep_freed_memory
-from genreops.errors import AudioError, decode_name
-from genreops.serving import PreprocessOptions, featurize, parameters
+from genreops.core.errors import AudioError, decode_name
+from genreops.serving.runtime import PreprocessOptions, featurize, parameters
+from genreops.serving.triton.allocator import keep_freed_memory
 
 
 def _clip_ids(request, n):
@@ -25,7 +25,7 @@ def _clip_ids(request, n):
 class TritonPythonModel:
     def initialize(self, args):
         # Spectrograms reuse the heap instead of faulting in fresh pages per request; only in
-        # this stub: tritonserver returns large buffers (see genreops.allocator).
+        # this stub: tritonserver returns large buffers (see genreops.serving.triton.allocator).
         keep_freed_memory()
         config = json.loads(args["model_config"])
         self.options = PreprocessOptions.from_parameters(parameters(config))

@@ -1,0 +1,1 @@
+"""What users run: the `genreops` command line and the demo."""

@@ -1,0 +1,1 @@
+"""Foundations every stage shares: errors, the one settings object, process handling."""

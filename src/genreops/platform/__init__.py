@@ -1,0 +1,1 @@
+"""The services around the stages: embedded S3, MLflow, Prometheus, the native stack."""

@@ -1,0 +1,444 @@
+"""Publish the registered champion/challenger into a Triton model repository, as a new version.
+
+The repository is rendered from the template in ``triton_models/``: each model gets a numbered
+version folder (code, pickled model, label order, feature schema, drift reference) and a
+``config.pbtxt`` whose version policy pins that version. Older versions stay on disk, so a
+rollback only re-pins configs and reloads. ``publish.json`` keeps the history.
+
+Refuses to publish when the two models disagree on genres, or when either needs a feature
+column the preprocessor does not compute (each may use its own subset of the schema's columns)
+or was trained on a retired schema.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import string
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import joblib
+
+from genreops.core.errors import GenreopsError, SchemaError
+from genreops.core.settings import Settings
+from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH, SCHEMA_VERSION, serving_columns
+from genreops.data.storage import write_bytes
+from genreops.monitoring.novelty import NoveltySettings
+
+log = logging.getLogger(__name__)
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "triton_models"
+ENSEMBLE = "genre_ensemble"
+# Load order: an ensemble after everything it calls; the predictor after its BLS target.
+MODELS = ("preprocessor", "fallback", "predictor", "postprocessor", ENSEMBLE)
+HISTORY_FILE = "publish.json"
+MODEL_FILE = "model.joblib"
+META_FILE = "model.json"
+CHALLENGER_FILE = "challenger.json"
+REFERENCE_FILE = "reference.parquet"
+LABELS_FILE = "labels.json"
+KEEP_VERSIONS = 10
+
+
+class PublishError(GenreopsError):
+    """The repository cannot be built or changed as asked."""
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """Values rendered into the template's ``config.pbtxt`` files."""
+
+    max_batch: int = 16
+    preprocess_instances: int = 2
+    window_seconds: float = 30.0
+    min_seconds: float = 5.0
+    max_seconds: float = 900.0
+    max_file_bytes: int = 200 * 1024 * 1024
+    drift_expected_run: float = NoveltySettings.expected_run
+    drift_ood_alpha: float = NoveltySettings.ood_alpha
+    drift_neighbours: int = NoveltySettings.neighbours
+    drift_kappa: float = NoveltySettings.kappa
+    drift_close_fraction: float = NoveltySettings.close_fraction
+    drift_window: int = 50
+    drift_min_samples: int = 20
+    drift_test_every: int = 25
+    challenger_share: float = 0.0
+    # Load shedding in the preprocessor's queue (the pipeline's bottleneck): past this many
+    # waiting requests, or this long waiting, a request is refused at once (UNAVAILABLE)
+    # instead of queueing without limit; 0 turns either bound off (Triton's default).
+    # GENREOPS_SERVING_MAX_QUEUE_SIZE / GENREOPS_SERVING_QUEUE_TIMEOUT_SECONDS.
+    max_queue_size: int = 64
+    queue_timeout_seconds: float = 30.0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ServingOptions:
+        return cls(
+            window_seconds=settings.window_seconds,
+            min_seconds=settings.min_seconds,
+            max_seconds=settings.max_seconds,
+            max_file_bytes=settings.max_file_bytes,
+            drift_expected_run=settings.drift_expected_run,
+            drift_ood_alpha=settings.drift_ood_alpha,
+            drift_neighbours=settings.drift_neighbours,
+            drift_kappa=settings.drift_kappa,
+            drift_close_fraction=settings.drift_close_fraction,
+            drift_window=settings.drift_window,
+            drift_min_samples=settings.drift_min_samples,
+            drift_test_every=settings.drift_test_every,
+            challenger_share=settings.challenger_share,
+            max_queue_size=settings.serving_max_queue_size,
+            queue_timeout_seconds=settings.serving_queue_timeout_seconds,
+        )
+
+    def fields(self, genres: list[str], version_policy: str) -> dict[str, str]:
+        values = {k.upper(): str(v) for k, v in asdict(self).items()}
+        values.update(
+            LABELS=",".join(genres),
+            N_GENRES=str(len(genres)),
+            N_FEATURES=str(len(FEATURE_NAMES)),
+            SCHEMA_HASH=SCHEMA_HASH,
+            VERSION_POLICY=version_policy,
+            QUEUE_TIMEOUT_MICROSECONDS=str(round(self.queue_timeout_seconds * 1e6)),
+        )
+        return values
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A registered version as published: where it came from and what it knows."""
+
+    name: str
+    version: str
+    run_id: str
+    family: str
+    schema_hash: str
+    genres: list[str]
+    schema_version: str = ""
+    feature_names: list[str] = field(default_factory=list)  # the model's columns, its order
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.version}"
+
+    @classmethod
+    def of(cls, classifier: Any, *, name: str, version: str, run_id: str) -> ModelRef:
+        """What a ``GenreClassifier`` registered as ``name``/``version`` knows of itself."""
+        return cls(
+            name=name,
+            version=version,
+            run_id=run_id,
+            family=classifier.family,
+            schema_hash=classifier.schema_hash,
+            genres=list(classifier.genres),
+            schema_version=classifier.schema_version,
+            feature_names=list(classifier.feature_names),
+        )
+
+
+@dataclass
+class PublishResult:
+    repository: Path
+    version: int
+    champion: ModelRef
+    challenger: ModelRef
+    created: bool  # False: this pair was already the published version
+    loaded: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _version_policy(version: int) -> str:
+    return f"version_policy: {{ specific: {{ versions: [ {version} ] }} }}"
+
+
+def read_history(repository: Path) -> dict[str, Any]:
+    path = repository / HISTORY_FILE
+    if not path.exists():
+        return {"current": None, "versions": []}
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    write_bytes(str(path), text.encode())  # local writes go through a temp file + rename
+
+
+def _template_digest(template: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(template.rglob("*")):
+        if path.is_file() and "__pycache__" not in path.parts:
+            digest.update(str(path.relative_to(template)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def render_configs(
+    repository: Path, template: Path, version: int, genres: list[str], options: ServingOptions
+) -> None:
+    """Write every model's config.pbtxt pinned to ``version`` (atomic per file)."""
+    values = options.fields(genres, _version_policy(version))
+    for model in MODELS:
+        text = (template / model / "config.pbtxt").read_text()
+        try:
+            rendered = string.Template(text).substitute(values)
+        except (KeyError, ValueError) as error:
+            raise PublishError(
+                f"{template / model / 'config.pbtxt'}: bad placeholder {error}"
+            ) from error
+        (repository / model).mkdir(parents=True, exist_ok=True)
+        _write_atomic(repository / model / "config.pbtxt", rendered)
+
+
+@contextmanager
+def _staged(final: Path) -> Iterator[Path]:
+    """Build a version folder next to its final place and move it in only when complete."""
+    stage = final.with_name(f".staging-{final.name}-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+        if final.exists():
+            shutil.rmtree(final)
+        stage.replace(final)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def check_pair(champion: ModelRef, challenger: ModelRef) -> None:
+    """Each model's columns must be among those the preprocessor computes (each model may use
+    its own subset); both must name the same genres."""
+    for role, ref in (("champion", champion), ("challenger", challenger)):
+        try:
+            serving_columns(
+                ref.feature_names,
+                schema_version=ref.schema_version,
+                source=f"{role} {ref.label} ({ref.family}, run {ref.run_id})",
+            )
+        except SchemaError as error:
+            raise PublishError(str(error)) from error
+    odd = [g for g in champion.genres if any(c in g for c in ',"\\\n')]
+    if odd:
+        raise PublishError(
+            f"genre name {odd[0]!r}: commas, quotes and backslashes cannot be served"
+        )
+    if champion.genres != challenger.genres:
+        raise PublishError(
+            f"champion {champion.label} and challenger {challenger.label} know different "
+            f"genres ({champion.genres} vs {challenger.genres}); register a compatible pair"
+        )
+
+
+def write_version(
+    repository: Path,
+    template: Path,
+    version: int,
+    *,
+    champion: tuple[ModelRef, Any],
+    challenger: tuple[ModelRef, Any],
+    reference: Any,
+) -> None:
+    """Every model's folder for ``version``: code from the template plus the artifacts."""
+    champion_ref, champion_model = champion
+    challenger_ref, challenger_model = challenger
+    for model in MODELS:
+        with _staged(repository / model / str(version)) as folder:
+            code = template / model / "model.py"
+            if code.exists():
+                shutil.copy2(code, folder / "model.py")
+            if model == "predictor":
+                joblib.dump(champion_model, folder / MODEL_FILE)
+                _write_atomic(folder / META_FILE, json.dumps(asdict(champion_ref), indent=2))
+                # who answers through the fallback model, for the MODEL output
+                _write_atomic(
+                    folder / CHALLENGER_FILE, json.dumps(asdict(challenger_ref), indent=2)
+                )
+                reference.to_parquet(folder / REFERENCE_FILE, index=False)
+            elif model == "fallback":
+                joblib.dump(challenger_model, folder / MODEL_FILE)
+                _write_atomic(folder / META_FILE, json.dumps(asdict(challenger_ref), indent=2))
+            elif model == "postprocessor":
+                _write_atomic(folder / LABELS_FILE, json.dumps(champion_ref.genres))
+            elif model == "preprocessor":
+                schema = {"version": SCHEMA_VERSION, "hash": SCHEMA_HASH, "names": FEATURE_NAMES}
+                _write_atomic(folder / "schema.json", json.dumps(schema))
+
+
+def _prune(repository: Path, keep: list[int]) -> None:
+    for model in MODELS:
+        for folder in (repository / model).iterdir():
+            if folder.is_dir() and folder.name.isdigit() and int(folder.name) not in keep:
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def publish_pair(
+    repository: Path,
+    *,
+    champion: tuple[ModelRef, Any],
+    challenger: tuple[ModelRef, Any],
+    reference: Any,
+    options: ServingOptions,
+    template: Path = TEMPLATE_DIR,
+) -> PublishResult:
+    """Add a version for this pair unless it is already the current one; configs pin it."""
+    champion_ref, challenger_ref = champion[0], challenger[0]
+    check_pair(champion_ref, challenger_ref)
+    if list(reference.columns) != list(champion_ref.feature_names):
+        raise PublishError(
+            f"the drift reference of {champion_ref.label} does not have the model's columns "
+            f"({len(reference.columns)} columns, the model uses {len(champion_ref.feature_names)})"
+        )
+    repository.mkdir(parents=True, exist_ok=True)
+    history = read_history(repository)
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [champion_ref.label, challenger_ref.label, _template_digest(template), asdict(options)],
+            sort_keys=True,
+        ).encode()
+    ).hexdigest()[:16]
+    current = next((v for v in history["versions"] if v["version"] == history["current"]), None)
+    if current is not None and current["fingerprint"] == fingerprint:
+        return PublishResult(
+            repository, current["version"], champion_ref, challenger_ref, created=False,
+            history=history["versions"],
+        )  # fmt: skip
+    version = max((v["version"] for v in history["versions"]), default=0) + 1
+    write_version(
+        repository, template, version, champion=champion, challenger=challenger,
+        reference=reference,
+    )  # fmt: skip
+    render_configs(repository, template, version, champion_ref.genres, options)
+    entry = {
+        "version": version,
+        "fingerprint": fingerprint,
+        "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "champion": asdict(champion_ref),
+        "challenger": asdict(challenger_ref),
+        "options": asdict(options),
+    }
+    history["versions"].append(entry)
+    history["current"] = version
+    history["versions"] = history["versions"][-KEEP_VERSIONS:]
+    _write_atomic(repository / HISTORY_FILE, json.dumps(history, indent=2))
+    _prune(repository, [v["version"] for v in history["versions"]])
+    return PublishResult(
+        repository, version, champion_ref, challenger_ref, created=True,
+        history=history["versions"],
+    )  # fmt: skip
+
+
+def rollback(repository: Path, template: Path = TEMPLATE_DIR) -> dict[str, Any]:
+    """Pin the version published before the current one; returns its history entry."""
+    history = read_history(repository)
+    versions = [v["version"] for v in history["versions"]]
+    if history["current"] not in versions or versions.index(history["current"]) == 0:
+        raise PublishError(f"{repository}: no earlier published version to roll back to")
+    previous = history["versions"][versions.index(history["current"]) - 1]
+    options = ServingOptions(**previous["options"])
+    render_configs(
+        repository, template, previous["version"], previous["champion"]["genres"], options
+    )
+    history["current"] = previous["version"]
+    _write_atomic(repository / HISTORY_FILE, json.dumps(history, indent=2))
+    entry: dict[str, Any] = previous
+    return entry
+
+
+def load_registered_pair(
+    target: Any, model_name: str
+) -> tuple[tuple[ModelRef, Any], tuple[ModelRef, Any], Any]:
+    """The champion and challenger from the registry, with the champion's drift reference.
+
+    ``target`` is a ``genreops.training.tracking.TrackingTarget`` (MLflow is imported only here).
+    """
+    import mlflow
+    import pandas as pd
+    from mlflow.exceptions import MlflowException
+
+    from genreops.training.tracking import TAG_FAMILY, load_classifier
+
+    target.activate()
+    client = mlflow.MlflowClient()
+    pair = []
+    for alias in ("champion", "challenger"):
+        try:
+            version = client.get_model_version_by_alias(model_name, alias)
+        except MlflowException as error:
+            raise PublishError(
+                f"{model_name}@{alias} is not set in {target.tracking_uri} "
+                "(run `genreops train` and `genreops register --top 2` first)"
+            ) from error
+        classifier = load_classifier(f"models:/{model_name}/{version.version}")
+        run_id = version.run_id or ""
+        run = client.get_run(run_id)
+        ref = ModelRef.of(classifier, name=model_name, version=str(version.version), run_id=run_id)
+        ref = replace(ref, family=run.data.tags.get(TAG_FAMILY, classifier.family))
+        pair.append((ref, classifier))
+    champion, challenger = pair
+    check_pair(champion[0], challenger[0])
+    local = mlflow.artifacts.download_artifacts(
+        run_id=champion[0].run_id, artifact_path="reference_features.parquet"
+    )
+    return champion, challenger, pd.read_parquet(local)
+
+
+def reload_server(server_url: str) -> None:
+    """Have a running server (explicit model control) load the pinned versions, in order.
+
+    Triton loads the new version next to the old one and switches when it is ready, so
+    requests in flight finish on the old version and none fail during the swap.
+    """
+    from genreops.serving.triton.server import load_model
+
+    for model in MODELS:
+        load_model(server_url, model)
+
+
+def publish_registered(
+    target: Any,
+    repository: Path,
+    *,
+    model_name: str,
+    options: ServingOptions,
+    server_url: str | None = None,
+    template: Path = TEMPLATE_DIR,
+) -> PublishResult:
+    """Registry -> repository (new version if the pair changed) -> running server, if any."""
+    champion, challenger, reference = load_registered_pair(target, model_name)
+    result = publish_pair(
+        repository,
+        champion=champion,
+        challenger=challenger,
+        reference=reference,
+        options=options,
+        template=template,
+    )
+    if server_url:
+        reload_server(server_url)
+        result.loaded = True
+    return result
+
+
+def record_event(database_url: str, spool_dir: Path, event: str, entry: dict[str, Any]) -> None:
+    """A publish/rollback in the monitoring store (spooled if the database is away)."""
+    from genreops.monitoring.store import MonitoringWriter
+
+    with MonitoringWriter(database_url, spool_dir) as writer:
+        writer.submit_model_event(
+            {
+                "event": event,
+                "repository_version": entry["version"],
+                "champion": f"{entry['champion']['name']}/{entry['champion']['version']}",
+                "challenger": f"{entry['challenger']['name']}/{entry['challenger']['version']}",
+                "detail": {
+                    "published_at": entry.get("published_at"),
+                    "options": entry.get("options"),
+                },
+            }
+        )

@@ -1,0 +1,1 @@
+"""The real tritonserver binary run natively: server lifecycle, watchdog, allocator settings."""
