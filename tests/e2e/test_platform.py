@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from flows.deployments import deployment_names
 
+from genreops.core.pidfiles import record_alive
 from genreops.monitoring.store import MonitoringStore
-from genreops.platform.stack import record_alive
 from genreops.training.search_space import FAMILIES
 from helpers import Cli, api, recorded
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 from flows.deployments import deployment_names
 
+from genreops.core.pidfiles import record_alive
 from genreops.core.processes import port_in_use
 from genreops.core.settings import Settings
-from genreops.platform.stack import SERVICES, record_alive
+from genreops.platform.stack import SERVICES
 from helpers import Cli, api, recorded
 
 pytestmark = pytest.mark.integration

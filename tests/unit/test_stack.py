@@ -14,25 +14,27 @@ from pathlib import Path
 
 import pytest
 
+from genreops.core.pidfiles import (
+    SERVE_OWNER,
+    STACK_OWNER,
+    PidRecord,
+    record_alive,
+    write_record,
+)
+from genreops.core.processes import start_ticks
 from genreops.core.settings import Settings
 from genreops.platform import stack
 from genreops.platform.stack import (
-    OWNER,
-    SERVE_OWNER,
     SERVICES,
-    PidRecord,
     Stack,
     StackError,
     busy_ports,
     duplicate_ports,
     read_record,
-    record_alive,
     render_env_file,
     select_services,
     service_ports,
     stack_environment,
-    start_ticks,
-    write_record,
 )
 
 pytestmark = pytest.mark.unit
@@ -261,7 +263,8 @@ def test_down_stops_the_whole_group_of_what_the_stack_started(
     assert ticks is not None
     time.sleep(0.2)  # let the shell fork its background sleep
     assert len(_group_members(group_leader.pid)) >= 2
-    write_record(s.pid_file("drift-ui"), PidRecord("drift-ui", group_leader.pid, ticks, OWNER))
+    record = PidRecord("drift-ui", group_leader.pid, ticks, STACK_OWNER)
+    write_record(s.pid_file("drift-ui"), record)
     s.env_file.parent.mkdir(parents=True, exist_ok=True)
     s.env_file.write_text("export GENREOPS_HOME=x\n")
     events: list[tuple[str, str]] = []
@@ -371,3 +374,20 @@ def test_without_prometheus_it_is_skipped_with_how_to_get_it(
     assert "apt-get install prometheus" in row.detail
     assert not s.pid_file("prometheus").exists()
     assert s.env_file.exists()  # the rest of the stack goes on
+
+
+def test_a_damaged_pid_file_is_removed_as_stale_by_the_stack_and_refused_by_serve(
+    tmp_path: Path,
+) -> None:
+    """Both commands read one format; the stack cleans up, `serve` refuses to guess."""
+    from genreops.core.errors import GenreopsError
+    from genreops.serving.triton.server import read_pid_file
+
+    damaged = tmp_path / "run" / "triton.json"
+    damaged.parent.mkdir()
+    damaged.write_text('{"pid": "not a number"')
+    with pytest.raises(GenreopsError, match="unreadable or damaged"):
+        read_pid_file(damaged)
+    assert damaged.exists()
+    assert read_record(damaged, "triton") is None
+    assert not damaged.exists()

@@ -12,7 +12,6 @@ import hashlib
 import logging
 import os
 import shutil
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -28,6 +27,7 @@ from genreops.core.errors import (
     StorageError,
     StorageUnavailableError,
 )
+from genreops.core.files import atomic_target, atomic_write
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -378,25 +378,7 @@ def write_bytes(url: Location, data: bytes, *, s3: S3Config | None = None) -> No
     path = _local_path(url)
     with _local_errors(url):
         path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write(path, data)
-
-
-@contextmanager
-def _atomic_target(path: Path) -> Iterator[Path]:
-    """A temporary sibling of ``path`` that replaces it only if the block succeeds."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        tmp.replace(path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    with _atomic_target(path) as tmp:
-        tmp.write_bytes(data)
+        atomic_write(path, data)
 
 
 def read_text(url: Location, *, s3: S3Config | None = None, encoding: str = "utf-8") -> str:
@@ -546,12 +528,12 @@ def download_to(url: Location, local_path: Location, *, s3: S3Config | None = No
         with _local_errors(url):
             if not source.is_file():
                 raise FileNotFoundError(source)
-        with _local_errors(local_path), _atomic_target(target) as tmp:
+        with _local_errors(local_path), atomic_target(target) as tmp:
             shutil.copyfile(source, tmp)
         return target
     text = os.fspath(url)
     bucket, key = _object_key(text)
-    with _atomic_target(target) as tmp, _s3_errors(text, s3):
+    with atomic_target(target) as tmp, _s3_errors(text, s3):
         s3_client(s3).download_file(bucket, key, str(tmp))
     return target
 
@@ -673,6 +655,6 @@ def _copy_one_local(path: Path, target: Path, size: int) -> int:
         if target.is_file() and target.stat().st_size == size and _hashes(target) == _hashes(path):
             return -1
         target.parent.mkdir(parents=True, exist_ok=True)
-        with _atomic_target(target) as tmp:
+        with atomic_target(target) as tmp:
             shutil.copyfile(path, tmp)
     return size

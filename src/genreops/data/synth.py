@@ -40,6 +40,7 @@ import numpy as np
 import soundfile as sf
 from scipy import signal
 
+from genreops.core.files import atomic_target, atomic_write
 from genreops.data.genres import GENRES
 
 __all__ = [
@@ -1495,9 +1496,8 @@ def _render_one(job: tuple[str, int, int, float, bool, str]) -> tuple[str, str, 
     rel = f"{genre}/{genre}.{index:05d}.wav"
     path = Path(out_dir) / rel
     y = render_clip(genre, seed, seconds, drift=drift)
-    tmp = path.with_name(path.name + ".part")
-    sf.write(tmp, y, SR, subtype="PCM_16", format="WAV")
-    tmp.replace(path)
+    with atomic_target(path) as temporary:
+        sf.write(temporary, y, SR, subtype="PCM_16", format="WAV")
     return rel, genre, index, seed, _sha256(path)
 
 
@@ -1626,7 +1626,5 @@ def render_corpus(
             for rel, g, i, s, h in results
         ],
     }
-    tmp = manifest.with_name(MANIFEST_NAME + ".part")
-    tmp.write_text(json.dumps(body, indent=1) + "\n")
-    tmp.replace(manifest)
+    atomic_write(manifest, json.dumps(body, indent=1) + "\n")
     return manifest

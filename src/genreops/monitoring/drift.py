@@ -45,6 +45,7 @@ import numpy as np
 import pandas as pd
 
 from genreops.core.errors import GenreopsError
+from genreops.core.files import atomic_write
 from genreops.core.processes import log_tail, stop_process
 
 log = logging.getLogger(__name__)
@@ -499,16 +500,6 @@ def read_state(state_dir: str | Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of one."""
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temp.open("w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    temp.replace(path)
-
-
 def run_worker(
     stdin: BinaryIO,
     reference: pd.DataFrame,
@@ -566,7 +557,7 @@ def run_worker(
             "n_features": len(cols),
             "settings": asdict(settings),
         }
-        _write_atomic(directory / STATE_FILE, json.dumps(state))
+        atomic_write(directory / STATE_FILE, json.dumps(state), durable=True)
 
     reader = threading.Thread(target=window.read, args=(stdin,), name="drift-reader", daemon=True)
     reader.start()

@@ -40,15 +40,23 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from genreops.core.errors import GenreopsError
+from genreops.core.files import atomic_write
+from genreops.core.pidfiles import (
+    STACK_OWNER,
+    PidFileError,
+    PidRecord,
+    load_record,
+    record_alive,
+    write_record,
+)
 from genreops.core.processes import (
     http_answers,
     log_tail,
-    pid_alive,
     port_in_use,
     proc_stat,
     start_process,
@@ -82,8 +90,6 @@ TIMEOUTS = {  # seconds to get healthy on a busy 2-core machine
     "prometheus": 60.0,
     "drift-ui": 120.0,
 }
-OWNER = "genreops stack"
-SERVE_OWNER = "genreops serve"
 DEPLOYMENT_TAG = "genreops"  # carried by every deployment of flows/deployments.py
 RUNNER_POLL_SECONDS = 2
 # a runner that has not polled for this long is not serving (Prefect's foreman uses 60 s)
@@ -266,51 +272,12 @@ def render_env_file(env: Mapping[str, str]) -> str:
 # --- pid records --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class PidRecord:
-    """A process the stack (or ``genreops serve``) started; ``started`` guards against reuse."""
-
-    service: str
-    pid: int
-    started: int  # start time in clock ticks since boot (/proc/PID/stat field 22)
-    owner: str = OWNER
-    url: str = ""
-    log_path: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-def record_alive(record: PidRecord) -> bool:
-    """The recorded process still runs (same pid *and* same start time)."""
-    return pid_alive(record.pid) and start_ticks(record.pid) == record.started
-
-
-def write_record(path: Path, record: PidRecord) -> None:
-    data = {k: v for k, v in asdict(record).items() if k != "extra"} | record.extra
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def read_record(path: Path, service: str) -> PidRecord | None:
     """The record in ``path``; None without one. A damaged file counts as stale: removed."""
     try:
-        data = json.loads(path.read_text())
-        known = {"service", "pid", "started", "owner", "url", "log_path"}
-        return PidRecord(
-            service=str(data.get("service", service)),
-            pid=int(data["pid"]),
-            started=int(data["started"]),
-            # `genreops serve --detach` writes triton.json without an owner
-            owner=str(data.get("owner", SERVE_OWNER)),
-            url=str(data.get("url", "")),
-            log_path=data.get("log_path"),
-            extra={k: v for k, v in data.items() if k not in known},
-        )
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        logger.warning("removing damaged pid file %s: %s", path, error)
+        return load_record(path, service)
+    except PidFileError as error:
+        logger.warning("removing %s", error)
         path.unlink(missing_ok=True)
         return None
 
@@ -631,7 +598,7 @@ class Stack:
 
     def _await_running(self, service: str, record: PidRecord, limit: float, emit: Event) -> None:
         """A service already running: fine when healthy, waited for while it gets there."""
-        by = "" if record.owner == OWNER else f", started by {record.owner}"
+        by = "" if record.owner == STACK_OWNER else f", started by {record.owner}"
         if service == "triton":
             self._check_triton_ports(record)
         if self.healthy(service, record):
@@ -703,7 +670,7 @@ class Stack:
                     service,
                     process.pid,
                     ticks,
-                    OWNER,
+                    STACK_OWNER,
                     self.endpoints.url(service),
                     str(self.log_file(service)),
                     {"launched": launched.isoformat()},
@@ -823,21 +790,14 @@ class Stack:
                 load_models=list(MODELS) if published else [],
                 timeout=limit,
             )
-        path = self.pid_file("triton")
-        info = write_pid_file(path, process, ports, repository, log_path=log_path)
-        record = read_record(path, "triton")
-        assert record is not None  # just written
-        write_record(
-            path,
-            PidRecord(
-                "triton",
-                info.pid,
-                info.started,
-                OWNER,
-                self.endpoints.triton_http,
-                str(log_path),
-                {**record.extra, "launched": _utcnow().isoformat()},
-            ),
+        write_pid_file(
+            self.pid_file("triton"),
+            process,
+            ports,
+            repository,
+            log_path=log_path,
+            owner=STACK_OWNER,
+            extra={"launched": _utcnow().isoformat()},
         )
         return process
 
@@ -867,9 +827,7 @@ class Stack:
     # env file
     def write_env_file(self) -> Path:
         env = stack_environment(self.settings, self.running_services())
-        tmp = self.env_file.with_name(f".{self.env_file.name}.{os.getpid()}.tmp")
-        tmp.write_text(render_env_file(env))
-        tmp.replace(self.env_file)
+        atomic_write(self.env_file, render_env_file(env))
         return self.env_file
 
     # down
@@ -882,7 +840,7 @@ class Stack:
             record = read_record(path, service)
             if record is None:
                 continue
-            if record.owner != OWNER:
+            if record.owner != STACK_OWNER:
                 if record_alive(record):
                     emit(service, "left running", f"pid {record.pid}, started by {record.owner}")
                     continue

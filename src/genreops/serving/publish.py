@@ -28,9 +28,9 @@ from typing import Any
 import joblib
 
 from genreops.core.errors import GenreopsError, SchemaError
+from genreops.core.files import atomic_write
 from genreops.core.settings import Settings
 from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH, SCHEMA_VERSION, serving_columns
-from genreops.data.storage import write_bytes
 from genreops.monitoring.novelty import NoveltySettings
 
 log = logging.getLogger(__name__)
@@ -166,10 +166,6 @@ def read_history(repository: Path) -> dict[str, Any]:
     return data
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    write_bytes(str(path), text.encode())  # local writes go through a temp file + rename
-
-
 def _template_digest(template: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(template.rglob("*")):
@@ -193,7 +189,7 @@ def render_configs(
                 f"{template / model / 'config.pbtxt'}: bad placeholder {error}"
             ) from error
         (repository / model).mkdir(parents=True, exist_ok=True)
-        _write_atomic(repository / model / "config.pbtxt", rendered)
+        atomic_write(repository / model / "config.pbtxt", rendered)
 
 
 @contextmanager
@@ -254,20 +250,18 @@ def write_version(
                 shutil.copy2(code, folder / "model.py")
             if model == "predictor":
                 joblib.dump(champion_model, folder / MODEL_FILE)
-                _write_atomic(folder / META_FILE, json.dumps(asdict(champion_ref), indent=2))
+                atomic_write(folder / META_FILE, json.dumps(asdict(champion_ref), indent=2))
                 # who answers through the fallback model, for the MODEL output
-                _write_atomic(
-                    folder / CHALLENGER_FILE, json.dumps(asdict(challenger_ref), indent=2)
-                )
+                atomic_write(folder / CHALLENGER_FILE, json.dumps(asdict(challenger_ref), indent=2))
                 reference.to_parquet(folder / REFERENCE_FILE, index=False)
             elif model == "fallback":
                 joblib.dump(challenger_model, folder / MODEL_FILE)
-                _write_atomic(folder / META_FILE, json.dumps(asdict(challenger_ref), indent=2))
+                atomic_write(folder / META_FILE, json.dumps(asdict(challenger_ref), indent=2))
             elif model == "postprocessor":
-                _write_atomic(folder / LABELS_FILE, json.dumps(champion_ref.genres))
+                atomic_write(folder / LABELS_FILE, json.dumps(champion_ref.genres))
             elif model == "preprocessor":
                 schema = {"version": SCHEMA_VERSION, "hash": SCHEMA_HASH, "names": FEATURE_NAMES}
-                _write_atomic(folder / "schema.json", json.dumps(schema))
+                atomic_write(folder / "schema.json", json.dumps(schema))
 
 
 def _prune(repository: Path, keep: list[int]) -> None:
@@ -325,7 +319,7 @@ def publish_pair(
     history["versions"].append(entry)
     history["current"] = version
     history["versions"] = history["versions"][-KEEP_VERSIONS:]
-    _write_atomic(repository / HISTORY_FILE, json.dumps(history, indent=2))
+    atomic_write(repository / HISTORY_FILE, json.dumps(history, indent=2))
     _prune(repository, [v["version"] for v in history["versions"]])
     return PublishResult(
         repository, version, champion_ref, challenger_ref, created=True,
@@ -345,7 +339,7 @@ def rollback(repository: Path, template: Path = TEMPLATE_DIR) -> dict[str, Any]:
         repository, template, previous["version"], previous["champion"]["genres"], options
     )
     history["current"] = previous["version"]
-    _write_atomic(repository / HISTORY_FILE, json.dumps(history, indent=2))
+    atomic_write(repository / HISTORY_FILE, json.dumps(history, indent=2))
     entry: dict[str, Any] = previous
     return entry
 

@@ -40,6 +40,13 @@ from pathlib import Path
 from typing import Any
 
 from genreops.core.errors import GenreopsError
+from genreops.core.pidfiles import (
+    SERVE_OWNER,
+    PidFileError,
+    PidRecord,
+    load_record,
+    write_record,
+)
 from genreops.core.processes import (
     log_tail,
     pid_alive,
@@ -420,6 +427,8 @@ def write_pid_file(
     repository: Path,
     *,
     log_path: Path | None = None,
+    owner: str = SERVE_OWNER,
+    extra: dict[str, Any] | None = None,
 ) -> TritonPidFile:
     """Record a running server so that another command can find and stop it."""
     started = start_ticks(process.pid)
@@ -432,37 +441,35 @@ def write_pid_file(
         repository=Path(repository).resolve(),
         log_path=log_path,
     )
-    record = {
-        "pid": info.pid,
-        "started": info.started,
-        "ports": {"http": ports.http, "grpc": ports.grpc, "metrics": ports.metrics},
-        "repository": str(info.repository),
-        "log_path": str(log_path) if log_path else None,
-    }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    tmp.replace(path)
+    ports_field = {"http": ports.http, "grpc": ports.grpc, "metrics": ports.metrics}
+    record = PidRecord(
+        service="triton",
+        pid=info.pid,
+        started=info.started,
+        owner=owner,
+        url=ports.http_url,
+        log_path=str(log_path) if log_path else None,
+        extra={"ports": ports_field, "repository": str(info.repository), **(extra or {})},
+    )
+    write_record(Path(path), record)
     return info
 
 
 def read_pid_file(path: Path) -> TritonPidFile | None:
     """The recorded server, or None without a file; a damaged file raises TritonError."""
-    path = Path(path)
     try:
-        record = json.loads(path.read_text())
-        ports = record["ports"]
+        record = load_record(Path(path), "triton")
+        if record is None:
+            return None
+        ports = record.extra["ports"]
         return TritonPidFile(
-            pid=int(record["pid"]),
-            started=int(record["started"]),
+            pid=record.pid,
+            started=record.started,
             ports=TritonPorts(int(ports["http"]), int(ports["grpc"]), int(ports["metrics"])),
-            repository=Path(record["repository"]),
-            log_path=Path(record["log_path"]) if record.get("log_path") else None,
+            repository=Path(record.extra["repository"]),
+            log_path=Path(record.log_path) if record.log_path else None,
         )
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (PidFileError, KeyError, TypeError, ValueError) as error:
         raise TritonError(f"Triton pid file {path} is unreadable or damaged: {error}") from error
 
 
