@@ -39,7 +39,7 @@ system-deps:
 	fi
 
 $(STAMP): requirements/lock.txt pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 10))' || { echo "Python >= 3.10 required"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python >= 3.11 required"; exit 1; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@test -x $(UV) && $(UV) --version | grep -q $(UV_VERSION) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
 	$(UV) pip sync --python $(PY) requirements/lock.txt
