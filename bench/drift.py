@@ -31,7 +31,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 import pandas as pd
@@ -181,8 +181,7 @@ def main() -> int:
     rng = np.random.default_rng(0)
     base = served_settings()
     lines = [
-        f"### {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: drift gate detection "
-        "(`bench/drift.py`)",
+        f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: drift gate detection (`bench/drift.py`)",
         "",
         "- command: `.venv/bin/python bench/drift.py " + " ".join(sys.argv[1:]) + "`",
         f"- machine: {describe()}; load {load_start:.2f} at start",

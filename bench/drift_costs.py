@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -165,7 +165,7 @@ def main() -> int:
     load_end = os.getloadavg()[0]
 
     lines.append(
-        f"### {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: drift gate costs, "
+        f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: drift gate costs, "
         f"reference 1,000 x {len(COLUMNS)} (`bench/drift_costs.py`)"
     )
     lines.append("")

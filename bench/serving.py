@@ -55,7 +55,7 @@ import time
 import urllib.request
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from types import FrameType
@@ -413,7 +413,7 @@ def report(
     test_seconds: list[float],
 ) -> str:
     lines = [
-        f"### {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC: genre_ensemble on tritonserver, "
+        f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: genre_ensemble on tritonserver, "
         f"one 30 s wav per request, gRPC",
         "",
         "- command: `.venv/bin/python bench/serving.py " + " ".join(sys.argv[1:]) + "`",

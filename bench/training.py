@@ -23,7 +23,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +161,7 @@ def speed(rows: int, features: int, trials: int, seed: int, cv_folds: int) -> st
             f"{result.validation.metrics['gmean']:.3f} | {test.get('accuracy', np.nan):.3f} | "
             f"{test.get('gmean', np.nan):.3f} |"
         )
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     scheme = next(iter(results.values())).scheme
     return "\n".join(
         [
@@ -214,7 +214,7 @@ def quality(seeds: Sequence[int], trials: int, cv_folds: Sequence[int]) -> str:
                 f"{figures[0]:.3f} / {figures[1]:.3f} ({seconds:.0f} s) |"
             )
             print(rows[-1], flush=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     means = [
         f"cv_folds={folds}: champion test accuracy {np.mean([a for a, _ in figures]):.3f}, "
         f"G-mean {np.mean([g for _, g in figures]):.3f} (mean of {len(figures)} seeds)"
@@ -287,7 +287,7 @@ def corpus(per_genre: int, trials: int, seed: int, keep: Path | None) -> str:
         )
         if "champion" in row.aliases:
             champion_gmean = metrics.get("test_gmean", np.nan)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     return "\n".join(
         [
             f"### {stamp}: synthetic corpus, {per_genre} clips/genre, {trials} trials per family",

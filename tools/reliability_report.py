@@ -74,9 +74,7 @@ def load_records(folder: Path) -> Records:
                 continue
             data.setdefault("name", path.stem)
             found.by_section.setdefault(section_dir.name, []).append(data)
-            found.measured.append(
-                dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.timezone.utc)
-            )
+            found.measured.append(dt.datetime.fromtimestamp(path.stat().st_mtime, tz=dt.UTC))
     return found
 
 
@@ -562,7 +560,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help="Markdown to write")
     args = parser.parse_args(argv)
     records = load_records(args.records)
-    text = render(records, machine=describe_machine(), generated=dt.datetime.now(dt.timezone.utc))
+    text = render(records, machine=describe_machine(), generated=dt.datetime.now(dt.UTC))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.output.with_name(f".{args.output.name}.tmp")
     tmp.write_text(text)

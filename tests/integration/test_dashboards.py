@@ -18,7 +18,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -306,7 +306,7 @@ def test_every_sql_query_runs_on_the_monitoring_store(observed: Observed) -> Non
             q for q in dashboard_queries(DASHBOARD) if q.datasource_type in POSTGRES_DATASOURCES
         ]
         assert len(queries) >= 6
-        end = datetime.now(timezone.utc) + timedelta(seconds=5)
+        end = datetime.now(UTC) + timedelta(seconds=5)
         with store.engine.connect() as connection:
             for query in queries:
                 sql = expand_sql_macros(

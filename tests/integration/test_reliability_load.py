@@ -35,8 +35,7 @@ from helpers import RELIABILITY_FULL, record_reliability, running_ensemble
 
 if TYPE_CHECKING:
     import subprocess
-
-    from typing_extensions import Self
+    from typing import Self
 
     from conftest import PublishedEnsemble
 

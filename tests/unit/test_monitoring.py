@@ -8,7 +8,7 @@ import multiprocessing
 import sqlite3
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -135,7 +135,7 @@ def test_an_old_table_gets_its_missing_columns_and_keeps_its_rows(tmp_path: Path
     assert store.count(PREDICTIONS) == 2
     old = {row["request_id"]: row for row in store.recent_predictions(10)}
     assert old["old-1"]["genre"] == "jazz"
-    assert old["old-1"]["served_at"] == datetime(2026, 1, 1, 10, tzinfo=timezone.utc)
+    assert old["old-1"]["served_at"] == datetime(2026, 1, 1, 10, tzinfo=UTC)
     assert old["old-1"]["latency_ms"] is None
     # the new columns work, and the unique index makes old ids idempotent too
     store.insert_predictions([prediction(1, request_id="new-1"), prediction(2, request_id="old-1")])
@@ -174,7 +174,7 @@ def test_concurrent_ensure_schema_calls_all_succeed(tmp_path: Path) -> None:
 
 
 def test_inserts_counts_and_queries(store: MonitoringStore) -> None:
-    base = datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)
+    base = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
     store.insert_predictions(
         [
             prediction(1, served_at=base, request_id="a"),

@@ -11,7 +11,7 @@ import json
 import re
 import shutil
 import subprocess
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +137,8 @@ def test_dashboard_queries_cover_prometheus_and_postgresql() -> None:
 
 # --- Grafana variables and PostgreSQL macros, as Grafana expands them ------------------------
 
-_T0 = datetime(2026, 11, 23, 10, 0, 0, tzinfo=timezone.utc)
-_T1 = datetime(2026, 11, 23, 16, 0, 0, 250000, tzinfo=timezone.utc)
+_T0 = datetime(2026, 11, 23, 10, 0, 0, tzinfo=UTC)
+_T1 = datetime(2026, 11, 23, 16, 0, 0, 250000, tzinfo=UTC)
 
 
 def test_grafana_variables_are_substituted_in_every_spelling() -> None:

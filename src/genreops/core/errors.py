@@ -84,3 +84,7 @@ class TrainingError(GenreopsError):
 
 class RegistryError(GenreopsError):
     """The model registry cannot be read or brought to the requested state."""
+
+
+class NoveltyError(GenreopsError):
+    """Novelty settings or the reference cannot be used as asked."""

@@ -6,6 +6,8 @@ library function needs explicitly.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,46 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
-from genreops.data.storage import S3Config
-from genreops.monitoring.novelty import NoveltySettings
+from genreops.core.errors import NoveltyError
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """Where and how to reach S3; picklable so it can travel to Dask workers."""
+
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+
+    def __repr__(self) -> str:  # never print the secret
+        return f"S3Config(endpoint_url={self.endpoint_url!r}, region={self.region!r})"
+
+
+@dataclass(frozen=True)
+class NoveltySettings:
+    """How requests are judged; genreops.monitoring.novelty explains each number's role."""
+
+    neighbours: int = 5
+    ood_alpha: float = 0.01
+    expected_run: float = 1_000_000.0
+    kappa: float = 0.3
+    close_fraction: float = 0.0
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.neighbours < 1:
+            problems.append(f"neighbours={self.neighbours} (needs >= 1)")
+        if not 0.0 < self.ood_alpha < 1.0:
+            problems.append(f"ood_alpha={self.ood_alpha} (needs 0 < alpha < 1)")
+        if not (math.isfinite(self.expected_run) and self.expected_run > 1.0):
+            problems.append(f"expected_run={self.expected_run} (needs a finite value > 1)")
+        if not 0.0 < self.kappa < 1.0:
+            problems.append(f"kappa={self.kappa} (needs 0 < kappa < 1)")
+        if not 0.0 <= self.close_fraction < 1.0:
+            problems.append(f"close_fraction={self.close_fraction} (needs 0 <= f < 1)")
+        if problems:
+            raise NoveltyError("invalid novelty settings: " + "; ".join(problems))
 
 
 class Settings(BaseSettings):

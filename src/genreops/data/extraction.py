@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -306,7 +306,7 @@ def finalize(
     manifest: dict[str, Any] = {
         "kind": "genreops.features",
         "genreops_version": __version__,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "input_url": input_url,
         "output_url": output_url,
         "files": {"table": TABLE_FILE, "split": SPLIT_FILE},

@@ -28,6 +28,7 @@ from genreops.core.errors import (
     StorageUnavailableError,
 )
 from genreops.core.files import atomic_target, atomic_write
+from genreops.core.settings import S3Config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -41,19 +42,6 @@ Location: TypeAlias = "str | os.PathLike[str]"
 SHA256_META = "sha256"
 DEFAULT_MULTIPART_THRESHOLD = 8 * 1024 * 1024
 _HASH_BLOCK = 1024 * 1024
-
-
-@dataclass(frozen=True)
-class S3Config:
-    """Where and how to reach S3; picklable so it can travel to Dask workers."""
-
-    endpoint_url: str | None = None
-    region: str = "us-east-1"
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-
-    def __repr__(self) -> str:  # never print the secret
-        return f"S3Config(endpoint_url={self.endpoint_url!r}, region={self.region!r})"
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -50,6 +50,7 @@ from genreops.core.processes import log_tail, stop_process
 
 log = logging.getLogger(__name__)
 
+REFERENCE_FILE = "reference.parquet"  # the training reference beside each published predictor
 STATE_FILE = "state.json"
 TESTS_FILE = "drift_tests.jsonl"
 LOG_FILE = "worker.log"
@@ -227,7 +228,7 @@ def run_drift_test(
     share = drifted / len(cols)
     return DriftTestResult(
         test_id=uuid.uuid4().hex,
-        tested_at=datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+        tested_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
         window_size=len(cur),
         reference_size=len(ref),
         drift_share=float(drift_share),
@@ -488,7 +489,7 @@ def _keep_window(folder: Path, test_id: str, rows: Any) -> None:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 def read_state(state_dir: str | Path) -> dict[str, Any] | None:

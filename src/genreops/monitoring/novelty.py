@@ -52,42 +52,13 @@ from typing import Any
 import numpy as np
 from scipy import special, stats
 
-from genreops.core.errors import GenreopsError
+from genreops.core.errors import NoveltyError
+from genreops.core.settings import NoveltySettings
 
 log = logging.getLogger(__name__)
 
 FAR = 1e3  # a non-finite feature counts as this many scale units from the reference's median
 MIN_REFERENCE_ROWS = 10
-
-
-class NoveltyError(GenreopsError):
-    """Novelty settings or the reference cannot be used as asked."""
-
-
-@dataclass(frozen=True)
-class NoveltySettings:
-    """How requests are judged: see the module docstring for each number's role."""
-
-    neighbours: int = 5
-    ood_alpha: float = 0.01
-    expected_run: float = 1_000_000.0
-    kappa: float = 0.3
-    close_fraction: float = 0.0
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.neighbours < 1:
-            problems.append(f"neighbours={self.neighbours} (needs >= 1)")
-        if not 0.0 < self.ood_alpha < 1.0:
-            problems.append(f"ood_alpha={self.ood_alpha} (needs 0 < alpha < 1)")
-        if not (math.isfinite(self.expected_run) and self.expected_run > 1.0):
-            problems.append(f"expected_run={self.expected_run} (needs a finite value > 1)")
-        if not 0.0 < self.kappa < 1.0:
-            problems.append(f"kappa={self.kappa} (needs 0 < kappa < 1)")
-        if not 0.0 <= self.close_fraction < 1.0:
-            problems.append(f"close_fraction={self.close_fraction} (needs 0 <= f < 1)")
-        if problems:
-            raise NoveltyError("invalid novelty settings: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)

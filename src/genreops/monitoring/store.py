@@ -53,7 +53,7 @@ import uuid
 import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeAlias
 
@@ -129,8 +129,8 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            return value.replace(tzinfo=timezone.utc)
-        return value.astimezone(timezone.utc)
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
 
 
 class JSONText(TypeDecorator[Any]):
@@ -234,7 +234,7 @@ def new_id() -> str:
 
 
 def utc_now() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def to_utc(value: Any) -> datetime:
@@ -244,12 +244,12 @@ def to_utc(value: Any) -> datetime:
     elif isinstance(value, str):
         moment = datetime.fromisoformat(value)
     elif isinstance(value, numbers.Real) and not _is_bool(value):
-        moment = datetime.fromtimestamp(float(value), tz=timezone.utc)
+        moment = datetime.fromtimestamp(float(value), tz=UTC)
     else:
         raise TypeError(f"expected a datetime, ISO text or epoch seconds, got {_show(value)}")
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def _is_bool(value: Any) -> bool:

@@ -26,6 +26,7 @@ from genreops.core.processes import http_answers
 from genreops.core.settings import Settings
 from genreops.monitoring.drift import (
     DEFAULT_METHOD,
+    REFERENCE_FILE,
     TESTS_FILE,
     WINDOWS_DIR,
     DriftError,
@@ -34,7 +35,6 @@ from genreops.monitoring.drift import (
     read_reference,
     reference_columns,
 )
-from genreops.serving.publish import REFERENCE_FILE
 
 log = logging.getLogger(__name__)
 

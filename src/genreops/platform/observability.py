@@ -24,7 +24,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -364,7 +364,7 @@ def sql_queries(
 
     The default range is the dashboard's default: the last 6 hours.
     """
-    end = end or datetime.now(timezone.utc)
+    end = end or datetime.now(UTC)
     start = start or end - timedelta(hours=6)
     return [
         expand_sql_macros(substitute_variables(query.text, variables), start, end)
@@ -391,7 +391,7 @@ def _number(value: float) -> str:
 
 def _rfc3339(moment: datetime) -> str:
     """Go's RFC3339Nano in UTC, as Grafana writes times into SQL."""
-    moment = moment.astimezone(timezone.utc)
+    moment = moment.astimezone(UTC)
     text = moment.strftime("%Y-%m-%dT%H:%M:%S")
     if moment.microsecond:
         text += f".{moment.microsecond:06d}".rstrip("0")

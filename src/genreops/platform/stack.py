@@ -353,7 +353,7 @@ def _parse_time(value: str | None) -> dt.datetime | None:
         parsed = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)
 
 
 def served_deployments(api_url: str, since: dt.datetime) -> list[str]:
@@ -381,7 +381,7 @@ def served_deployments(api_url: str, since: dt.datetime) -> list[str]:
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 # --- status -------------------------------------------------------------------------------

@@ -29,9 +29,9 @@ import joblib
 
 from genreops.core.errors import GenreopsError, SchemaError
 from genreops.core.files import atomic_write
-from genreops.core.settings import Settings
+from genreops.core.settings import NoveltySettings, Settings
 from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH, SCHEMA_VERSION, serving_columns
-from genreops.monitoring.novelty import NoveltySettings
+from genreops.monitoring.drift import REFERENCE_FILE
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +43,6 @@ HISTORY_FILE = "publish.json"
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
 CHALLENGER_FILE = "challenger.json"
-REFERENCE_FILE = "reference.parquet"
 LABELS_FILE = "labels.json"
 KEEP_VERSIONS = 10
 

@@ -1,0 +1,58 @@
+"""Imports run one way between the stage packages, so a change has one obvious home."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+PACKAGE = Path(__file__).resolve().parents[2] / "src" / "genreops"
+# lowest first: a package may import only from its own layer and those below it
+LAYERS = ("core", "data", "training", "monitoring", "serving", "platform", "app")
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[0] != "genreops" or len(parts) < 2 or parts[1] not in LAYERS:
+        return None
+    return LAYERS.index(parts[1])
+
+
+def _imports(path: Path) -> list[tuple[int, str]]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found += [(node.lineno, node.module)]
+            found += [(node.lineno, f"{node.module}.{alias.name}") for alias in node.names]
+        elif isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+    return found
+
+
+def upward_imports() -> list[str]:
+    """Every import of a higher stage, as ``file:line -> module``."""
+    problems = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        own = _layer("genreops." + ".".join(path.relative_to(PACKAGE).with_suffix("").parts))
+        if own is None:
+            continue
+        for line, module in _imports(path):
+            target = _layer(module)
+            if target is not None and target > own:
+                problems.append(f"{path.relative_to(PACKAGE)}:{line} -> {module}")
+    return sorted(set(problems))
+
+
+def test_no_stage_imports_a_stage_above_it() -> None:
+    assert upward_imports() == []
+
+
+def test_every_module_belongs_to_a_stage_or_is_a_public_name() -> None:
+    loose = {p.name for p in PACKAGE.glob("*.py")}
+    assert loose == {"__init__.py", "audio.py", "features.py"}  # the DESIGN contract's names
+    assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == set(
+        LAYERS
+    )
