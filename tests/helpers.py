@@ -21,6 +21,7 @@ import pytest
 
 from genreops.core.settings import get_settings
 from genreops.platform.stack import SERVICES, read_record
+from genreops.serving.publish import ServingOptions
 from genreops.serving.triton.server import TritonPorts, start_triton, stop_triton
 
 
@@ -389,3 +390,17 @@ def running_ensemble(
         yield process, ports
     finally:
         stop_triton(process)
+
+
+SERVING_SECONDS = 10.0  # clip length of the serving corpora (and the serving window)
+
+
+def serving_options() -> ServingOptions:
+    """Small drift windows, so a few dozen drifted clips open the gate."""
+    return ServingOptions(
+        window_seconds=SERVING_SECONDS,
+        drift_window=30,
+        drift_min_samples=20,
+        drift_test_every=10,
+        max_batch=8,
+    )

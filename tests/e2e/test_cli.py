@@ -15,14 +15,17 @@ import pytest
 from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH
 from helpers import gtzan_public_frame
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_harness")]
 
 GENREOPS = str(Path(sys.executable).parent / "genreops")
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def _run(*args: str, cwd: Path, new_user: bool = False) -> subprocess.CompletedProcess[str]:
+    """``new_user``: no Prefect server configured, so each flow run starts a temporary one
+    (20-30 s each on 2 cores); otherwise the session's Prefect server (``prefect_harness``)."""
     env = {**os.environ, "GENREOPS_HOME": str(cwd / ".genreops"), "COLUMNS": "200"}
-    env.pop("PREFECT_API_URL", None)  # as a new user: a temporary Prefect server per run
+    if new_user:
+        env.pop("PREFECT_API_URL", None)
     return subprocess.run(
         [GENREOPS, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
     )
@@ -85,7 +88,7 @@ def test_train_on_the_public_gtzan_table_as_downloaded(tmp_path: Path) -> None:
     """features_30_sec.csv's shape (generated, never downloaded), its folder given as is."""
     (tmp_path / "Data").mkdir()
     gtzan_public_frame(per_genre=8).to_csv(tmp_path / "Data" / "features_30_sec.csv", index=False)
-    train = _run("train", "Data", "--model", "knn", "--trials", "2", cwd=tmp_path)
+    train = _run("train", "Data", "--model", "knn", "--trials", "2", cwd=tmp_path, new_user=True)
     assert train.returncode == 0, train.stderr
     assert "columns: label 'label'; ids 'filename'; 57 features; not features: 'length'" in (
         train.stdout

@@ -14,10 +14,10 @@ import pytest
 from genreops.core.settings import get_settings
 from genreops.data.storage import S3Config
 from genreops.platform import s3server
-from helpers import free_port
+from helpers import SERVING_SECONDS, free_port, serving_options
 
 if TYPE_CHECKING:
-    from genreops.serving.publish import PublishResult, ServingOptions
+    from genreops.serving.publish import PublishResult
 
 
 @dataclass
@@ -66,21 +66,6 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 
 # --- a published ensemble ---------------------------------------------------------------------
-
-SERVING_SECONDS = 10.0  # clip length of the serving corpora (and the serving window)
-
-
-def serving_options() -> ServingOptions:
-    """Small drift windows, so a few dozen drifted clips open the gate."""
-    from genreops.serving.publish import ServingOptions
-
-    return ServingOptions(
-        window_seconds=SERVING_SECONDS,
-        drift_window=30,
-        drift_min_samples=20,
-        drift_test_every=10,
-        max_batch=8,
-    )
 
 
 @dataclass

@@ -14,13 +14,11 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from flows.registry import register_best
-from flows.train import train_model
 
 from genreops.core.settings import get_settings
-from genreops.data.extraction import ExtractOptions, extract_in_process
 from genreops.data.synth import render_corpus
 from genreops.monitoring.store import MonitoringStore
 from genreops.serving.client import Answer, EnsembleClient, predict, summarize
@@ -34,18 +32,23 @@ from genreops.serving.publish import (
 )
 from genreops.serving.triton.server import TritonPorts, start_triton, stop_triton
 from genreops.training.tracking import TrackingTarget
-from helpers import TcpProxy, free_port, postgres_url, running_ensemble, wait_until
+from helpers import (
+    SERVING_SECONDS,
+    TcpProxy,
+    free_port,
+    postgres_url,
+    running_ensemble,
+    serving_options,
+    wait_until,
+)
+
+if TYPE_CHECKING:
+    from conftest import PublishedEnsemble
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
-SECONDS = 10.0
-OPTIONS = ServingOptions(
-    window_seconds=SECONDS,
-    drift_window=30,
-    drift_min_samples=20,
-    drift_test_every=10,
-    max_batch=8,
-)  # the drift gate itself keeps its defaults: what a user gets
+SECONDS = SERVING_SECONDS
+OPTIONS = serving_options()  # the drift gate itself keeps its defaults: what a user gets
 
 
 @dataclass
@@ -69,28 +72,22 @@ class Served:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+def served(
+    published_ensemble: PublishedEnsemble, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Served]:
+    """The session's published ensemble on a server of this module's own: a copy of the
+    repository (these tests publish and roll back), its own home for the store and drift
+    state, the session's MLflow registry to publish from."""
+    source = published_ensemble.home
     home = tmp_path_factory.mktemp("serving")
+    repository = home / "repository"
+    shutil.copytree(published_ensemble.repository, repository)
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("GENREOPS_HOME", str(home))
+        patch.setenv("GENREOPS_MLFLOW_TRACKING_URI", f"sqlite:///{source / 'mlflow.db'}")
+        patch.setenv("GENREOPS_MLFLOW_ARTIFACT_ROOT", str(source / "mlartifacts"))
         get_settings.cache_clear()
-        render_corpus(home / "train", per_genre=20, seconds=SECONDS, seed=0, workers=2)
-        render_corpus(home / "clean", per_genre=3, seconds=SECONDS, seed=5, workers=2)
-        render_corpus(home / "drifted", per_genre=5, seconds=SECONDS, seed=6, drift=True, workers=2)
         render_corpus(home / "more-clean", per_genre=12, seconds=SECONDS, seed=7, workers=2)
-        extract_in_process(
-            str(home / "train"), str(home / "features"), ExtractOptions(window_seconds=SECONDS)
-        )
-        train_model(
-            features_url=str(home / "features"), families=["knn", "random_forest"], trials=3
-        )
-        register_best(top=2)
-        settings = get_settings()
-        target = TrackingTarget.from_settings(settings)
-        repository = home / "repository"
-        published = publish_registered(
-            target, repository, model_name=settings.model_name, options=OPTIONS
-        )
         ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
         process = start_triton(
             repository,
@@ -104,9 +101,9 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
                 home,
                 repository,
                 ports,
-                published,
-                clean=sorted(str(p) for p in (home / "clean").glob("*/*.wav")),
-                drifted=sorted(str(p) for p in (home / "drifted").glob("*/*.wav")),
+                published_ensemble.published,
+                clean=published_ensemble.clean,
+                drifted=published_ensemble.drifted,
                 more_clean=sorted(str(p) for p in (home / "more-clean").glob("*/*.wav")),
             )
         finally:

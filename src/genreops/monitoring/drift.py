@@ -44,6 +44,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pandas as pd
 
+import genreops
 from genreops.core.errors import GenreopsError
 from genreops.core.files import atomic_write
 from genreops.core.processes import log_tail, stop_process
@@ -1006,7 +1007,7 @@ class DriftMonitor:
         if resume:
             argv.append("--resume")
         env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[1])  # the genreops in use here
+        package_root = str(Path(genreops.__file__).resolve().parents[1])  # the genreops in use
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )
