@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from flows.registry import register_best
-from flows.train import train_model
+from genreops.flows.registry import register_best
+from genreops.flows.train import train_model
 
 from genreops.core.settings import get_settings
 from genreops.data.extraction import ExtractOptions, extract_in_process

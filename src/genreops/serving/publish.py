@@ -28,6 +28,7 @@ from typing import Any
 import joblib
 
 from genreops.core.errors import GenreopsError, SchemaError
+from genreops.core.resources import triton_template_dir
 from genreops.core.settings import Settings
 from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH, SCHEMA_VERSION, serving_columns
 from genreops.data.storage import write_bytes
@@ -35,7 +36,7 @@ from genreops.monitoring.novelty import NoveltySettings
 
 log = logging.getLogger(__name__)
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "triton_models"
+TEMPLATE_DIR = triton_template_dir()  # shipped as genreops.triton_models
 ENSEMBLE = "genre_ensemble"
 # Load order: an ensemble after everything it calls; the predictor after its BLS target.
 MODELS = ("preprocessor", "fallback", "predictor", "postprocessor", ENSEMBLE)
