@@ -171,3 +171,20 @@ def test_the_cli_journey_from_another_folder(installed: Path, tmp_path: Path) ->
         assert "1 of 1 classified" in " ".join(answer.split()), answer
     finally:
         cli("serve", "--stop")
+
+
+def test_the_editable_checkout_maps_the_same_names(tmp_path: Path) -> None:
+    """`make setup`'s editable install: genreops.flows etc. resolve to the repository folders."""
+    probe = (
+        "import json, genreops.flows.deployments as d, genreops.serving.publish as p, "
+        "genreops.training.search_space as s; "
+        "print(json.dumps([d.__file__, str(p.TEMPLATE_DIR), str(s.DEFAULT_SPACE_FILE)]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    found = _run([sys.executable, "-c", probe], cwd=tmp_path, env=env).stdout
+    flows, template, space = json.loads(found)
+    if not flows.startswith(str(ROOT) + os.sep):
+        pytest.skip(f"genreops is not installed editable from this checkout ({flows})")
+    assert flows == str(ROOT / "flows" / "deployments.py")
+    assert template == str(ROOT / "triton_models")
+    assert space == str(ROOT / "configs" / "search_spaces.yaml")
