@@ -5,6 +5,9 @@ relative to the source tree). Here the wheel is built from a copy of the sources
 non-editable into a fresh venv holding exactly requirements/runtime.txt (no dev tools; uv's
 cache makes this a few seconds), and `genreops` runs in tmp_path: synth, extract, train,
 register, publish, serve and predict. Nothing may be imported from the checkout.
+
+Cost: the build and the install take ~7 s; the journey ~7 min on a busy 2-core machine, most of
+it the first `extract` (a fresh venv has no bytecode and no Numba cache yet).
 """
 
 from __future__ import annotations
