@@ -50,9 +50,13 @@ $(STAMP): requirements/lock.txt pyproject.toml
 $(S3_SERVER): tools/s3/package.json tools/s3/package-lock.json
 	npm ci --prefix tools/s3 --no-audit --no-fund --loglevel=error
 
-lock: ## Re-resolve requirements/lock.txt from pyproject.toml
+# lock.txt: runtime + dev tools (make setup). runtime.txt: the same versions without the dev
+# extra (the Compose image), constrained by lock.txt so the two never disagree.
+lock: ## Re-resolve requirements/lock.txt (dev) and requirements/runtime.txt from pyproject.toml
 	@test -x $(UV) || $(MAKE) setup
 	$(UV) pip compile --python-version 3.11 -q pyproject.toml --extra dev -o requirements/lock.txt
+	$(UV) pip compile --python-version 3.11 -q pyproject.toml -c requirements/lock.txt \
+	  -o requirements/runtime.txt
 
 test: setup ## Run the whole test suite (starts the servers it needs itself)
 	$(PY) -m pytest $(PYTEST_ARGS)

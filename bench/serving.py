@@ -116,9 +116,9 @@ def build(
     home: Path, per_genre: int, served_per_genre: int, families: list[str], trials: int
 ) -> Setup:
     """Corpus, features, training and registration, or a finished earlier build in ``home``."""
-    from flows.registry import register_best
-    from flows.runtime import prefect_api
-    from flows.train import train_model
+    from genreops.flows.registry import register_best
+    from genreops.flows.runtime import prefect_api
+    from genreops.flows.train import train_model
 
     params = {
         "per_genre": per_genre,

@@ -1,6 +1,7 @@
 # The genreops app image: every Python service of docker-compose.yaml runs it (MLflow, Prefect
 # server and worker, Dask scheduler and workers, Triton via `genreops serve`), with the exact
-# versions of requirements/lock.txt, as `make setup` installs them natively.
+# versions of requirements/runtime.txt: those of requirements/lock.txt (`make setup`) without
+# the dev tools (pytest, ruff, mypy, pre-commit, pip-audit).
 #
 #   docker build -f docker/app.Dockerfile -t genreops-app:0.1.0 .
 #
@@ -32,26 +33,30 @@ RUN groupadd --system --gid "${APP_UID}" genreops \
        --home-dir /home/genreops --shell /usr/sbin/nologin genreops
 
 # The venv's bin comes first on PATH: Triton's Python stub takes its Python from the first
-# python3 there (src/genreops/triton_server.py).
+# python3 there (src/genreops/serving/triton/server.py).
 RUN pip install --no-cache-dir "uv==${UV_VERSION}" \
     && uv venv --python /usr/local/bin/python3.11 /opt/venv
 
 WORKDIR /app
 
 # Dependencies first: this layer is rebuilt only when the lock file changes.
-COPY requirements/lock.txt requirements/lock.txt
-RUN uv pip sync --python /opt/venv/bin/python requirements/lock.txt
+COPY requirements/runtime.txt requirements/runtime.txt
+RUN uv pip sync --python /opt/venv/bin/python requirements/runtime.txt
 
-# The project, editable like `make setup`: publish renders triton_models/ and training reads
-# configs/ relative to the source tree (/app), not to site-packages.
+# The project as a regular (non-editable) install: flows, the Triton template and configs ship
+# inside the package (genreops.flows, genreops.triton_models, genreops.configs), so the copied
+# sources are only the build's input. Checked from another folder so nothing comes from /app.
 COPY pyproject.toml README.md ./
 COPY src/ src/
 COPY flows/ flows/
 COPY triton_models/ triton_models/
 COPY configs/ configs/
-RUN uv pip install --python /opt/venv/bin/python --no-deps -e . \
-    && genreops --help >/dev/null \
-    && python -c "import genreops.triton_server as t; t.find_tritonserver()"
+RUN uv pip install --python /opt/venv/bin/python --no-deps . \
+    && rm -rf build src/*.egg-info \
+    && cd / && genreops --help >/dev/null \
+    && python -c "import genreops.serving.triton.server as t; t.find_tritonserver()" \
+    && python -c "import genreops.flows.deployments, genreops.serving.publish as p; \
+assert p.TEMPLATE_DIR.is_dir() and '/opt/venv/' in p.TEMPLATE_DIR.as_posix()"
 
 # GENREOPS_HOME is the genreops-home volume (a new named volume takes this owner). The source
 # tree and the venv stay root's, so what is written at run time goes to the user's home:

@@ -1,8 +1,9 @@
 """Every genreops flow as a Prefect deployment, served from one process.
 
-``python -m flows.deployments`` (started by ``genreops stack up``) registers the deployments
-with the Prefect server named by ``PREFECT_API_URL`` and runs whatever is triggered from the UI,
-the CLI (``prefect deployment run 'train-model/train-model' --param trials=5``) or the REST API.
+``python -m genreops.flows.deployments`` (started by ``genreops stack up``) registers the
+deployments with the Prefect server named by ``PREFECT_API_URL`` and runs whatever is triggered
+from the UI, the CLI (``prefect deployment run 'train-model/train-model' --param trials=5``) or
+the REST API.
 Each deployment is named after its flow, so it is addressed as ``<flow>/<flow>``. Parameters
 are typed from the flow signatures and documented from their docstrings. Every deployment
 carries the tag ``genreops`` (``genreops stack status`` finds the served ones by it).
@@ -17,16 +18,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
+from genreops.flows.drift import drift_report
+from genreops.flows.extract import dask_runner, extract_features
+from genreops.flows.pipeline import pipeline
+from genreops.flows.registry import register_best
+from genreops.flows.serving import batch_predict, publish
+from genreops.flows.train import train_model
 from prefect import Flow, serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
 
-from flows.drift import drift_report
-from flows.extract import dask_runner, extract_features
-from flows.pipeline import pipeline
-from flows.registry import register_best
-from flows.serving import batch_predict, publish
-from flows.train import train_model
 from genreops.core.settings import Settings, get_settings
 
 TAG = "genreops"
@@ -124,7 +125,7 @@ def build_deployments(
             description=spec.description,
             tags=[TAG, *spec.tags],
             interval=spec.interval_seconds,
-            # `flows.extract.extract_features`, not a path relative to the current folder
+            # `genreops.flows.extract.extract_features`, not a path relative to the current folder
             entrypoint_type=EntrypointType.MODULE_PATH,
         )
         built.append(cast(RunnerDeployment, deployment))  # sync call: not a coroutine
@@ -136,7 +137,7 @@ def main() -> None:
     if not os.environ.get("PREFECT_API_URL"):
         # without it Prefect would serve to a temporary server nobody can reach
         raise SystemExit(
-            "flows.deployments serves to a Prefect server: set PREFECT_API_URL "
+            "genreops.flows.deployments serves to a Prefect server: set PREFECT_API_URL "
             "(`genreops stack up` starts both)"
         )
     poll = float(os.environ.get("PREFECT_RUNNER_POLL_FREQUENCY") or POLL_SECONDS)

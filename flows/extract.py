@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from genreops.flows import progress
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
-from flows import progress
 from genreops.core.settings import get_settings
 from genreops.data import extraction
 from genreops.data.extraction import Chunk, ChunkResult, ExtractionSummary, ExtractOptions

@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from genreops.flows.extract import dask_runner, extract_features
+from genreops.flows.registry import register_best
+from genreops.flows.serving import batch_predict, publish
+from genreops.flows.train import train_model
 from prefect import flow, get_run_logger
 
-from flows.extract import dask_runner, extract_features
-from flows.registry import register_best
-from flows.serving import batch_predict, publish
-from flows.train import train_model
 from genreops.core.settings import get_settings
 from genreops.data.storage import join_url, write_bytes
 

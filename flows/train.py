@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from genreops.flows import progress
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
 
-from flows import progress
 from genreops.core.errors import GenreopsError, TrainingError
 from genreops.core.settings import get_settings
 from genreops.data.feature_table import FeatureTable, load_feature_table

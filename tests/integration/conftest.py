@@ -89,8 +89,8 @@ def published_ensemble(
 ) -> Iterator[PublishedEnsemble]:
     """Synthetic corpora → features → knn and random forest (3 trials) → the best two
     registered → a Triton repository. About 1.5 min on 2 cores; built once per session."""
-    from flows.registry import register_best
-    from flows.train import train_model
+    from genreops.flows.registry import register_best
+    from genreops.flows.train import train_model
 
     from genreops.core.settings import get_settings
     from genreops.data.extraction import ExtractOptions, extract_in_process

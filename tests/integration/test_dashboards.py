@@ -31,7 +31,6 @@ from genreops.data.synth import render_corpus
 from genreops.monitoring.store import MonitoringStore
 from genreops.platform.observability import (
     ALERT_RULES,
-    DASHBOARD,
     POSTGRES_DATASOURCES,
     ObservabilityError,
     dashboard_queries,
@@ -56,6 +55,7 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "dashboards" / "genreops.json"  # Grafana's, not shipped in the package
 DRIFT_RULE = ROOT / "configs" / "grafana" / "provisioning" / "alerting" / "drift.yml"
 # Triton's latency quantiles (the p50/p99 panel) exist only with this flag.
 SUMMARY_LATENCIES = "--metrics-config=summary_latencies=true"

@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from flows.extract import dask_runner, extract_features
+from genreops.flows.extract import dask_runner, extract_features
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from genreops.core.errors import ExtractionError

@@ -8,8 +8,8 @@ from typing import Any
 
 import mlflow
 import pytest
-from flows.registry import register_best
-from flows.train import train_model
+from genreops.flows.registry import register_best
+from genreops.flows.train import train_model
 
 from genreops.core.settings import get_settings
 from genreops.data.features import FEATURE_NAMES

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from flows.deployments import deployment_names
+from genreops.flows.deployments import deployment_names
 
 from genreops.core.pidfiles import record_alive
 from genreops.core.processes import port_in_use

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from flows.pipeline import pipeline
+from genreops.flows.pipeline import pipeline
 
 from genreops.data.synth import render_corpus
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from flows.registry import register_best
-from flows.train import train_model
+from genreops.flows.registry import register_best
+from genreops.flows.train import train_model
 
 from genreops.core.settings import get_settings
 from genreops.data.audio import load_audio

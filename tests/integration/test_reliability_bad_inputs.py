@@ -27,7 +27,7 @@ import pandas as pd
 import psutil
 import pytest
 import soundfile as sf
-from flows.extract import dask_runner, extract_features
+from genreops.flows.extract import dask_runner, extract_features
 from prefect.task_runners import ThreadPoolTaskRunner
 from tests.badinputs import HOSTILE_CLIP_IDS, BadItem, GoodItem, generate_bad_corpus, good_items
 

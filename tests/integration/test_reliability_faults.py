@@ -466,7 +466,7 @@ def _corpus(root: Path, per_genre: int, seed: int) -> int:
 
 
 def _run_extraction(runner: Any, input_url: str, output_url: str) -> Any:
-    from flows.extract import extract_features
+    from genreops.flows.extract import extract_features
 
     flow = extract_features.with_options(task_runner=runner)
     return flow(
@@ -638,7 +638,7 @@ def test_dask_worker_killed_mid_extraction_the_flow_finishes(tmp_path: Path) -> 
     """SIGKILL a worker process of the flow's local Dask cluster (processes=True) while it
     extracts: the nanny starts a new one, the scheduler runs the lost task again, and the
     flow writes every row."""
-    from flows.extract import dask_runner
+    from genreops.flows.extract import dask_runner
 
     n_clips = _corpus(tmp_path / "corpus", per_genre=6 if FULL else 2, seed=12)
     n_chunks = -(-n_clips // CHUNK_SIZE)
@@ -758,7 +758,7 @@ def _register_best_with_fault(
     """register-best with the server stopped just before or just after the first alias
     write (and restarted in the background); returns the writes tried and the error."""
     import mlflow
-    from flows.registry import register_best
+    from genreops.flows.registry import register_best
 
     from genreops.core.errors import RegistryError
 
@@ -802,8 +802,8 @@ def test_mlflow_stop_during_register_best_fails_clearly_and_leaves_no_half_set_a
     and restarted; register-best must fail naming the server and the step, and the aliases
     must afterwards be either both the old ones or both the new ones."""
     import mlflow
-    from flows.registry import register_best
-    from flows.train import train_model
+    from genreops.flows.registry import register_best
+    from genreops.flows.train import train_model
 
     from helpers import synthetic_feature_frame
 

@@ -195,8 +195,23 @@ def test_fresh_server_on_its_own_data_dir(tmp_path: Path) -> None:
 
 
 def test_missing_install_says_how_to_fix(tmp_path: Path) -> None:
-    with pytest.raises(GenreopsError, match="make setup"):
+    with pytest.raises(GenreopsError, match="make setup") as raised:
         s3server.find_s3_server_command(tmp_path)
+    assert "GENREOPS_S3_SERVER_DIR" in str(raised.value)
+    assert "npm ci --prefix" in str(raised.value)
+
+
+def test_server_dir_setting_overrides_the_checkout(tmp_path: Path) -> None:
+    """A wheel install has no tools/s3: the setting points at an npm install elsewhere."""
+    from genreops.core.settings import Settings
+
+    assert (
+        s3server.server_dir(Settings(_env_file=None, use_stack_env=False)) == s3server.CHECKOUT_DIR
+    )
+    assert (
+        s3server.server_dir(Settings(_env_file=None, use_stack_env=False, s3_server_dir=tmp_path))
+        == tmp_path
+    )
 
 
 def test_a_public_feature_table_loads_from_s3_as_file_or_prefix(

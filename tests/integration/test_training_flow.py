@@ -9,8 +9,8 @@ from typing import Any
 import mlflow
 import pandas as pd
 import pytest
-from flows.registry import register_best
-from flows.train import TrainingSummary, train_model
+from genreops.flows.registry import register_best
+from genreops.flows.train import TrainingSummary, train_model
 
 from genreops.core.errors import SchemaError, TrainingError
 from genreops.core.settings import get_settings

@@ -20,7 +20,6 @@ import yaml
 
 from genreops.platform.observability import (
     ALERT_RULES,
-    DASHBOARD,
     NATIVE_TARGETS,
     POSTGRES_DATASOURCES,
     ObservabilityError,
@@ -35,6 +34,7 @@ from genreops.platform.observability import (
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
+DASHBOARD = ROOT / "dashboards" / "genreops.json"  # Grafana's, not shipped in the package
 PROMETHEUS_DIR = ROOT / "configs" / "prometheus"
 PROVISIONING = ROOT / "configs" / "grafana" / "provisioning"
 DATASOURCES = PROVISIONING / "datasources" / "datasources.yml"

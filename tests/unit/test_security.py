@@ -372,7 +372,7 @@ def launches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Launches:
 
 def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
     """Every server the platform starts listens on 127.0.0.1 unless 0.0.0.0 is asked for."""
-    from flows.extract import dask_runner
+    from genreops.flows.extract import dask_runner
     from prefect.server.api import server as prefect_server
     from prefect.settings import Settings as PrefectSettings
 

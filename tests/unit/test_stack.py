@@ -318,7 +318,7 @@ def test_status_of_a_stack_that_never_ran(tmp_path: Path) -> None:
 def test_every_flow_is_deployed_under_its_own_name_with_typed_parameters(
     tmp_path: Path,
 ) -> None:
-    from flows.deployments import TAG, build_deployments, deployment_names
+    from genreops.flows.deployments import TAG, build_deployments, deployment_names
 
     names = deployment_names()
     for flow in ("extract-features", "train-model", "register-best", "publish", "batch-predict"):
@@ -329,7 +329,7 @@ def test_every_flow_is_deployed_under_its_own_name_with_typed_parameters(
     for deployment in built.values():
         assert TAG in deployment.tags
         assert deployment.description
-        assert deployment.entrypoint.startswith("flows.")  # importable from any folder
+        assert deployment.entrypoint.startswith("genreops.flows.")  # importable from any folder
     train = built["train-model"]._parameter_openapi_schema.model_dump()
     assert train["required"] == ["features_url"]
     assert train["properties"]["trials"]["type"] == "integer"
@@ -342,7 +342,7 @@ def test_every_flow_is_deployed_under_its_own_name_with_typed_parameters(
 
 
 def test_a_deployment_can_also_run_on_a_schedule(tmp_path: Path) -> None:
-    from flows.deployments import DEPLOYMENTS, DeploymentSpec, build_deployments
+    from genreops.flows.deployments import DEPLOYMENTS, DeploymentSpec, build_deployments
 
     spec = DeploymentSpec(DEPLOYMENTS[0].flow, "every five minutes", interval_seconds=300)
     (scheduled,) = build_deployments(settings_for(tmp_path), [spec])

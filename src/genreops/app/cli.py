@@ -223,9 +223,9 @@ def extract(
     window: Annotated[float, typer.Option(min=1.0, help="Analysis window in seconds.")] = 30.0,
 ) -> None:
     """Extract features in parallel with the Prefect flow `extract-features` on Dask."""
-    from flows.extract import dask_runner, extract_features
-    from flows.progress import report_progress
-    from flows.runtime import prefect_api
+    from genreops.flows.extract import dask_runner, extract_features
+    from genreops.flows.progress import report_progress
+    from genreops.flows.runtime import prefect_api
 
     settings = get_settings()
     input_url, output_url = _absolute(input_url), _absolute(output_url)
@@ -361,9 +361,9 @@ def train(
 
     Any feature table trains: ours, or GTZAN's features_30_sec.csv / features_3_sec.csv as
     downloaded."""
-    from flows.progress import report_progress
-    from flows.runtime import prefect_api
-    from flows.train import train_model
+    from genreops.flows.progress import report_progress
+    from genreops.flows.runtime import prefect_api
+    from genreops.flows.train import train_model
 
     settings = get_settings()
     unknown = [m for m in model if m not in FAMILY_CHOICES]
@@ -440,7 +440,7 @@ def register(
     table = _absolute(table) if table and Path(table).expanduser().exists() else table
     with _user_errors():
         if settings.prefect_api_url:  # a Prefect server is running: record it as a flow run
-            from flows.registry import register_best
+            from genreops.flows.registry import register_best
 
             summary = register_best(top=top, model_name=model_name, table=table)
         else:  # a temporary Prefect server would cost ~20 s for a sub-second job

@@ -199,6 +199,11 @@ class Settings(BaseSettings):
 
     # The native stack (`genreops stack up`): its ports on 127.0.0.1 and its servers' databases.
     s3_port: int = Field(default=4568, ge=1, le=65535, description="Embedded S3 server port.")
+    s3_server_dir: Path | None = Field(
+        default=None,
+        description="Folder whose node_modules holds the embedded S3 server (npm s3rver; "
+        "`npm ci --prefix DIR` with tools/s3's package files); default: the checkout's tools/s3.",
+    )
     mlflow_port: int = Field(default=5000, ge=1, le=65535, description="MLflow server port.")
     prefect_port: int = Field(default=4200, ge=1, le=65535, description="Prefect server port.")
     triton_http_port: int = Field(default=8000, ge=1, le=65535, description="Triton HTTP port.")

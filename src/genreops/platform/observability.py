@@ -32,11 +32,10 @@ import yaml
 
 from genreops.core.errors import GenreopsError
 from genreops.core.processes import http_answers, port_in_use, start_process, stop_process
+from genreops.core.resources import config_file
 
 HOST = "127.0.0.1"  # the native stack serves loopback only
-REPO_ROOT = Path(__file__).resolve().parents[3]
-ALERT_RULES = REPO_ROOT / "configs" / "prometheus" / "alerts.yml"  # in a source checkout
-DASHBOARD = REPO_ROOT / "dashboards" / "genreops.json"
+ALERT_RULES = config_file("prometheus", "alerts.yml")  # shipped as genreops.configs
 
 # Job names: the alert rules and the dashboard select on them (``up{job="triton"}``).
 JOB_PROMETHEUS = "prometheus"

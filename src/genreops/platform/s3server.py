@@ -10,6 +10,8 @@ Node >= 17 only allows with ``--openssl-legacy-provider``, and it accepts only t
 ``S3RVER`` / ``S3RVER`` (and bucket names of 3-63 characters).
 
 Installed by ``make setup`` into ``tools/s3/node_modules`` from ``tools/s3/package-lock.json``.
+Node packages cannot ship in the Python wheel: an installed genreops finds the server in
+``GENREOPS_S3_SERVER_DIR`` (default: the checkout's ``tools/s3`` when there is one).
 """
 
 from __future__ import annotations
@@ -20,14 +22,26 @@ from pathlib import Path
 
 from genreops.core.errors import GenreopsError
 from genreops.core.processes import http_answers, port_in_use, start_process, stop_process
+from genreops.core.settings import Settings, get_settings
 from genreops.data.storage import S3Config
 
 ACCESS_KEY_ID = "S3RVER"
 SECRET_ACCESS_KEY = "S3RVER"  # noqa: S105 (s3rver's fixed public dummy key)
 DEFAULT_PORT = 4568  # s3rver's own default; 9000 and 5000 belong to others
-TOOLS_DIR = Path(__file__).resolve().parents[3] / "tools" / "s3"
+# The source checkout's copy; absent when genreops is installed from a wheel.
+CHECKOUT_DIR = Path(__file__).resolve().parents[3] / "tools" / "s3"
 _SCRIPT = Path("node_modules") / "s3rver" / "bin" / "s3rver.js"
-_INSTALL_HINT = "run `make setup` (or `npm ci --prefix tools/s3`)"
+_INSTALL_HINT = (
+    "run `make setup` in a checkout, or install it anywhere with `npm ci --prefix DIR` "
+    "(DIR holding the checkout's tools/s3/package.json and package-lock.json) and set "
+    "GENREOPS_S3_SERVER_DIR=DIR"
+)
+
+
+def server_dir(settings: Settings | None = None) -> Path:
+    """Where s3rver's ``node_modules`` lives: ``GENREOPS_S3_SERVER_DIR``, else the checkout's."""
+    configured = (settings or get_settings()).s3_server_dir
+    return configured if configured is not None else CHECKOUT_DIR
 
 
 def endpoint_url(host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> str:
@@ -45,7 +59,7 @@ def s3_config(host: str = "127.0.0.1", port: int = DEFAULT_PORT) -> S3Config:
 
 def find_s3_server_command(tools_dir: Path | None = None) -> list[str]:
     """The argv prefix that runs s3rver; raises GenreopsError saying how to install it."""
-    base = tools_dir or TOOLS_DIR
+    base = tools_dir or server_dir()
     node = shutil.which("node")
     if node is None:
         raise GenreopsError(
@@ -55,7 +69,8 @@ def find_s3_server_command(tools_dir: Path | None = None) -> list[str]:
     script = base / _SCRIPT
     if not script.is_file():
         raise GenreopsError(
-            f"the embedded S3 server (s3rver) is not installed in {base}: {_INSTALL_HINT}"
+            f"the embedded S3 server (s3rver) is not installed in {base} "
+            f"(GENREOPS_S3_SERVER_DIR): {_INSTALL_HINT}"
         )
     command = [node]
     if _node_major(node) >= 17:

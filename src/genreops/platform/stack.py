@@ -6,7 +6,7 @@
 s3            the embedded S3 server (s3rver), buckets kept in ``<home>/s3`` across restarts
 mlflow        MLflow tracking server: SQLite under home (or a database URL), artifacts on S3
 prefect       Prefect server: SQLite under home (or ``GENREOPS_PREFECT_DATABASE_URL``)
-deployments   ``python -m flows.deployments``: serves every flow as a Prefect deployment
+deployments   ``python -m genreops.flows.deployments``: serves every flow as a Prefect deployment
 triton        Triton on the published repository, explicit model control (``genreops publish``
               hot-loads into it); with nothing published it runs with no model loaded
 prometheus    Debian's prometheus scraping Triton; skipped (with how to get it) when absent
@@ -687,6 +687,7 @@ class Stack:
             self.log_file("s3"),
             timeout=limit,
             detach=True,
+            tools_dir=s3server.server_dir(self.settings),
         )
 
     def _s3_config(self) -> Any:
@@ -762,7 +763,7 @@ class Stack:
         since = launched - dt.timedelta(seconds=1)
         return start_process(
             "the Prefect deployments",
-            [sys.executable, "-m", "flows.deployments"],
+            [sys.executable, "-m", "genreops.flows.deployments"],
             ready=lambda: bool(served_deployments(self.endpoints.prefect_api, since)),
             url=self.endpoints.url("deployments"),
             log_path=self.log_file("deployments"),
@@ -886,7 +887,7 @@ def _start_prometheus(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
         observability.JOB_TRITON: [f"{HOST}:{stack.settings.triton_metrics_port}"],
     }
     rules = None
-    if observability.ALERT_RULES.is_file():  # a source checkout
+    if observability.ALERT_RULES.is_file():  # shipped in the package (genreops.configs)
         shutil.copyfile(observability.ALERT_RULES, base / "alerts.yml")
         rules = "alerts.yml"
     config = base / "prometheus.yml"

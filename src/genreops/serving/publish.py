@@ -29,13 +29,14 @@ import joblib
 
 from genreops.core.errors import GenreopsError, SchemaError
 from genreops.core.files import atomic_write
+from genreops.core.resources import triton_template_dir
 from genreops.core.settings import NoveltySettings, Settings
 from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH, SCHEMA_VERSION, serving_columns
 from genreops.monitoring.drift import REFERENCE_FILE
 
 log = logging.getLogger(__name__)
 
-TEMPLATE_DIR = Path(__file__).resolve().parents[3] / "triton_models"
+TEMPLATE_DIR = triton_template_dir()  # shipped as genreops.triton_models
 ENSEMBLE = "genre_ensemble"
 # Load order: an ensemble after everything it calls; the predictor after its BLS target.
 MODELS = ("preprocessor", "fallback", "predictor", "postprocessor", ENSEMBLE)

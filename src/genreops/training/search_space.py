@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from genreops.core.errors import TrainingError
+from genreops.core.resources import config_file
 
 SOFT_VOTE = "soft_vote"
 # Single models, tuned on their own; a soft vote averages the probabilities of some of them.
@@ -24,7 +25,7 @@ CLASS_BALANCE = ("weights", "oversample", "none")
 WEIGHTED_FAMILIES = ("xgboost", "random_forest", "svc", "logistic_regression")
 # A soft vote's members come from the same training run (or the newest one on the same table).
 DEFAULT_MEMBERS = ("svc", "xgboost", "logistic_regression")
-DEFAULT_SPACE_FILE = Path(__file__).resolve().parents[3] / "configs" / "search_spaces.yaml"
+DEFAULT_SPACE_FILE = config_file("search_spaces.yaml")  # shipped as genreops.configs
 
 Scalar = str | int | float | bool | None
 

@@ -1,0 +1,193 @@
+"""genreops installed from its wheel, not the checkout: the whole CLI journey from another folder.
+
+Why: only an editable checkout used to work (templates, configs and the S3 server were found
+relative to the source tree). Here the wheel is built from a copy of the sources, installed
+non-editable into a fresh venv holding exactly requirements/runtime.txt (no dev tools; uv's
+cache makes this a few seconds), and `genreops` runs in tmp_path: synth, extract, train,
+register, publish, serve and predict. Nothing may be imported from the checkout.
+
+Cost: the build and the install take ~7 s; the journey ~7 min on a busy 2-core machine, most of
+it the first `extract` (a fresh venv has no bytecode and no Numba cache yet).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from helpers import free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+UV = str(Path(sys.executable).with_name("uv"))
+# What the wheel is built from (as in .dockerignore): nothing else of the checkout is copied.
+SOURCES = ("pyproject.toml", "README.md", "src", "flows", "triton_models", "configs")
+
+# Run by the installed interpreter: where every genreops module (and the templates) come from.
+WHERE = """
+import importlib, json, pkgutil, sys
+import genreops
+from genreops.serving.publish import TEMPLATE_DIR
+from genreops.training.search_space import DEFAULT_SPACE_FILE
+names = [m.name for m in pkgutil.walk_packages(genreops.__path__, "genreops.")
+         if ".triton_models." not in m.name]
+for name in names:
+    importlib.import_module(name)
+files = sorted(
+    m.__file__ for m in list(sys.modules.values()) if getattr(m, "__file__", None)
+)
+print(json.dumps({"genreops": genreops.__file__, "files": files, "imported": len(names),
+                  "template": str(TEMPLATE_DIR), "space": str(DEFAULT_SPACE_FILE)}))
+"""
+
+
+def _run(
+    argv: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 900
+) -> subprocess.CompletedProcess[str]:
+    """Run and fail with both outputs when the command does."""
+    result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, (
+        f"{' '.join(argv)} exited {result.returncode}\n{result.stdout}\n{result.stderr}"
+    )
+    return result
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A venv with runtime.txt and genreops from a freshly built wheel; returns its bin/."""
+    if not Path(UV).is_file():
+        pytest.skip("uv is not in the project venv (make setup installs it)")
+    base = tmp_path_factory.mktemp("install")
+    source = base / "source"
+    source.mkdir()
+    for name in SOURCES:
+        path = ROOT / name
+        if path.is_dir():
+            shutil.copytree(path, source / name, ignore=shutil.ignore_patterns(
+                "__pycache__", "*.egg-info", "*.pyc"))  # fmt: skip
+        else:
+            shutil.copy2(path, source / name)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    began = time.monotonic()
+    _run([UV, "build", "-q", "--wheel", "-o", str(base / "dist"), str(source)], cwd=base, env=env)
+    wheel = next((base / "dist").glob("genreops-*.whl"))
+    venv = base / "venv"
+    _run([UV, "venv", "-q", "--python", sys.executable, str(venv)], cwd=base, env=env)
+    python = str(venv / "bin" / "python")
+    lock = str(ROOT / "requirements" / "runtime.txt")
+    _run([UV, "pip", "sync", "-q", "--python", python, lock], cwd=base, env=env)
+    _run(
+        [UV, "pip", "install", "-q", "--python", python, "--no-deps", str(wheel)], cwd=base, env=env
+    )
+    print(f"wheel built and installed with runtime.txt in {time.monotonic() - began:.1f} s")
+    return venv / "bin"
+
+
+def _clean_env(home: Path, bin_dir: Path) -> dict[str, str]:
+    """Like a new user's shell: only this venv, no project settings, no PYTHONPATH."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("GENREOPS_", "PREFECT_", "AWS_", "MLFLOW_"))
+        and k not in ("PYTHONPATH", "VIRTUAL_ENV")
+    }
+    env["PATH"] = os.pathsep.join((str(bin_dir), env.get("PATH", "")))
+    env["GENREOPS_HOME"] = str(home)
+    env["COLUMNS"] = "200"
+    return env
+
+
+def test_nothing_comes_from_the_checkout(installed: Path, tmp_path: Path) -> None:
+    """Every genreops module, flows included, and the shipped files live in site-packages."""
+    env = _clean_env(tmp_path / ".genreops", installed)
+    found = json.loads(_run([str(installed / "python"), "-c", WHERE], cwd=tmp_path, env=env).stdout)
+    site = str(installed.parent / "lib")
+    assert found["genreops"].startswith(site), found["genreops"]
+    assert found["imported"] > 40  # every module, genreops.flows.* among them
+    assert "genreops.flows" in " ".join(found["files"]).replace("/", ".")
+    assert Path(found["template"], "predictor", "config.pbtxt").is_file()
+    assert found["template"].startswith(site) and found["space"].startswith(site)
+    leaked = [f for f in found["files"] if f.startswith(str(ROOT) + os.sep)]
+    assert not leaked, leaked
+
+
+def test_s3_server_is_found_through_its_setting(installed: Path, tmp_path: Path) -> None:
+    """No tools/s3 next to a wheel: the error names the setting; the setting finds it."""
+    env = _clean_env(tmp_path / ".genreops", installed)
+    probe = "from genreops.platform.s3server import find_s3_server_command as f; print(f()[-1])"
+    missing = subprocess.run(
+        [str(installed / "python"), "-c", probe], cwd=tmp_path, env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert missing.returncode != 0
+    assert "GENREOPS_S3_SERVER_DIR" in missing.stderr and "npm ci --prefix" in missing.stderr
+    checkout = ROOT / "tools" / "s3"
+    if not (checkout / "node_modules").is_dir() or shutil.which("node") is None:
+        pytest.skip("s3rver is not installed in tools/s3 (make setup)")
+    env["GENREOPS_S3_SERVER_DIR"] = str(checkout)
+    found = _run([str(installed / "python"), "-c", probe], cwd=tmp_path, env=env).stdout
+    assert found.strip().startswith(str(checkout))
+
+
+def test_the_cli_journey_from_another_folder(installed: Path, tmp_path: Path) -> None:
+    """synth -> extract -> train -> register -> publish -> serve -> predict, all installed."""
+    env = _clean_env(tmp_path / ".genreops", installed)
+    genreops = str(installed / "genreops")
+
+    def cli(*args: str) -> str:
+        began = time.monotonic()
+        out = _run([genreops, *args], cwd=tmp_path, env=env).stdout
+        print(f"genreops {args[0]}: {time.monotonic() - began:.1f} s")
+        return out
+
+    cli("synth", "c", "--per-genre", "3", "--seconds", "6", "--workers", "2")
+    cli("extract", "c", "f", "--workers", "1", "--window", "6")
+    trained = cli("train", "f", "-m", "knn", "-m", "logistic_regression", "--trials", "1")
+    assert trained.count("1/0/0") == 2  # trials ok/pruned/failed per family
+    registered = cli("register")
+    assert "champion" in registered and "challenger" in registered
+    published = cli("publish", "--repo", "repo")
+    assert "published: version 1" in published
+    rendered = tmp_path / "repo" / "preprocessor" / "1" / "model.py"
+    shipped = installed.parent / "lib"
+    assert (
+        rendered.read_bytes()
+        == next(
+            shipped.glob("python3*/site-packages/genreops/triton_models/preprocessor/model.py")
+        ).read_bytes()
+    )
+
+    ports = {"--http-port": free_port(), "--grpc-port": free_port(), "--metrics-port": free_port()}
+    serve = [f"{flag}={port}" for flag, port in ports.items()]
+    cli("serve", "--repo", "repo", "--detach", *serve)
+    try:
+        clip = str(sorted((tmp_path / "c").glob("*/*.wav"))[0])
+        answer = cli("predict", clip, "--url", f"127.0.0.1:{ports['--grpc-port']}")
+        assert "1 of 1 classified" in " ".join(answer.split()), answer
+    finally:
+        cli("serve", "--stop")
+
+
+def test_the_editable_checkout_maps_the_same_names(tmp_path: Path) -> None:
+    """`make setup`'s editable install: genreops.flows etc. resolve to the repository folders."""
+    probe = (
+        "import json, genreops.flows.deployments as d, genreops.serving.publish as p, "
+        "genreops.training.search_space as s; "
+        "print(json.dumps([d.__file__, str(p.TEMPLATE_DIR), str(s.DEFAULT_SPACE_FILE)]))"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    found = _run([sys.executable, "-c", probe], cwd=tmp_path, env=env).stdout
+    flows, template, space = json.loads(found)
+    if not flows.startswith(str(ROOT) + os.sep):
+        pytest.skip(f"genreops is not installed editable from this checkout ({flows})")
+    assert flows == str(ROOT / "flows" / "deployments.py")
+    assert template == str(ROOT / "triton_models")
+    assert space == str(ROOT / "configs" / "search_spaces.yaml")
