@@ -137,9 +137,14 @@ def test_s3_server_is_found_through_its_setting(installed: Path, tmp_path: Path)
     assert found.strip().startswith(str(checkout))
 
 
+@pytest.mark.usefixtures("prefect_harness")
 def test_the_cli_journey_from_another_folder(installed: Path, tmp_path: Path) -> None:
-    """synth -> extract -> train -> register -> publish -> serve -> predict, all installed."""
+    """synth -> extract -> train -> register -> publish -> serve -> predict, all installed.
+
+    Flow runs report to the session's Prefect server rather than starting a temporary one
+    per command (20-30 s each on 2 cores); the install, not Prefect, is under test here."""
     env = _clean_env(tmp_path / ".genreops", installed)
+    env["PREFECT_API_URL"] = os.environ["PREFECT_API_URL"]
     genreops = str(installed / "genreops")
 
     def cli(*args: str) -> str:
