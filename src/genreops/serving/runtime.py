@@ -196,6 +196,13 @@ class Decision:
     ood_score: np.ndarray  # per row: distance to the reference in units of the OOD threshold
     statistic: np.ndarray  # per row: the detector's statistic, share of its alarm level
 
+    def rows(self, mask: np.ndarray) -> Decision:
+        """The decision for some rows only (e.g. those of the requests that are answered)."""
+        return Decision(
+            self.to_challenger[mask], self.gate_open[mask], self.ood[mask],
+            self.ood_score[mask], self.statistic[mask],
+        )  # fmt: skip
+
     def answered_by(self, cause: str) -> int:
         """Rows the challenger answers because of the drift gate or as the canary."""
         if cause == "drift":
