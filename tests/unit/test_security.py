@@ -343,9 +343,8 @@ class Launches:
 @pytest.fixture
 def launches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Launches:
     """The real command-building code with process starts and tool look-ups replaced."""
-    from genreops.serving.triton import server as triton_server
-
     from genreops.platform import mlflow_server, observability, s3server, stack
+    from genreops.serving.triton import server as triton_server
 
     recorder = Launches()
     for module in (stack, s3server, mlflow_server, triton_server, observability):
@@ -374,7 +373,6 @@ def launches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Launches:
 def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
     """Every server the platform starts listens on 127.0.0.1 unless 0.0.0.0 is asked for."""
     from flows.extract import dask_runner
-    from genreops.serving.triton import server as triton_server
     from prefect.server.api import server as prefect_server
     from prefect.settings import Settings as PrefectSettings
 
@@ -382,6 +380,7 @@ def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
     from genreops.core.errors import GenreopsError
     from genreops.core.settings import Settings
     from genreops.platform import mlflow_server, observability, s3server, stack
+    from genreops.serving.triton import server as triton_server
 
     seen: dict[str, list[str]] = {}  # what -> hosts it binds
     no_dotenv: dict[str, Any] = {"_env_file": None}  # default settings: not a local .env
