@@ -56,11 +56,6 @@ class _RefusedError(Exception):
         self.failure = RequestFailure(message, invalid_input)
 
 
-def model_folder(args: Mapping[str, str]) -> Path:
-    """The version folder Triton loads a model from (``initialize`` args)."""
-    return Path(args["model_repository"]) / args["model_version"]
-
-
 def model_parameters(args: Mapping[str, str]) -> dict[str, str]:
     """The model's ``config.pbtxt`` parameters from its ``initialize`` args."""
     return parameters(json.loads(args["model_config"]))
@@ -275,7 +270,8 @@ class FallbackHandler:
 
     @classmethod
     def open(cls, args: Mapping[str, str]) -> FallbackHandler:
-        return cls(load_published_model(model_folder(args)))
+        # spelled out: the unpickling check traces the folder to Triton's own args
+        return cls(load_published_model(Path(args["model_repository"]) / args["model_version"]))
 
     def handle(self, inputs: Inputs) -> Outputs:
         features = _required(inputs, "FEATURES")
@@ -297,7 +293,7 @@ class PostprocessorHandler:
 
     @classmethod
     def open(cls, args: Mapping[str, str]) -> PostprocessorHandler:
-        return cls(load_labels(model_folder(args)))
+        return cls(load_labels(Path(args["model_repository"]) / args["model_version"]))
 
     def handle(self, inputs: Inputs) -> Outputs:
         probabilities = _required(inputs, "PROBABILITIES")
@@ -370,7 +366,9 @@ class PredictorHandler:
         fallback: Callable[[np.ndarray], np.ndarray] | None = None,
         log_error: Callable[[str], None] = log.error,
     ) -> PredictorHandler:
-        runtime = PredictorRuntime.open(model_folder(args), model_parameters(args))
+        # spelled out: the unpickling check traces the folder to Triton's own args
+        folder = Path(args["model_repository"]) / args["model_version"]
+        runtime = PredictorRuntime.open(folder, model_parameters(args))
         return cls(runtime, Metrics(PREDICTOR_METRICS, family), fallback, log_error)
 
     def execute(self, batch: list[Inputs]) -> list[Result]:
@@ -384,6 +382,9 @@ class PredictorHandler:
                 features, times, names = _predictor_inputs(inputs)
             except _RefusedError as refused:
                 results[index] = refused.failure
+                continue
+            except Exception as error:  # e.g. a dtype numpy cannot convert: this request only
+                results[index] = RequestFailure(f"unreadable inputs: {error}")
                 continue
             accepted.append(_Accepted(index, slice(start, start + len(features)), names))
             blocks.append(features)

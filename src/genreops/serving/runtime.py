@@ -1,7 +1,8 @@
-"""What the Triton models do, without Triton: testable alone, called by triton_models/*/model.py.
+"""What the Triton models do, without Triton: the published models, the gate and the records.
 
 Each Python-backend model reads its ``config.pbtxt`` parameters and its version folder (written
-by ``genreops.serving.publish``) through these helpers, so the model.py files only move tensors.
+by ``genreops.serving.publish``) through these helpers; ``genreops.serving.handlers`` turns them
+into one result per request, so the triton_models/*/model.py files only move tensors.
 """
 
 from __future__ import annotations
