@@ -7,6 +7,9 @@ registered in ``MODELS``; metric families and log lines are kept for the tests t
 
 from __future__ import annotations
 
+import contextlib
+import sys
+from collections.abc import Iterator
 from typing import Any, ClassVar
 
 import numpy as np
@@ -14,6 +17,26 @@ import numpy as np
 MODELS: dict[str, Any] = {}  # model name -> a loaded TritonPythonModel, for BLS calls
 FAMILIES: dict[str, MetricFamily] = {}  # metric name -> family
 LOGGED: list[tuple[str, str]] = []  # (level, message)
+
+
+# Not in triton_python_backend_utils.py itself: the stub adds them after model.py is imported
+# (a module-level ``pb_utils.MetricFamily`` fails to load in tritonserver).
+ADDED_BY_STUB = ("Tensor", "InferenceRequest", "InferenceResponse", "TritonError", "Logger",
+                 "MetricFamily")  # fmt: skip
+
+
+@contextlib.contextmanager
+def importing() -> Iterator[None]:
+    """While model.py is imported: the module as the stub has it then, without those names."""
+    module = sys.modules[__name__]
+    kept = {name: getattr(module, name) for name in ADDED_BY_STUB}
+    for name in ADDED_BY_STUB:
+        delattr(module, name)
+    try:
+        yield
+    finally:
+        for name, value in kept.items():
+            setattr(module, name, value)
 
 
 def reset() -> None:

@@ -85,7 +85,8 @@ def load_model(repository: Path, model: str, **parameters: str) -> Any:
     spec = importlib.util.spec_from_file_location(f"triton_{model}_model", path)
     assert spec is not None and spec.loader is not None
     module: ModuleType = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    with pb.importing():  # as in tritonserver: Tensor, MetricFamily, ... come later
+        spec.loader.exec_module(module)
     config = _config(repository, model)
     for key, value in parameters.items():
         config.setdefault("parameters", {})[key] = {"string_value": value}

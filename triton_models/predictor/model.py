@@ -17,11 +17,12 @@ import triton_python_backend_utils as pb_utils
 from genreops.serving.handlers import PredictorHandler, RequestFailure, Result
 
 INPUTS = ("FEATURES", "RECEIVED_NS", "CLIP_ID")
-KINDS = {"counter": pb_utils.MetricFamily.COUNTER, "gauge": pb_utils.MetricFamily.GAUGE}
 
 
 def _family(name: str, description: str, kind: str) -> Any:
-    return pb_utils.MetricFamily(name=name, description=description, kind=KINDS[kind])
+    # looked up when called: the stub adds MetricFamily (and Tensor, ...) after this file loads
+    family = pb_utils.MetricFamily
+    return family(name=name, description=description, kind=getattr(family, kind.upper()))
 
 
 def _fallback(features: np.ndarray) -> np.ndarray:

@@ -14,11 +14,12 @@ from genreops.serving.handlers import PreprocessorHandler, RequestFailure, Resul
 from genreops.serving.triton.allocator import keep_freed_memory
 
 INPUTS = ("AUDIO", "CLIP_ID")
-KINDS = {"counter": pb_utils.MetricFamily.COUNTER, "gauge": pb_utils.MetricFamily.GAUGE}
 
 
 def _family(name: str, description: str, kind: str) -> Any:
-    return pb_utils.MetricFamily(name=name, description=description, kind=KINDS[kind])
+    # looked up when called: the stub adds MetricFamily (and Tensor, ...) after this file loads
+    family = pb_utils.MetricFamily
+    return family(name=name, description=description, kind=getattr(family, kind.upper()))
 
 
 def _inputs(request: Any) -> dict[str, np.ndarray | None]:
