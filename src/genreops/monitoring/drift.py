@@ -1014,7 +1014,7 @@ class DriftMonitor:
         if resume:
             argv.append("--resume")
         env = dict(os.environ)
-        package_root = str(Path(__file__).resolve().parents[1])  # the genreops in use here
+        package_root = str(Path(__file__).resolve().parents[2])  # src/: the genreops in use here
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (package_root, env.get("PYTHONPATH", "")) if p
         )
