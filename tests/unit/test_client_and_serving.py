@@ -145,3 +145,51 @@ def test_a_real_clip_becomes_a_feature_vector() -> None:
     vector = featurize(buffer.getvalue(), PreprocessOptions(window_seconds=6.0))
     assert vector.shape == (len(FEATURE_NAMES),) and vector.dtype == np.float32
     assert np.isfinite(vector).all()
+
+
+def test_the_predictor_handler_answers_per_request_without_triton(
+    feature_frame, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from genreops.data.feature_table import load_feature_table
+    from genreops.serving.handlers import (
+        PREDICTOR_METRICS,
+        Metrics,
+        PredictorHandler,
+        RequestFailure,
+    )
+    from genreops.training.search_space import load_search_spaces
+    from genreops.training.tuning import tune
+
+    feature_frame(per_genre=6).to_parquet(tmp_path / "t.parquet", index=False)
+    classifier = tune(
+        load_feature_table(str(tmp_path / "t.parquet")), load_search_spaces()["knn"], trials=1
+    ).classifier
+    calls: list[int] = []
+
+    def fallback(rows: np.ndarray) -> np.ndarray:
+        calls.append(len(rows))
+        raise RuntimeError("fallback is down")
+
+    metrics = Metrics(PREDICTOR_METRICS)  # kept in memory
+    handler = PredictorHandler(
+        PredictorRuntime(PublishedModel.of(classifier, "gc/1", {}), "gc/2", Router(1.0)),
+        metrics, fallback, log_error=lambda message: None,
+    )  # fmt: skip
+    rows = feature_frame(per_genre=1)[list(FEATURE_NAMES)].to_numpy(np.float32)
+    received = np.zeros((2, 1), dtype=np.int64)
+    results = handler.execute(
+        [
+            {"FEATURES": rows[:2], "RECEIVED_NS": received},
+            {"FEATURES": rows[:1, :4], "RECEIVED_NS": received[:1]},
+            {"FEATURES": rows[2:4], "RECEIVED_NS": received, "CLIP_ID": None},
+        ]
+    )
+    assert isinstance(results[1], RequestFailure) and results[1].invalid_input
+    for answer in (results[0], results[2]):
+        assert not isinstance(answer, RequestFailure)
+        assert answer["PROBABILITIES"].shape == (2, len(classifier.genres))
+        assert [m[0] for m in answer["MODEL"]] == [b"gc/1", b"gc/1"]  # the champion stood in
+    assert calls == [4]  # one fallback call for the batch's valid rows
+    assert metrics.series("fallback_errors").value == 4
+    answers = metrics.families["predictions"].series.values()
+    assert sum(s.value for s in answers) == 4

@@ -1,30 +1,38 @@
-"""Triton fallback: the challenger's class probabilities (called by the predictor through BLS)."""
+"""Triton fallback: the challenger's class probabilities (called by the predictor through BLS).
 
-from pathlib import Path
+A thin adapter: tensors <-> numpy here, the work in genreops.serving.handlers.FallbackHandler.
+A request that cannot be scored fails alone (INVALID_ARG, naming why).
+"""
 
+from typing import Any
+
+import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from genreops.serving.runtime import load_published_model
+from genreops.serving.handlers import FallbackHandler, RequestFailure, Result
+
+INPUTS = ("FEATURES",)
+
+
+def _inputs(request: Any) -> dict[str, np.ndarray | None]:
+    tensors = {name: pb_utils.get_input_tensor_by_name(request, name) for name in INPUTS}
+    return {name: None if t is None else t.as_numpy() for name, t in tensors.items()}
+
+
+def _response(result: Result) -> Any:
+    if isinstance(result, RequestFailure):
+        code = (
+            pb_utils.TritonError.INVALID_ARG
+            if result.invalid_input
+            else pb_utils.TritonError.INTERNAL
+        )
+        return pb_utils.InferenceResponse(error=pb_utils.TritonError(result.message, code))
+    return pb_utils.InferenceResponse([pb_utils.Tensor(name, a) for name, a in result.items()])
 
 
 class TritonPythonModel:
-    def initialize(self, args):
-        self.model = load_published_model(Path(args["model_repository"]) / args["model_version"])
+    def initialize(self, args: dict[str, str]) -> None:
+        self.handler = FallbackHandler.open(args)
 
-    def execute(self, requests):
-        responses = []
-        for request in requests:
-            features = pb_utils.get_input_tensor_by_name(request, "FEATURES").as_numpy()
-            try:
-                probabilities = self.model.predict_proba(features)
-            except Exception as error:  # fail this request, not the batch
-                responses.append(
-                    pb_utils.InferenceResponse(
-                        error=pb_utils.TritonError(str(error), pb_utils.TritonError.INVALID_ARG)
-                    )
-                )
-                continue
-            responses.append(
-                pb_utils.InferenceResponse([pb_utils.Tensor("PROBABILITIES", probabilities)])
-            )
-        return responses
+    def execute(self, requests: list[Any]) -> list[Any]:
+        return [_response(r) for r in self.handler.execute([_inputs(r) for r in requests])]

@@ -1,7 +1,8 @@
-"""What the Triton models do, without Triton: testable alone, called by triton_models/*/model.py.
+"""What the Triton models do, without Triton: the published models, the gate and the records.
 
 Each Python-backend model reads its ``config.pbtxt`` parameters and its version folder (written
-by ``genreops.serving.publish``) through these helpers, so the model.py files only move tensors.
+by ``genreops.serving.publish``) through these helpers; ``genreops.serving.handlers`` turns them
+into one result per request, so the triton_models/*/model.py files only move tensors.
 """
 
 from __future__ import annotations
@@ -195,6 +196,13 @@ class Decision:
     ood: np.ndarray  # per row: out of the training distribution (score > 1)
     ood_score: np.ndarray  # per row: distance to the reference in units of the OOD threshold
     statistic: np.ndarray  # per row: the detector's statistic, share of its alarm level
+
+    def rows(self, mask: np.ndarray) -> Decision:
+        """The decision for some rows only (e.g. those of the requests that are answered)."""
+        return Decision(
+            self.to_challenger[mask], self.gate_open[mask], self.ood[mask],
+            self.ood_score[mask], self.statistic[mask],
+        )  # fmt: skip
 
     def answered_by(self, cause: str) -> int:
         """Rows the challenger answers because of the drift gate or as the canary."""
