@@ -216,6 +216,16 @@ def test_extract_defaults_follow_settings(monkeypatch: pytest.MonkeyPatch) -> No
     assert kwargs["max_failed_share"] == 0.25
 
 
+def test_invalid_settings_are_a_usage_error_not_a_traceback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("GENREOPS_DASK_WORKERS", "0")  # not an option of serve: via settings
+    result = invoke("serve")
+    assert result.exit_code == 2
+    assert "dask_workers" in result.output
+    assert CliRunner().invoke(cli.app, ["serve", "--help"]).exit_code == 0  # help still works
+
+
 def test_help_names_the_variable_and_shows_the_value_in_force(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

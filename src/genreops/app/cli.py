@@ -77,12 +77,16 @@ class _FromSettings:
         self.attribute = attribute
 
     def __call__(self) -> Any:
-        return getattr(get_settings(), self.attribute)
+        try:
+            settings = get_settings()
+        except ValueError as error:  # a usage error naming the variable, not a traceback
+            raise typer.BadParameter(f"invalid settings: {error}") from None
+        return getattr(settings, self.attribute)
 
     def __str__(self) -> str:
         try:
             value = self()
-        except ValueError:  # invalid settings: the command itself reports them
+        except typer.BadParameter:  # invalid settings: running the command reports them
             return "(from settings)"
         return "(unset)" if value is None else str(value)
 
