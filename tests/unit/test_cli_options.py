@@ -226,6 +226,29 @@ def test_invalid_settings_are_a_usage_error_not_a_traceback(
     assert CliRunner().invoke(cli.app, ["serve", "--help"]).exit_code == 0  # help still works
 
 
+def test_extract_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    import flows.extract
+    import flows.runtime
+
+    from genreops.data.extraction import ExtractionSummary, Failure
+
+    failure = Failure("blues.1", "in/blues/1.wav", "decode", "bad header")
+    summary = ExtractionSummary("o", "o/features.parquet", "o/split", "o/m.json", 3, 2, [failure])
+
+    class Flow:
+        def with_options(self, **_: Any) -> Any:
+            return lambda **kwargs: summary
+
+    monkeypatch.setattr(flows.extract, "dask_runner", lambda *args: None)
+    monkeypatch.setattr(flows.extract, "extract_features", Flow())
+    monkeypatch.setattr(flows.runtime, "prefect_api", nullcontext)
+    result = invoke("extract", "in", "out", "-o", "json")
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["n_extracted"] == 2
+    assert data["failures"][0]["clip_id"] == "blues.1"
+
+
 def test_help_names_the_variable_and_shows_the_value_in_force(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

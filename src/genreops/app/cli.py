@@ -350,6 +350,7 @@ def extract(
             **_setting("window_seconds"),
         ),
     ],
+    output: OutputOption = OutputFormat.table,
 ) -> None:
     """Extract features in parallel with the Prefect flow `extract-features` on Dask."""
     from flows.extract import dask_runner, extract_features
@@ -375,6 +376,9 @@ def extract(
                 max_failed_share=max_failed_share,
                 window_seconds=window,
             )
+    if output is OutputFormat.json:
+        _print_json(summary)
+        return
     if summary.failures:
         table = Table("clip", "reason", "message", title=f"{len(summary.failures)} clips skipped")
         for failure in summary.failures[:20]:
