@@ -403,7 +403,7 @@ def test_predict_output_file_is_the_old_spelling_of_save(
         assert "rock" in (tmp_path / name).read_text()
 
 
-def test_stack_status_json_and_the_old_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_stack_json_and_the_old_flag(monkeypatch: pytest.MonkeyPatch) -> None:
     from genreops.platform import stack
 
     row = stack.ServiceStatus("s3", "running", True, "http://127.0.0.1:4568", pid=42)
@@ -412,7 +412,13 @@ def test_stack_status_json_and_the_old_flag(monkeypatch: pytest.MonkeyPatch) -> 
         def __init__(self, settings: Settings) -> None:
             pass
 
+        env_file = "stack.env"
+
         def status(self) -> list[stack.ServiceStatus]:
+            return [row]
+
+        def up(self, only: Any, timeout: Any, on_event: Any) -> list[stack.ServiceStatus]:
+            on_event("s3", "running", "ok")
             return [row]
 
     monkeypatch.setattr(stack, "Stack", FakeStack)
@@ -421,6 +427,9 @@ def test_stack_status_json_and_the_old_flag(monkeypatch: pytest.MonkeyPatch) -> 
         assert result.exit_code == 0, result.output
         assert json.loads(result.stdout) == [row.as_dict()]
     assert "127.0.0.1:4568" in invoke("stack", "status").stdout
+    up = invoke("stack", "up", "-o", "json")
+    assert up.exit_code == 0, up.output
+    assert json.loads(up.stdout) == [row.as_dict()]
 
 
 def test_output_rejects_unknown_formats() -> None:
