@@ -199,7 +199,7 @@ def _member_params(
         raise TrainingError(
             f"{SOFT_VOTE}: no tuned {', '.join(missing)} model on this table (members: "
             f"{', '.join(members)}); train {'it' if len(missing) == 1 else 'them'} first or "
-            f"in the same run (e.g. --model {' --model '.join(missing)} --model {SOFT_VOTE}), "
+            f"in the same run (e.g. --family {' --family '.join(missing)} --family {SOFT_VOTE}), "
             "or change the members in the search space file"
         )
     return found, sources

@@ -299,7 +299,7 @@ class Cli:
         return result
 
     def status(self) -> dict[str, dict[str, Any]]:
-        rows = json.loads(self("stack", "status", "--json", check=False).stdout)
+        rows = json.loads(self("stack", "status", "--output", "json", check=False).stdout)
         return {row["service"]: row for row in rows}
 
     @property

@@ -55,7 +55,7 @@ def test_synth_extract_train_register_models(tmp_path: Path) -> None:
     assert len(table) == 30 and list(table.columns) == ["clip_id", "genre", *FEATURE_NAMES]
     assert json.loads((tmp_path / "f" / "manifest.json").read_text())["counts"]["failed"] == 0
 
-    train = _run("train", "f", "--model", "all", "--trials", "3", cwd=tmp_path)
+    train = _run("train", "f", "--family", "all", "--trials", "3", cwd=tmp_path)
     assert train.returncode == 0, train.stderr
     for family in ("xgboost", "random_forest", "knn", "svc", "logistic_regression", "soft_vote"):
         assert family in train.stdout
@@ -88,7 +88,7 @@ def test_train_on_the_public_gtzan_table_as_downloaded(tmp_path: Path) -> None:
     """features_30_sec.csv's shape (generated, never downloaded), its folder given as is."""
     (tmp_path / "Data").mkdir()
     gtzan_public_frame(per_genre=8).to_csv(tmp_path / "Data" / "features_30_sec.csv", index=False)
-    train = _run("train", "Data", "--model", "knn", "--trials", "2", cwd=tmp_path, new_user=True)
+    train = _run("train", "Data", "--family", "knn", "--trials", "2", cwd=tmp_path, new_user=True)
     assert train.returncode == 0, train.stderr
     assert "columns: label 'label'; ids 'filename'; 57 features; not features: 'length'" in (
         train.stdout

@@ -181,7 +181,7 @@ def test_foreign_clips_are_flagged_in_the_predict_output(served: Served, tmp_pat
     result = CliRunner().invoke(
         app,
         ["predict", *foreign, *served.clean[:6], "--url", served.ports.grpc_url,
-         "--concurrency", "1", "--output", str(output)],
+         "--concurrency", "1", "--save", str(output)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     flagged = re.search(r"out of distribution (\d+)", " ".join(result.output.split()))

@@ -250,6 +250,6 @@ def test_a_soft_vote_without_tuned_members_says_which_to_train(home: Path) -> No
     with pytest.raises(
         TrainingError,
         match=r"soft_vote: no tuned xgboost, logistic_regression model on this table.*"
-        r"--model xgboost --model logistic_regression --model soft_vote.*\(finished: svc\)",
+        r"--family xgboost --family logistic_regression --family soft_vote.*\(finished: svc\)",
     ):
         train_model(features_url=str(folder), families=["soft_vote", "svc"], trials=1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -9,6 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +28,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from genreops import __version__
 from genreops.core.errors import GenreopsError
 from genreops.core.settings import Settings, get_settings
 
@@ -63,6 +66,95 @@ def _absolute(url: str) -> str:
     return url if "://" in url else str(Path(url).expanduser().resolve())
 
 
+class _FromSettings:
+    """An option default read from the settings when the command runs, not at import.
+
+    The settings also read ``.env`` and ``<home>/stack.env``, which click's ``envvar`` alone
+    would miss; ``str()`` is what ``--help`` shows, so the help states the value in force.
+    """
+
+    def __init__(self, attribute: str) -> None:
+        self.attribute = attribute
+
+    def __call__(self) -> Any:
+        try:
+            settings = get_settings()
+        except ValueError as error:  # a usage error naming the variable, not a traceback
+            raise typer.BadParameter(f"invalid settings: {error}") from None
+        return getattr(settings, self.attribute)
+
+    def __str__(self) -> str:
+        try:
+            value = self()
+        except typer.BadParameter:  # invalid settings: running the command reports them
+            return "(from settings)"
+        return "(unset)" if value is None else str(value)
+
+    def __repr__(self) -> str:
+        return f"_FromSettings({self.attribute!r})"
+
+
+def _setting(field: str, attribute: str | None = None) -> dict[str, Any]:
+    """``typer.Option`` arguments for an option whose default is the setting ``field``.
+
+    ``attribute`` names a derived value when it differs (``repository`` for
+    ``triton_repository``). The environment variable is also given to click, so ``--help``
+    lists it next to the option.
+    """
+    if field not in Settings.model_fields:
+        raise ValueError(f"no setting {field!r}")  # caught by the unit tests at import
+    return {
+        "default_factory": _FromSettings(attribute or field),
+        "envvar": f"GENREOPS_{field.upper()}",
+        "show_envvar": True,
+    }
+
+
+class OutputFormat(str, Enum):
+    """How a command prints its result: a table for people, JSON on stdout for scripts."""
+
+    table = "table"
+    json = "json"
+
+
+_OUTPUT_HELP = "table (for people) or json (machine-readable, on stdout)."
+OutputOption = Annotated[OutputFormat, typer.Option("--output", "-o", help=_OUTPUT_HELP)]
+
+
+def _jsonable(value: Any) -> Any:
+    """Dataclasses become dicts, tuples lists; what JSON lacks (paths, ...) becomes text."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def _print_json(value: Any) -> None:
+    """The one JSON printer: stdout only, so ``| jq`` never sees progress or notes."""
+    typer.echo(json.dumps(_jsonable(value), indent=2))
+
+
+def _http_url(address: str) -> str:
+    """Triton's HTTP endpoint as a URL; ``host:port`` is accepted like elsewhere."""
+    return address if "://" in address else f"http://{address}"
+
+
+def _host_port(address: str) -> str:
+    """``host:port`` as tritonclient takes it; a scheme (http://, grpc://) is dropped."""
+    return address.split("://", 1)[1].rstrip("/") if "://" in address else address
+
+
+def _triton_http_address(settings: Settings) -> str:
+    """The HTTP twin of GENREOPS_TRITON_URL: its host with GENREOPS_TRITON_HTTP_PORT."""
+    host = _host_port(settings.triton_url).rsplit(":", 1)[0]
+    return f"{host}:{settings.triton_http_port}"
+
+
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Expected failures print one clear line and exit 1 instead of a traceback."""
@@ -73,9 +165,24 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(1) from None
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"genreops {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Show debug logs.")] = False,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print the package version and exit.",
+        ),
+    ] = False,
 ) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
@@ -166,7 +273,7 @@ def upload(
 
 @app.command("s3-server")
 def s3_server(
-    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 4568,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.", **_setting("s3_port"))],
     data_dir: Annotated[
         Path | None, typer.Option(help="Where buckets are kept (default: GENREOPS_HOME/s3).")
     ] = None,
@@ -211,28 +318,48 @@ def extract(
         str, typer.Argument(help="Folder or s3:// prefix for features.parquet, split, manifest.")
     ],
     workers: Annotated[
-        int | None, typer.Option(min=1, help="Local Dask workers (default: settings).")
-    ] = None,
+        int,
+        typer.Option(
+            min=1, help="Local Dask workers (unused with a scheduler).", **_setting("dask_workers")
+        ),
+    ],
     dask_address: Annotated[
-        str | None, typer.Option(help="External Dask scheduler, e.g. tcp://127.0.0.1:8786.")
-    ] = None,
-    chunk_size: Annotated[int | None, typer.Option(min=1, help="Clips per Dask task.")] = None,
+        str | None,
+        typer.Option(
+            help="External Dask scheduler, e.g. tcp://127.0.0.1:8786; none starts a local one.",
+            **_setting("dask_address"),
+        ),
+    ],
+    chunk_size: Annotated[
+        int, typer.Option(min=1, help="Clips per Dask task.", **_setting("extract_chunk_size"))
+    ],
     max_failed_share: Annotated[
-        float | None, typer.Option(min=0.0, max=1.0, help="Fail above this share of bad clips.")
-    ] = None,
-    window: Annotated[float, typer.Option(min=1.0, help="Analysis window in seconds.")] = 30.0,
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Fail above this share of bad clips.",
+            **_setting("extract_max_failed_share"),
+        ),
+    ],
+    window: Annotated[
+        float,
+        typer.Option(
+            min=1.0,
+            help="Analysis window in seconds; serving uses the same setting, so the two agree.",
+            **_setting("window_seconds"),
+        ),
+    ],
+    output: OutputOption = OutputFormat.table,
 ) -> None:
     """Extract features in parallel with the Prefect flow `extract-features` on Dask."""
     from genreops.flows.extract import dask_runner, extract_features
     from genreops.flows.progress import report_progress
     from genreops.flows.runtime import prefect_api
 
-    settings = get_settings()
     input_url, output_url = _absolute(input_url), _absolute(output_url)
     with _user_errors():
-        runner = dask_runner(
-            dask_address or settings.dask_address, workers or settings.dask_workers
-        )
+        runner = dask_runner(dask_address, workers)
         flow = extract_features.with_options(task_runner=runner)
         with (
             prefect_api(),
@@ -245,14 +372,13 @@ def extract(
             summary = flow(
                 input_url=input_url,
                 output_url=output_url,
-                chunk_size=chunk_size or settings.extract_chunk_size,
-                max_failed_share=(
-                    settings.extract_max_failed_share
-                    if max_failed_share is None
-                    else max_failed_share
-                ),
+                chunk_size=chunk_size,
+                max_failed_share=max_failed_share,
                 window_seconds=window,
             )
+    if output is OutputFormat.json:
+        _print_json(summary)
+        return
     if summary.failures:
         table = Table("clip", "reason", "message", title=f"{len(summary.failures)} clips skipped")
         for failure in summary.failures[:20]:
@@ -298,31 +424,50 @@ def train(
             "or a folder holding one table."
         ),
     ],
-    model: Annotated[
+    study_storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage URL (e.g. postgresql://user@host/db) so several workers can "
+            "tune one study in parallel; none: in memory.",
+            **_setting("study_storage_url"),
+        ),
+    ],
+    search_space: Annotated[
+        Path | None,
+        typer.Option(
+            help="Search spaces YAML; none: configs/search_spaces.yaml.",
+            **_setting("search_space_file"),
+        ),
+    ],
+    cv_folds: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Score each configuration by k-fold cross-validation on train+val (tables "
+            "up to GENREOPS_CV_MAX_ROWS rows); 0: the table's val split.",
+            **_setting("cv_folds"),
+        ),
+    ],
+    family: Annotated[
         list[str],
         typer.Option(
-            "--model",
-            "-m",
+            "--family",
+            "-f",
             help="Model family: xgboost, random_forest, knn, svc, logistic_regression, "
             "soft_vote (a soft vote of tuned svc, xgboost and logistic_regression models; "
             "tuned after them) or all (repeatable).",
         ),
     ] = ["all"],  # noqa: B006 (typer needs a list default)
+    model_alias: Annotated[
+        list[str] | None,
+        # the old spelling, hidden: beside --model-name it read as the registered model
+        typer.Option("--model", "-m", hidden=True),
+    ] = None,
     trials: Annotated[int, typer.Option(min=1, help="Optuna trials per family.")] = 20,
     timeout: Annotated[
         float | None, typer.Option(min=1.0, help="Stop each family's study after S seconds.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Same seed and data, same best model.")] = 0,
-    study_storage: Annotated[
-        str | None,
-        typer.Option(
-            help="Optuna storage URL (e.g. postgresql://user@host/db) so several workers can "
-            "tune one study in parallel; default in memory."
-        ),
-    ] = None,
-    search_space: Annotated[
-        Path | None, typer.Option(help="Search spaces YAML (default configs/search_spaces.yaml).")
-    ] = None,
     label_column: Annotated[
         str | None,
         typer.Option(help="Genre column (default: 'genre', else 'label' as in GTZAN's CSVs)."),
@@ -346,15 +491,7 @@ def train(
             help="A column that is no feature, left out (repeatable; 'length' always is)."
         ),
     ] = None,
-    cv_folds: Annotated[
-        int | None,
-        typer.Option(
-            min=0,
-            help="Score each configuration by k-fold cross-validation on train+val (tables "
-            "up to GENREOPS_CV_MAX_ROWS rows); 0: the table's val split. Default "
-            "GENREOPS_CV_FOLDS (4).",
-        ),
-    ] = None,
+    output: OutputOption = OutputFormat.table,
 ) -> None:
     """Tune XGBoost / random forest / KNN / SVC / logistic regression and a soft vote of the
     best of them with Optuna, and track every trial in MLflow.
@@ -366,10 +503,11 @@ def train(
     from genreops.flows.train import train_model
 
     settings = get_settings()
+    model = [*(model_alias or []), *family] if family != ["all"] else model_alias or family
     unknown = [m for m in model if m not in FAMILY_CHOICES]
     if unknown:
         console.print(
-            f"[red]error:[/red] unknown model {unknown[0]!r}; use {', '.join(FAMILY_CHOICES)}"
+            f"[red]error:[/red] unknown family {unknown[0]!r}; use {', '.join(FAMILY_CHOICES)}"
         )
         raise typer.Exit(2)
     families = None if "all" in model else list(dict.fromkeys(model))
@@ -388,14 +526,17 @@ def train(
             trials=trials,
             timeout_seconds=timeout,
             seed=seed,
-            study_storage=study_storage or settings.study_storage_url,
-            search_space_file=str(search_space or settings.search_space_file or "") or None,
+            study_storage=study_storage or None,
+            search_space_file=str(search_space) if search_space else None,
             label_column=label_column,
             id_column=id_column,
             group_column=group_column,
             drop_columns=drop_column,
             cv_folds=cv_folds,
         )
+    if output is OutputFormat.json:
+        _print_json({**_jsonable(summary), "tracking_uri": settings.mlflow_uri})
+        return
     out.print(f"columns: {summary.columns}", markup=False)
     table = _results_table(
         f"{summary.table_url} (split {summary.rows})",
@@ -423,10 +564,12 @@ def train(
 
 @app.command()
 def register(
+    model_name: Annotated[
+        str, typer.Option(help="Registered model name.", **_setting("model_name"))
+    ],
     top: Annotated[
         int, typer.Option(min=1, help="Versions to rank: 1 = champion, 2 = + challenger.")
     ] = 2,
-    model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
     table: Annotated[
         str | None,
         typer.Option(
@@ -434,6 +577,7 @@ def register(
             "characters of its digest); default: every finished run."
         ),
     ] = None,
+    output: OutputOption = OutputFormat.table,
 ) -> None:
     """Register the best runs (by validation G-mean) and set the champion/challenger aliases."""
     settings = get_settings()
@@ -449,10 +593,24 @@ def register(
 
             summary = register_runs(
                 TrackingTarget.from_settings(settings),
-                model_name=model_name or settings.model_name,
+                model_name=model_name,
                 top=top,
                 table=table,
             )
+    if output is OutputFormat.json:
+        _print_json(
+            {
+                "model_name": summary.model_name,
+                "candidates": summary.candidates,
+                "assignments": summary.assignments,
+                "skipped": [
+                    {"run_id": c.run_id, "family": c.family, "reason": reason}
+                    for c, reason in summary.skipped
+                ],
+                "changes": summary.changes,
+            }
+        )
+        return
     ranking = _results_table(
         f"{summary.model_name} ({summary.candidates} candidate runs)",
         "alias",
@@ -483,16 +641,22 @@ def register(
 
 @app.command()
 def models(
-    model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
+    model_name: Annotated[
+        str, typer.Option(help="Registered model name.", **_setting("model_name"))
+    ],
+    output: OutputOption = OutputFormat.table,
 ) -> None:
     """List registered versions with their aliases, metrics and feature schema."""
     from genreops.training.registry import list_versions
     from genreops.training.tracking import TrackingTarget
 
     settings = get_settings()
-    name = model_name or settings.model_name
+    name = model_name
     with _user_errors():
         rows = list_versions(TrackingTarget.from_settings(settings), name)
+    if output is OutputFormat.json:
+        _print_json(rows)
+        return
     if not rows:
         out.print(f"no versions of {name} in {settings.mlflow_uri}; run `genreops register`")
         return
@@ -540,29 +704,40 @@ def _running_server_url(settings: Settings) -> str | None:
 @app.command()
 def publish(
     repo: Annotated[
-        Path | None,
-        typer.Option(help="Model repository (default: GENREOPS_HOME/triton/repository)."),
-    ] = None,
-    model_name: Annotated[str | None, typer.Option(help="Registered model name.")] = None,
-    server_url: Annotated[
+        Path,
+        typer.Option(
+            help="Published Triton model repository.",
+            **_setting("triton_repository", "repository"),
+        ),
+    ],
+    model_name: Annotated[
+        str, typer.Option(help="Registered model name.", **_setting("model_name"))
+    ],
+    url: Annotated[
         str | None,
-        typer.Option(help="Triton HTTP URL to hot-load into (default: the `genreops serve` one)."),
+        typer.Option(
+            "--url",
+            help="Triton HTTP address (host:port or http://...) to hot-load into; "
+            "default: the server `genreops serve` started, if running.",
+        ),
     ] = None,
+    server_url: Annotated[str | None, typer.Option("--server-url", hidden=True)] = None,
 ) -> None:
     """Build a new repository version from the champion/challenger and hot-load it."""
     from genreops.serving.publish import ServingOptions, publish_registered, record_event
     from genreops.training.tracking import TrackingTarget
 
     settings = get_settings()
-    repository = (repo or settings.repository).resolve()
+    repository = repo.resolve()
+    given = url or server_url  # --server-url: the old spelling
     with _user_errors():
-        url = server_url or _running_server_url(settings)
+        target = _http_url(given) if given else _running_server_url(settings)
         result = publish_registered(
             TrackingTarget.from_settings(settings),
             repository,
-            model_name=model_name or settings.model_name,
+            model_name=model_name,
             options=ServingOptions.from_settings(settings),
-            server_url=url,
+            server_url=target,
         )
         if result.created:
             entry = next(v for v in result.history if v["version"] == result.version)
@@ -575,39 +750,64 @@ def publish(
         f"{result.champion.label} ({result.champion.family}), challenger "
         f"{result.challenger.label} ({result.challenger.family})"
     )
-    out.print(f"loaded into {url}" if result.loaded else "no running server: `genreops serve` next")
+    out.print(
+        f"loaded into {target}" if result.loaded else "no running server: `genreops serve` next"
+    )
 
 
 @app.command()
 def rollback(
-    repo: Annotated[Path | None, typer.Option(help="Model repository.")] = None,
-    server_url: Annotated[str | None, typer.Option(help="Triton HTTP URL to reload.")] = None,
+    repo: Annotated[
+        Path,
+        typer.Option(
+            help="Published Triton model repository.",
+            **_setting("triton_repository", "repository"),
+        ),
+    ],
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Triton HTTP address (host:port or http://...) to reload; "
+            "default: the server `genreops serve` started, if running.",
+        ),
+    ] = None,
+    server_url: Annotated[str | None, typer.Option("--server-url", hidden=True)] = None,
 ) -> None:
     """Pin the previously published version again (and reload a running server)."""
     from genreops.serving.publish import record_event, reload_server
     from genreops.serving.publish import rollback as rollback_repository
 
     settings = get_settings()
-    repository = (repo or settings.repository).resolve()
+    repository = repo.resolve()
+    given = url or server_url  # --server-url: the old spelling
     with _user_errors():
         entry = rollback_repository(repository)
-        url = server_url or _running_server_url(settings)
-        if url:
-            reload_server(url)
+        target = _http_url(given) if given else _running_server_url(settings)
+        if target:
+            reload_server(target)
         record_event(settings.monitoring_db_url, settings.monitoring_spool_dir, "rollback", entry)
     out.print(
         f"rolled back to version {entry['version']} (champion "
         f"{entry['champion']['name']}/{entry['champion']['version']})"
-        + (f"; reloaded {url}" if url else "")
+        + (f"; reloaded {target}" if target else "")
     )
 
 
 @app.command()
 def serve(
-    repo: Annotated[Path | None, typer.Option(help="Model repository.")] = None,
-    http_port: Annotated[int, typer.Option(help="HTTP port.")] = 8000,
-    grpc_port: Annotated[int, typer.Option(help="gRPC port.")] = 8001,
-    metrics_port: Annotated[int, typer.Option(help="Prometheus metrics port.")] = 8002,
+    repo: Annotated[
+        Path,
+        typer.Option(
+            help="Published Triton model repository.",
+            **_setting("triton_repository", "repository"),
+        ),
+    ],
+    http_port: Annotated[int, typer.Option(help="HTTP port.", **_setting("triton_http_port"))],
+    grpc_port: Annotated[int, typer.Option(help="gRPC port.", **_setting("triton_grpc_port"))],
+    metrics_port: Annotated[
+        int, typer.Option(help="Prometheus metrics port.", **_setting("triton_metrics_port"))
+    ],
     host: Annotated[
         str,
         typer.Option(help="Address to bind: 127.0.0.1, or 0.0.0.0 inside a container."),
@@ -633,7 +833,7 @@ def serve(
         stopped = stop_from_pid_file(pid_file)
         out.print("stopped the Triton server" if stopped else "no Triton server was running")
         return
-    repository = (repo or settings.repository).resolve()
+    repository = repo.resolve()
     ports = TritonPorts(http=http_port, grpc=grpc_port, metrics=metrics_port)
     published = read_history(repository)["current"] if repository.exists() else None
     # the Python stubs read settings too: give them absolute paths, whatever their cwd
@@ -675,7 +875,11 @@ def serve(
 def predict(
     paths: Annotated[list[str], typer.Argument(help="Audio files, folders or s3:// prefixes.")],
     url: Annotated[
-        str | None, typer.Option(help="Triton gRPC host:port (or HTTP host:port).")
+        str | None,
+        typer.Option(
+            help="Triton host:port for --protocol; default: GENREOPS_TRITON_URL for grpc, its "
+            "host with GENREOPS_TRITON_HTTP_PORT for http.",
+        ),
     ] = None,
     protocol: Annotated[str, typer.Option(help="grpc or http.")] = "grpc",
     batch_size: Annotated[int, typer.Option(min=1, help="Files per request.")] = 1,
@@ -687,20 +891,41 @@ def predict(
             help="Each file's parent folder is its true genre: report accuracy and G-mean.",
         ),
     ] = False,
-    output: Annotated[
-        str | None, typer.Option(help="Write one row per input to results.csv|.json (or s3://).")
+    save: Annotated[
+        str | None,
+        typer.Option(help="Also write one row per input to results.csv|.json (or s3://)."),
     ] = None,
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help=_OUTPUT_HELP.rstrip(".") + ": the summary and one row per input. "
+            "(A file name here is the old spelling of --save.)",
+        ),
+    ] = OutputFormat.table.value,
 ) -> None:
     """Classify audio files with the served genre_ensemble; one answer or error per file."""
     from genreops.data.storage import write_bytes
-    from genreops.serving.client import EnsembleClient, list_inputs, render, summarize
+    from genreops.serving.client import EnsembleClient, list_inputs, render, rows, summarize
     from genreops.serving.client import predict as run_predictions
 
     settings = get_settings()
     if protocol not in ("grpc", "http"):
         console.print("[red]error:[/red] --protocol must be grpc or http")
         raise typer.Exit(2)
-    target = url or (settings.triton_url if protocol == "grpc" else "127.0.0.1:8000")
+    if output not in (OutputFormat.table.value, OutputFormat.json.value):
+        if save:
+            console.print("[red]error:[/red] --output is table or json; the file goes to --save")
+            raise typer.Exit(2)
+        save, output = output, OutputFormat.table.value  # the old `--output results.csv`
+    as_json = output == OutputFormat.json.value
+    if url:
+        target = _host_port(url)
+    elif protocol == "grpc":
+        target = _host_port(settings.triton_url)
+    else:
+        target = _triton_http_address(settings)
     with _user_errors():
         inputs = list_inputs(paths, s3=settings.s3)
         if not inputs:
@@ -719,16 +944,21 @@ def predict(
                 s3=settings.s3,
                 on_answer=lambda _: bar.advance(bar.task_ids[0], 1),
             )
-        if output:
-            fmt = "json" if output.lower().endswith(".json") else "csv"
-            write_bytes(_absolute(output), render(answers, labels, fmt), s3=settings.s3)
+        if save:
+            fmt = "json" if save.lower().endswith(".json") else "csv"
+            write_bytes(_absolute(save), render(answers, labels, fmt), s3=settings.s3)
     failed = [a for a in answers if not a.ok]
+    summary = summarize(answers)
+    if as_json:
+        _print_json({"summary": summary, "answers": rows(answers, labels)})
+        if save:
+            console.print(f"results: {save}")
+        raise typer.Exit(1 if failed else 0)
     if failed:
         table = _results_table(f"{len(failed)} files not classified", "file", "reason", "error")
         for answer in failed[:20]:
             table.add_row(answer.path, answer.reason, answer.error[:160])
         console.print(table)
-    summary = summarize(answers)
     out.print(
         f"{summary.answered} of {summary.total} classified; by genre {summary.by_genre}; "
         f"by model {summary.by_model}; drift-gated answers {summary.drift_answers} "
@@ -736,8 +966,8 @@ def predict(
     )
     if summary.accuracy is not None:
         out.print(f"accuracy {summary.accuracy:.3f}, G-mean {summary.gmean:.3f}")
-    if output:
-        out.print(f"results: {output}")
+    if save:
+        out.print(f"results: {save}")
     if failed:
         raise typer.Exit(1)
 
@@ -891,6 +1121,7 @@ def stack_up(
         float | None,
         typer.Option(min=1.0, help="Seconds each service may take to get healthy."),
     ] = None,
+    output: OutputOption = OutputFormat.table,
 ) -> None:
     """Start the stack (what runs already is left alone) and wait until every part is healthy."""
     from genreops.platform.stack import Stack
@@ -898,21 +1129,28 @@ def stack_up(
     stack = Stack(get_settings())
     with _user_errors(), _stack_events() as on_event:
         rows = stack.up(only.split(",") if only else None, timeout, on_event)
+    if output is OutputFormat.json:
+        _print_json([row.as_dict() for row in rows])
+        console.print(f"endpoints for other shells and tools: source {stack.env_file}")
+        return
     out.print(_stack_table(rows))
     out.print(f"endpoints for other shells and tools: source {stack.env_file}")
 
 
 @stack_app.command("status")
 def stack_status(
-    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    output: OutputOption = OutputFormat.table,
+    as_json: Annotated[
+        bool, typer.Option("--json", hidden=True, help="Old spelling of --output json.")
+    ] = False,
 ) -> None:
     """Each service with its pid, health and URL; exit 1 when one is not healthy."""
     from genreops.platform.stack import Stack
 
     with _user_errors():
         rows = Stack(get_settings()).status()
-    if as_json:
-        typer.echo(json.dumps([row.as_dict() for row in rows], indent=2))
+    if as_json or output is OutputFormat.json:
+        _print_json([row.as_dict() for row in rows])
     else:
         out.print(_stack_table(rows))
     if any(not row.healthy and row.state != "skipped" for row in rows):
