@@ -266,7 +266,7 @@ def corpus(per_genre: int, trials: int, seed: int, keep: Path | None) -> str:
     )
     timings["extract"], _ = _cli(["extract", "corpus", "features"], env, work)
     timings["train"], trained = _cli(
-        ["train", "features", "--model", "all", "--trials", str(trials), "--seed", str(seed)],
+        ["train", "features", "--family", "all", "--trials", str(trials), "--seed", str(seed)],
         env,
         work,
     )
@@ -293,7 +293,7 @@ def corpus(per_genre: int, trials: int, seed: int, keep: Path | None) -> str:
             f"### {stamp}: synthetic corpus, {per_genre} clips/genre, {trials} trials per family",
             "",
             f"- commands: `genreops synth corpus --per-genre {per_genre} --seed {seed}`, "
-            f"`genreops extract corpus features`, `genreops train features --model all "
+            f"`genreops extract corpus features`, `genreops train features --family all "
             f"--trials {trials}`, `genreops register` (fresh GENREOPS_HOME)",
             f"- machine: {machine()}",
             "- wall time (s, incl. each command's start-up): "

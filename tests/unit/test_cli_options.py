@@ -191,8 +191,8 @@ def test_predict_url_drops_a_scheme(fake_triton: list[tuple[str, str]]) -> None:
 
 def test_extract_defaults_follow_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     """The window used to be fixed at 30 s whatever GENREOPS_WINDOW_SECONDS told serving."""
-    import flows.extract
-    import flows.runtime
+    import genreops.flows.extract
+    import genreops.flows.runtime
 
     monkeypatch.setenv("GENREOPS_WINDOW_SECONDS", "6")
     monkeypatch.setenv("GENREOPS_DASK_WORKERS", "3")
@@ -205,9 +205,11 @@ def test_extract_defaults_follow_settings(monkeypatch: pytest.MonkeyPatch) -> No
         def with_options(self, **_: Any) -> Any:
             return recorder(seen)
 
-    monkeypatch.setattr(flows.extract, "dask_runner", lambda *args: seen.update(runner=args))
-    monkeypatch.setattr(flows.extract, "extract_features", Flow())
-    monkeypatch.setattr(flows.runtime, "prefect_api", nullcontext)
+    monkeypatch.setattr(
+        genreops.flows.extract, "dask_runner", lambda *args: seen.update(runner=args)
+    )
+    monkeypatch.setattr(genreops.flows.extract, "extract_features", Flow())
+    monkeypatch.setattr(genreops.flows.runtime, "prefect_api", nullcontext)
     assert invoke("extract", "in", "out").exit_code == 1
     assert seen["runner"] == ("tcp://10.0.0.1:8786", 3)
     kwargs = seen["calls"][0][1]
@@ -227,8 +229,8 @@ def test_invalid_settings_are_a_usage_error_not_a_traceback(
 
 
 def test_extract_json(monkeypatch: pytest.MonkeyPatch) -> None:
-    import flows.extract
-    import flows.runtime
+    import genreops.flows.extract
+    import genreops.flows.runtime
 
     from genreops.data.extraction import ExtractionSummary, Failure
 
@@ -239,9 +241,9 @@ def test_extract_json(monkeypatch: pytest.MonkeyPatch) -> None:
         def with_options(self, **_: Any) -> Any:
             return lambda **kwargs: summary
 
-    monkeypatch.setattr(flows.extract, "dask_runner", lambda *args: None)
-    monkeypatch.setattr(flows.extract, "extract_features", Flow())
-    monkeypatch.setattr(flows.runtime, "prefect_api", nullcontext)
+    monkeypatch.setattr(genreops.flows.extract, "dask_runner", lambda *args: None)
+    monkeypatch.setattr(genreops.flows.extract, "extract_features", Flow())
+    monkeypatch.setattr(genreops.flows.runtime, "prefect_api", nullcontext)
     result = invoke("extract", "in", "out", "-o", "json")
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
@@ -345,21 +347,23 @@ def test_register_json(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def _fake_training(monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
-    import flows.runtime
-    import flows.train
+    import genreops.flows.runtime
+    import genreops.flows.train
 
     seen: dict[str, Any] = {}
 
-    def train_model(**kwargs: Any) -> flows.train.TrainingSummary:
+    def train_model(**kwargs: Any) -> genreops.flows.train.TrainingSummary:
         seen.update(kwargs)
-        outcome = flows.train.FamilyOutcome(
+        outcome = genreops.flows.train.FamilyOutcome(
             "knn", "run1", "runs:/run1/model", "s", {"k": 3}, {"gmean": 0.7}, {"gmean": 0.6},
             {"complete": 2, "pruned": 0, "fail": 0}, 1.5,
         )  # fmt: skip
-        return flows.train.TrainingSummary("t.parquet", "abc", {"train": 8}, [outcome], "cols")
+        return genreops.flows.train.TrainingSummary(
+            "t.parquet", "abc", {"train": 8}, [outcome], "cols"
+        )
 
-    monkeypatch.setattr(flows.train, "train_model", train_model)
-    monkeypatch.setattr(flows.runtime, "prefect_api", nullcontext)
+    monkeypatch.setattr(genreops.flows.train, "train_model", train_model)
+    monkeypatch.setattr(genreops.flows.runtime, "prefect_api", nullcontext)
     return seen
 
 

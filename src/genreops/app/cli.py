@@ -10,7 +10,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -110,7 +110,7 @@ def _setting(field: str, attribute: str | None = None) -> dict[str, Any]:
     }
 
 
-class OutputFormat(str, Enum):
+class OutputFormat(StrEnum):
     """How a command prints its result: a table for people, JSON on stdout for scripts."""
 
     table = "table"
@@ -687,18 +687,11 @@ def models(
     out.print(table)
 
 
-def _pid_file(settings: Settings) -> Path:
-    return settings.home.resolve() / "run" / "triton.json"
-
-
 def _running_server_url(settings: Settings) -> str | None:
     """The HTTP URL of the server `genreops serve` started, if it is still running."""
-    from genreops.serving.triton.server import is_ready, read_pid_file
+    from genreops.serving.triton.server import running_server_url
 
-    info = read_pid_file(_pid_file(settings))
-    if info is None or not is_ready(info.ports.http_url):
-        return None
-    return info.ports.http_url
+    return running_server_url(settings.home)
 
 
 @app.command()
@@ -821,6 +814,7 @@ def serve(
     from genreops.serving.publish import MODELS, read_history
     from genreops.serving.triton.server import (
         TritonPorts,
+        server_pid_file,
         start_triton,
         stop_from_pid_file,
         stop_triton,
@@ -828,7 +822,7 @@ def serve(
     )
 
     settings = get_settings()
-    pid_file = _pid_file(settings)
+    pid_file = server_pid_file(settings.home)
     if stop:
         stopped = stop_from_pid_file(pid_file)
         out.print("stopped the Triton server" if stopped else "no Triton server was running")
