@@ -336,6 +336,11 @@ class _StackEnvSource(PydanticBaseSettingsSource):
         return values
 
 
+def default(name: str) -> Any:
+    """A setting's default, so option objects built without settings share the one source."""
+    return Settings.model_fields[name].default
+
+
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     """Settings read once per process; tests build ``Settings(...)`` directly instead."""

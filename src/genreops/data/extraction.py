@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from genreops import __version__
 from genreops.core.errors import AudioError, ExtractionError, StorageError
+from genreops.core.settings import default
 from genreops.data.audio import load_audio
 from genreops.data.datasets import LabeledClip, discover_labeled, listing_hash, stratified_split
 from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH, SCHEMA_VERSION, extract_features
@@ -44,10 +45,10 @@ class ExtractOptions:
     """How clips are decoded; part of every chunk's identity, so changing it re-extracts."""
 
     offset: float = 0.0
-    window_seconds: float = 30.0
-    min_seconds: float = 5.0
-    max_seconds: float = 900.0
-    max_file_bytes: int = 200 * 1024 * 1024
+    window_seconds: float = default("window_seconds")
+    min_seconds: float = default("min_seconds")
+    max_seconds: float = default("max_seconds")
+    max_file_bytes: int = default("max_file_bytes")
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,7 @@ import scipy.fft
 import scipy.ndimage
 
 from genreops.core.errors import SchemaError
+from genreops.data.audio import SAMPLE_RATE
 
 __all__ = [
     "FEATURE_NAMES",
@@ -64,7 +65,6 @@ __all__ = [
     "serving_columns",
 ]
 
-SAMPLE_RATE = 22050
 N_FFT = 2048
 HOP_LENGTH = 512
 N_MELS = 128

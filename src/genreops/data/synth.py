@@ -41,6 +41,7 @@ import soundfile as sf
 from scipy import signal
 
 from genreops.core.files import atomic_target, atomic_write
+from genreops.data.audio import SAMPLE_RATE
 from genreops.data.genres import GENRES
 
 __all__ = [
@@ -54,7 +55,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE = 22050
 # Bump whenever a change alters rendered samples: manifests record it, cached corpora compare it.
 GENERATOR_VERSION = "1"
 MANIFEST_NAME = "manifest.json"

@@ -48,6 +48,7 @@ import genreops
 from genreops.core.errors import GenreopsError
 from genreops.core.files import atomic_write
 from genreops.core.processes import log_tail, stop_process
+from genreops.core.settings import default
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,9 @@ class DriftSettings:
     than 1,000 rows and then flags a third of the columns of a clean 200-row window.
     """
 
-    window: int = 50
-    min_samples: int = 20
-    every: int = 25
+    window: int = default("drift_window")
+    min_samples: int = default("drift_min_samples")
+    every: int = default("drift_test_every")
     method: str | None = DEFAULT_METHOD
 
     def __post_init__(self) -> None:

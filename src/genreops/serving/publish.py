@@ -30,7 +30,7 @@ import joblib
 from genreops.core.errors import GenreopsError, SchemaError
 from genreops.core.files import atomic_write
 from genreops.core.resources import triton_template_dir
-from genreops.core.settings import NoveltySettings, Settings
+from genreops.core.settings import NoveltySettings, Settings, default
 from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH, SCHEMA_VERSION, serving_columns
 from genreops.monitoring.drift import REFERENCE_FILE
 
@@ -58,25 +58,25 @@ class ServingOptions:
 
     max_batch: int = 16
     preprocess_instances: int = 2
-    window_seconds: float = 30.0
-    min_seconds: float = 5.0
-    max_seconds: float = 900.0
-    max_file_bytes: int = 200 * 1024 * 1024
+    window_seconds: float = default("window_seconds")
+    min_seconds: float = default("min_seconds")
+    max_seconds: float = default("max_seconds")
+    max_file_bytes: int = default("max_file_bytes")
     drift_expected_run: float = NoveltySettings.expected_run
     drift_ood_alpha: float = NoveltySettings.ood_alpha
     drift_neighbours: int = NoveltySettings.neighbours
     drift_kappa: float = NoveltySettings.kappa
     drift_close_fraction: float = NoveltySettings.close_fraction
-    drift_window: int = 50
-    drift_min_samples: int = 20
-    drift_test_every: int = 25
+    drift_window: int = default("drift_window")
+    drift_min_samples: int = default("drift_min_samples")
+    drift_test_every: int = default("drift_test_every")
     challenger_share: float = 0.0
     # Load shedding in the preprocessor's queue (the pipeline's bottleneck): past this many
     # waiting requests, or this long waiting, a request is refused at once (UNAVAILABLE)
     # instead of queueing without limit; 0 turns either bound off (Triton's default).
     # GENREOPS_SERVING_MAX_QUEUE_SIZE / GENREOPS_SERVING_QUEUE_TIMEOUT_SECONDS.
-    max_queue_size: int = 64
-    queue_timeout_seconds: float = 30.0
+    max_queue_size: int = default("serving_max_queue_size")
+    queue_timeout_seconds: float = default("serving_queue_timeout_seconds")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServingOptions:
