@@ -1,33 +1,16 @@
 """Triton fallback: the challenger's class probabilities (called by the predictor through BLS).
 
-A thin adapter: tensors <-> numpy here, the work in genreops.serving.handlers.FallbackHandler.
+A thin adapter (tensors <-> numpy in genreops.serving.triton.backend); the work in
+genreops.serving.handlers.FallbackHandler.
 A request that cannot be scored fails alone (INVALID_ARG, naming why).
 """
 
 from typing import Any
 
-import numpy as np
-import triton_python_backend_utils as pb_utils
-
-from genreops.serving.handlers import FallbackHandler, RequestFailure, Result
+from genreops.serving.handlers import FallbackHandler
+from genreops.serving.triton.backend import answer
 
 INPUTS = ("FEATURES",)
-
-
-def _inputs(request: Any) -> dict[str, np.ndarray | None]:
-    tensors = {name: pb_utils.get_input_tensor_by_name(request, name) for name in INPUTS}
-    return {name: None if t is None else t.as_numpy() for name, t in tensors.items()}
-
-
-def _response(result: Result) -> Any:
-    if isinstance(result, RequestFailure):
-        code = (
-            pb_utils.TritonError.INVALID_ARG
-            if result.invalid_input
-            else pb_utils.TritonError.INTERNAL
-        )
-        return pb_utils.InferenceResponse(error=pb_utils.TritonError(result.message, code))
-    return pb_utils.InferenceResponse([pb_utils.Tensor(name, a) for name, a in result.items()])
 
 
 class TritonPythonModel:
@@ -35,4 +18,4 @@ class TritonPythonModel:
         self.handler = FallbackHandler.open(args)
 
     def execute(self, requests: list[Any]) -> list[Any]:
-        return [_response(r) for r in self.handler.execute([_inputs(r) for r in requests])]
+        return answer(self.handler, requests, INPUTS)
