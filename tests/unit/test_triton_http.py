@@ -7,6 +7,7 @@ import json
 import socket
 import threading
 from collections.abc import Iterator
+from typing import ClassVar
 
 import pytest
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.unit
 
 
 class _Triton(http.server.BaseHTTPRequestHandler):
-    seen: list[tuple[str, str, bytes]] = []
+    seen: ClassVar[list[tuple[str, str, bytes]]] = []
 
     def _answer(self, status: int, body: bytes) -> None:
         self.send_response(status)
@@ -32,7 +33,7 @@ class _Triton(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+    def do_GET(self) -> None:
         self.seen.append(("GET", self.path, b""))
         if self.path in ("/v2/health/ready", "/v2/models/add_one/ready"):
             self._answer(200, b"")
@@ -41,7 +42,7 @@ class _Triton(http.server.BaseHTTPRequestHandler):
         else:
             self._answer(400, json.dumps({"error": "no such model;"}).encode())
 
-    def do_POST(self) -> None:  # noqa: N802
+    def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         self.seen.append(("POST", self.path, body))
         if self.path == "/v2/repository/index":
@@ -114,7 +115,7 @@ def test_tritons_refusals_keep_the_url_and_its_reason(triton: str) -> None:
     assert caught.value.url == f"http://{triton}"
     with pytest.raises(TritonModelError, match="could not load model 'plain': not json at all"):
         load_model(triton, "plain")
-    with pytest.raises(TritonModelError, match="could not restart model 'other': no such model$"):
+    with pytest.raises(TritonModelError, match=r"could not restart model 'other': no such model$"):
         restart_model_instances(triton, "other")
 
 
