@@ -29,15 +29,13 @@ import sys
 import sysconfig
 import tempfile
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from genreops.core.errors import GenreopsError
 from genreops.core.pidfiles import (
@@ -542,7 +540,17 @@ def _is_recorded_server(info: TritonPidFile) -> bool:
     return Path(os.fsdecode(argv0)).name == "tritonserver"
 
 
-# --- Triton's HTTP API --------------------------------------------------------------------
+# --- Triton's HTTP API, through tritonclient.http -----------------------------------------
+#
+# tritonclient.http (over geventhttpclient) never consults HTTP_PROXY/HTTPS_PROXY/NO_PROXY:
+# geventhttpclient goes through a proxy only when given ``proxy_host``, which tritonclient
+# never passes, so these loopback calls cannot be routed via a proxy. One client per call
+# (they are cheap, and gevent's hub is per thread: the watchdog calls from its own thread).
+
+_T = TypeVar("_T")
+
+# Triton's empty-body error, as tritonclient words it; reported as "(no message)" as before.
+_EMPTY_ANSWER = "client received an empty response from the server."
 
 
 def _base_url(url: str) -> str:
@@ -555,59 +563,69 @@ def _base_url(url: str) -> str:
     return url
 
 
-def _call(
-    method: str, url: str, path: str, *, body: bytes | None = None, timeout: float = 10.0
-) -> tuple[int, bytes]:
-    """(status, body) of one request to Triton; TritonError when it cannot be reached."""
-    full = _base_url(url) + path
-    request = urllib.request.Request(full, data=body, method=method)  # noqa: S310 (http only)
-    if body is not None:
-        request.add_header("Content-Type", "application/json")
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never via a proxy
+def _triton(url: str, timeout: float, call: Callable[[Any], _T]) -> _T:
+    """``call(client)`` with a ``tritonclient.http.InferenceServerClient`` for ``url``.
+
+    Triton's own error answers propagate as ``InferenceServerException``; a server that
+    cannot be reached (refused, timed out, unresolvable) is a TritonError naming the URL.
+    """
+    import tritonclient.http as httpclient
+    from tritonclient.utils import InferenceServerException
+
+    base = _base_url(url)
+    parts = urllib.parse.urlsplit(base)
+    client = None
     try:
-        with opener.open(request, timeout=timeout) as response:
-            return int(response.status), response.read()
-    except urllib.error.HTTPError as error:
-        return int(error.code), error.read()
-    except (OSError, ValueError) as error:
-        reason = getattr(error, "reason", error)
-        raise TritonError(f"cannot reach Triton at {_base_url(url)}: {reason}") from error
+        # tritonclient takes host:port[/path] without the scheme; https is its ``ssl`` flag
+        client = httpclient.InferenceServerClient(
+            parts.netloc + parts.path,
+            connection_timeout=timeout,
+            network_timeout=timeout,
+            ssl=parts.scheme == "https",
+        )
+        return call(client)
+    except InferenceServerException:
+        raise
+    except Exception as error:  # socket, DNS, TLS and parse errors of geventhttpclient
+        raise TritonError(f"cannot reach Triton at {base}: {error}") from error
+    finally:
+        if client is not None:
+            client.close()
 
 
-def _error_text(body: bytes) -> str:
-    try:
-        message = json.loads(body).get("error")
-    except (ValueError, AttributeError):
-        message = None
-    text = str(message) if message else body.decode(errors="replace")
+def _error_text(error: Exception) -> str:
+    """Triton's message from an ``InferenceServerException`` (its raw body when not JSON)."""
+    details = getattr(error, "debug_details", lambda: None)()
+    message = getattr(error, "message", lambda: str(error))()
+    text = str(details) if details is not None else str(message or "")
+    if text == _EMPTY_ANSWER:
+        text = ""
     return text.strip().rstrip(";").strip() or "(no message)"
-
-
-def _model_path(name: str) -> str:
-    return "/v2/repository/models/" + urllib.parse.quote(name, safe="")
 
 
 def load_model(url: str, name: str, *, timeout: float = 600.0) -> None:
     """Load (or reload, if changed) a model; TritonModelError carries Triton's message."""
-    status, body = _call("POST", url, _model_path(name) + "/load", body=b"{}", timeout=timeout)
-    if status != 200:
-        raise TritonModelError(name, "load", _error_text(body), _base_url(url))
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        _triton(url, timeout, lambda client: client.load_model(name))
+    except InferenceServerException as error:
+        raise TritonModelError(name, "load", _error_text(error), _base_url(url)) from error
     logger.info("Triton at %s loaded model %s", _base_url(url), name)
 
 
 def restart_model_instances(url: str, model: str, *, timeout: float = 600.0) -> float:
     """Reload ``model`` with its current configuration plus a fresh parameter, so Triton
     builds new instances (a plain load of an unchanged model does nothing). Seconds taken."""
-    status, body = _call("GET", url, "/v2/models/" + urllib.parse.quote(model, safe="") + "/config")
-    if status != 200:
-        raise TritonModelError(model, "restart", _error_text(body), _base_url(url))
-    config = json.loads(body)
-    config.setdefault("parameters", {})["genreops_restart"] = {"string_value": uuid.uuid4().hex}
-    payload = json.dumps({"parameters": {"config": json.dumps(config)}}).encode()
-    started = time.monotonic()
-    status, body = _call("POST", url, _model_path(model) + "/load", body=payload, timeout=timeout)
-    if status != 200:
-        raise TritonModelError(model, "restart", _error_text(body), _base_url(url))
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        config = dict(_triton(url, 10.0, lambda client: client.get_model_config(model)))
+        config.setdefault("parameters", {})["genreops_restart"] = {"string_value": uuid.uuid4().hex}
+        started = time.monotonic()
+        _triton(url, timeout, lambda client: client.load_model(model, config=json.dumps(config)))
+    except InferenceServerException as error:
+        raise TritonModelError(model, "restart", _error_text(error), _base_url(url)) from error
     return time.monotonic() - started
 
 
@@ -619,10 +637,16 @@ def unload_model(
     Triton answers at once and unloads in the background (state UNLOADING, ~1 s even for a
     trivial Python model while its stub shuts down).
     """
-    payload = json.dumps({"parameters": {"unload_dependents": unload_dependents}}).encode()
-    status, body = _call("POST", url, _model_path(name) + "/unload", body=payload, timeout=timeout)
-    if status != 200:
-        raise TritonModelError(name, "unload", _error_text(body), _base_url(url))
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        _triton(
+            url,
+            timeout,
+            lambda client: client.unload_model(name, unload_dependents=unload_dependents),
+        )
+    except InferenceServerException as error:
+        raise TritonModelError(name, "unload", _error_text(error), _base_url(url)) from error
     deadline = time.monotonic() + timeout
     while _model_states(url, name) & {"READY", "UNLOADING"}:
         if time.monotonic() > deadline:
@@ -639,25 +663,28 @@ def _model_states(url: str, name: str) -> set[str]:
 
 def repository_index(url: str) -> list[dict[str, Any]]:
     """Every model of the repository with its ``state`` (absent: never loaded) and ``reason``."""
-    status, body = _call("POST", url, "/v2/repository/index", body=b"{}")
-    if status != 200:
-        raise TritonError(f"Triton at {_base_url(url)} cannot list its models: {_error_text(body)}")
-    entries = json.loads(body)
+    from tritonclient.utils import InferenceServerException
+
+    try:
+        entries = _triton(url, 10.0, lambda client: client.get_model_repository_index())
+    except InferenceServerException as error:
+        raise TritonError(
+            f"Triton at {_base_url(url)} cannot list its models: {_error_text(error)}"
+        ) from error
     return [dict(entry) for entry in entries]
 
 
 def is_ready(url: str, timeout: float = 2.0) -> bool:
     """True when the server answers ``/v2/health/ready`` with 200."""
     try:
-        return _call("GET", url, "/v2/health/ready", timeout=timeout)[0] == 200
+        return bool(_triton(url, timeout, lambda client: client.is_server_ready()))
     except TritonError:
         return False
 
 
 def model_ready(url: str, name: str, timeout: float = 2.0) -> bool:
     """True when some version of ``name`` is loaded and READY."""
-    path = "/v2/models/" + urllib.parse.quote(name, safe="") + "/ready"
     try:
-        return _call("GET", url, path, timeout=timeout)[0] == 200
+        return bool(_triton(url, timeout, lambda client: client.is_model_ready(name)))
     except TritonError:
         return False
