@@ -59,7 +59,8 @@ WINDOW = 10.0  # the published repository's window (tests/integration/conftest.p
 # is cheap: the corpus's 2 h wav (57.6 MB, a real header over a sparse file) is over it.
 SERVER_MAX_BYTES = 16 * 1024 * 1024
 SERVER_MEMORY_GROWTH_MB = 150.0  # tritonserver + 5 Python stubs + the drift worker, together
-MEMORY_PASSES = 5  # issue 14: RSS of every process after pass 5 within 10% of after pass 1
+MEMORY_PASSES = 6  # issue 14: RSS of every process in passes 3-6 within 10% of after pass 2
+WARM_UP_PASSES = 2
 MEMORY_TOLERANCE = 0.10
 ENSEMBLE = "genre_ensemble"
 REASON = re.compile(r"\[([a-z_]+)\]")
@@ -551,12 +552,13 @@ def test_memory_stays_flat_over_passes_of_oversized_and_hostile_requests(
     """Issue 14: one client sending oversized files again and again must not grow the server.
 
     Each pass sends the files over the server's limit (the 40-min 8 kHz wav, the corpus's 2 h
-    wav), then the whole hostile batch with good files mixed in, four in flight. After pass 1
-    (the warm-up: imports, caches, the first drift test) the RSS of tritonserver, of every
-    Python stub and of the drift worker must stay within 10%, after either part, up to
-    pass 5. What stays is a high-water mark, reached in pass 1: each preprocessor instance's
-    shared-memory region (Triton's Python backend grows it to hold the largest input it was
-    handed, and never shrinks it), and the stubs' heaps (they keep freed memory,
+    wav), then the whole hostile batch with good files mixed in, four in flight. After a
+    warm-up of two passes (imports, caches, the first drift test, buffer pools) the RSS of
+    tritonserver, of every Python stub and of the drift worker must stay within 10%, after
+    either part, up to pass 6. What stays is a high-water mark, reached in the warm-up: each
+    preprocessor instance's shared-memory region (Triton's Python backend grows it to hold the
+    largest input it was handed, and never shrinks it), and the stubs' heaps (they keep freed
+    memory,
     genreops.serving.triton.allocator). The oversized files go one at a time, largest first. Sent
     concurrently, an instance can be handed several at once and its region grows to hold
     them all: bounded by max_batch x the size limit, but not reached on a schedule.
@@ -592,13 +594,18 @@ def test_memory_stays_flat_over_passes_of_oversized_and_hostile_requests(
         pss["hostile"].append(served.memory())
     ready = served.ready()
     grown: list[str] = []
-    baseline = rss["hostile"][0]  # the end of pass 1: both kinds of input have been through
+    # the end of the warm-up: both kinds of input have been through twice. On a loaded machine
+    # more requests overlap in pass 2 than in pass 1 and tritonserver's buffers reach their
+    # high-water mark there (seen: 200 MB after pass 1, 225 MB flat from pass 2 on); a leak
+    # still shows as growth over the passes after it (before issue 14's fix: 46 -> 903 MB).
+    baseline = rss["hostile"][WARM_UP_PASSES - 1]
     for kind, items in (("oversized", over), ("hostile", rest)):
         by_process = {p: [m.get(p) for m in rss[kind]] for p in baseline}
         grown += [
-            f"{kind}: {p} {baseline[p]:.0f} MB after pass 1, then {values[1:]}"
+            f"{kind}: {p} {baseline[p]:.0f} MB after pass {WARM_UP_PASSES}, then "
+            f"{values[WARM_UP_PASSES:]} (all passes: {values})"
             for p, values in by_process.items()
-            if any((v or 0) > baseline[p] * (1 + MEMORY_TOLERANCE) for v in values[1:])
+            if any((v or 0) > baseline[p] * (1 + MEMORY_TOLERANCE) for v in values[WARM_UP_PASSES:])
         ]
         record_reliability(
             "bad_inputs",
