@@ -48,6 +48,7 @@ from genreops.core.pidfiles import (
     write_record,
 )
 from genreops.core.processes import (
+    cmdline,
     log_tail,
     pid_alive,
     port_in_use,
@@ -535,11 +536,8 @@ def _signal(pid: int, group: bool, sig: signal.Signals) -> None:
 def _is_recorded_server(info: TritonPidFile) -> bool:
     if not pid_alive(info.pid) or start_ticks(info.pid) != info.started:
         return False
-    try:
-        argv0 = Path(f"/proc/{info.pid}/cmdline").read_bytes().split(b"\0")[0]
-    except OSError:
-        return False
-    return Path(os.fsdecode(argv0)).name == "tritonserver"
+    argv = cmdline(info.pid)
+    return argv is not None and bool(argv) and Path(argv[0]).name == "tritonserver"
 
 
 # --- Triton's HTTP API --------------------------------------------------------------------
