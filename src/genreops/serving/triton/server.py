@@ -130,7 +130,7 @@ class TritonPidFile:
     """A running server as recorded for other commands; ``started`` guards against PID reuse."""
 
     pid: int
-    started: int  # process start time, clock ticks since boot (/proc/PID/stat field 22)
+    started: int  # process start time, clock ticks since boot (processes.start_ticks)
     ports: TritonPorts
     repository: Path
     log_path: Path | None = None
