@@ -228,6 +228,27 @@ def test_a_record_is_alive_only_for_the_same_process(
     assert not record_alive(PidRecord("s3", finished.pid, 1))
 
 
+def test_a_record_written_before_psutil_still_names_its_process(
+    tmp_path: Path, group_leader: subprocess.Popen[bytes]
+) -> None:
+    """Old records hold /proc/PID/stat's starttime (field 22, clock ticks since boot); the
+    psutil-based start time must be that very number, and a mismatch must stay hands-off."""
+    stat = Path(f"/proc/{group_leader.pid}/stat").read_text()
+    ticks = int(stat[stat.rfind(")") + 2 :].split()[19])
+    assert start_ticks(group_leader.pid) == ticks
+    path = tmp_path / "run" / "s3.json"
+    path.parent.mkdir()
+    old = {"service": "s3", "pid": group_leader.pid, "started": ticks, "owner": STACK_OWNER}
+    path.write_text(json.dumps(old))
+    record = read_record(path, "s3")
+    assert record is not None and record_alive(record)
+    # the same pid with another start time is a reused pid: stale, and never signalled
+    stale = PidRecord("s3", group_leader.pid, ticks + 1)
+    assert not record_alive(stale)
+    assert not stack.stop_record(stale, timeout=1.0)
+    assert group_leader.poll() is None
+
+
 def test_damaged_pid_file_counts_as_none_and_is_removed(tmp_path: Path) -> None:
     path = tmp_path / "run" / "mlflow.json"
     path.parent.mkdir()

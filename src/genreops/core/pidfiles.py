@@ -32,7 +32,7 @@ class PidRecord:
 
     service: str
     pid: int
-    started: int  # start time in clock ticks since boot (/proc/PID/stat field 22)
+    started: int  # start time, clock ticks since boot (processes.start_ticks; unit of old records)
     owner: str = STACK_OWNER
     url: str = ""
     log_path: str | None = None

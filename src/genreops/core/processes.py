@@ -16,8 +16,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+
+import psutil
 
 from genreops.core.errors import GenreopsError
 
@@ -133,24 +135,42 @@ def stop_process(process: subprocess.Popen[bytes], timeout: float = 10.0) -> Non
             os.killpg(group, signal.SIGKILL)
 
 
-def proc_stat(pid: int) -> list[str] | None:
-    """Fields of /proc/PID/stat after the command name (state first), or None if gone."""
+# Clock ticks per second: pid records store a process's start time in ticks since boot (the
+# unit of /proc/PID/stat's starttime), so records written before psutil still match.
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+_GONE = (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)  # a zombie has exited
+
+
+def process_status(pid: int) -> str | None:
+    """psutil's status of ``pid`` (``psutil.STATUS_*``), or None if there is no such process."""
     try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return str(psutil.Process(pid).status())
+    except (psutil.Error, ValueError):
         return None
-    return text[text.rfind(")") + 2 :].split()
 
 
 def start_ticks(pid: int) -> int | None:
-    """When the process started (clock ticks since boot): a pid plus this names one process."""
-    fields = proc_stat(pid)
-    return int(fields[19]) if fields and len(fields) > 19 else None
+    """When the process started (clock ticks since boot): a pid plus this names one process.
+
+    From psutil's create_time (epoch seconds = boot time + ticks / CLK_TCK), converted back to
+    the exact tick count so the unit stays the one pid records have always stored.
+    """
+    try:
+        created = psutil.Process(pid).create_time()
+        booted = psutil.boot_time()
+    except (psutil.Error, ValueError):
+        return None
+    return round((created - booted) * _CLOCK_TICKS)
 
 
 def pid_alive(pid: int) -> bool:
-    fields = proc_stat(pid)
-    return fields is not None and fields[0] not in ("Z", "X")  # a zombie has exited
+    status = process_status(pid)
+    return status is not None and status not in _GONE
+
+
+def is_zombie(pid: int) -> bool:
+    """``pid`` has exited but its parent has not reaped it yet."""
+    return process_status(pid) in _GONE
 
 
 def wait_gone(pid: int, timeout: float) -> bool:
@@ -161,3 +181,31 @@ def wait_gone(pid: int, timeout: float) -> bool:
             return False
         time.sleep(0.1)
     return True
+
+
+def children(pid: int) -> list[int]:
+    """Direct children of ``pid`` (zombies included); empty when ``pid`` is gone."""
+    try:
+        return [child.pid for child in psutil.Process(pid).children()]
+    except (psutil.Error, ValueError):
+        return []
+
+
+def session_leaders(pids: Iterable[int]) -> set[int]:
+    """Those of ``pids`` that lead their own session (``start_new_session``)."""
+    found = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            if os.getsid(pid) == pid:
+                found.add(pid)
+    return found
+
+
+def cmdline(pid: int) -> list[str] | None:
+    """The command line of ``pid``, or None when it is gone (a zombie's is empty)."""
+    try:
+        return list(psutil.Process(pid).cmdline())
+    except psutil.ZombieProcess:
+        return []
+    except (psutil.Error, ValueError):
+        return None

@@ -55,10 +55,13 @@ from genreops.core.pidfiles import (
     write_record,
 )
 from genreops.core.processes import (
+    children,
     http_answers,
+    is_zombie,
     log_tail,
     port_in_use,
-    proc_stat,
+    process_status,
+    session_leaders,
     start_process,
     start_ticks,
     wait_gone,
@@ -298,22 +301,15 @@ def kill_orphans(record: PidRecord) -> None:
     process group id, so while no *other* process has the leader's pid, the group can only hold
     that service's own children.
     """
-    fields = proc_stat(record.pid)
-    if fields is None or (fields[0] in ("Z", "X") and start_ticks(record.pid) == record.started):
+    if process_status(record.pid) is None or (
+        is_zombie(record.pid) and start_ticks(record.pid) == record.started
+    ):
         _signal_group(record.pid, signal.SIGKILL)
 
 
 def _session_children() -> set[int]:
     """Our child processes that lead their own session (how every service is started)."""
-    me = os.getpid()
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = proc_stat(int(entry.name))
-            # fields: state, ppid, pgrp, session, ...
-            if fields and int(fields[1]) == me and int(fields[3]) == int(entry.name):
-                found.add(int(entry.name))
-    return found
+    return session_leaders(children(os.getpid()))
 
 
 def stop_record(record: PidRecord, timeout: float = STOP_TIMEOUT) -> bool:

@@ -46,6 +46,7 @@ from genreops.core.pidfiles import (
     write_record,
 )
 from genreops.core.processes import (
+    cmdline,
     log_tail,
     pid_alive,
     port_in_use,
@@ -127,7 +128,7 @@ class TritonPidFile:
     """A running server as recorded for other commands; ``started`` guards against PID reuse."""
 
     pid: int
-    started: int  # process start time, clock ticks since boot (/proc/PID/stat field 22)
+    started: int  # process start time, clock ticks since boot (processes.start_ticks)
     ports: TritonPorts
     repository: Path
     log_path: Path | None = None
@@ -533,11 +534,8 @@ def _signal(pid: int, group: bool, sig: signal.Signals) -> None:
 def _is_recorded_server(info: TritonPidFile) -> bool:
     if not pid_alive(info.pid) or start_ticks(info.pid) != info.started:
         return False
-    try:
-        argv0 = Path(f"/proc/{info.pid}/cmdline").read_bytes().split(b"\0")[0]
-    except OSError:
-        return False
-    return Path(os.fsdecode(argv0)).name == "tritonserver"
+    argv = cmdline(info.pid)
+    return argv is not None and bool(argv) and Path(argv[0]).name == "tritonserver"
 
 
 # --- Triton's HTTP API, through tritonclient.http -----------------------------------------

@@ -26,12 +26,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from genreops.core.processes import pid_alive, proc_stat
+from genreops.core.processes import children, cmdline, pid_alive
 from genreops.serving.triton.server import is_ready, restart_model_instances
 
 log = logging.getLogger("genreops.serving.triton.watchdog")
@@ -45,26 +44,17 @@ ZOMBIE_GRACE_SECONDS = 3.0
 
 
 def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (from /proc: no psutil needed in the server's image)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            fields = proc_stat(int(entry.name))
-            if fields is not None and len(fields) > 1 and fields[1] == str(pid):
-                found.append(int(entry.name))
-    return found
+    """Direct children of ``pid``, zombies included."""
+    return children(pid)
 
 
 def stub_model(pid: int) -> str | None:
     """The model a live stub process serves (``<repo>/<model>/<version>/model.py`` in its
     command line), or None when ``pid`` is no stub."""
-    try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-    except OSError:
+    argv = cmdline(pid)
+    if argv is None or len(argv) < 2 or not argv[0].endswith(STUB_NAME):
         return None
-    if len(argv) < 2 or not argv[0].endswith(STUB_NAME.encode()):
-        return None
-    model_file = Path(os.fsdecode(argv[1]))
+    model_file = Path(argv[1])
     return model_file.parent.parent.name if model_file.name == "model.py" else None
 
 
