@@ -540,7 +540,7 @@ SAFE_FORMATTERS = {"int", "float", "round", "len", "bool"}  # numbers cannot car
 # Functions whose string-built SQL is accepted, and why (each must still exist).
 SQL_ALLOWED: dict[tuple[str, str], str] = {
     (
-        "src/genreops/monitoring/store.py",
+        "src/genreops/monitoring/store/database.py",
         "_add_column_ddl",
     ): "ALTER TABLE ... ADD COLUMN for our own Table metadata: table and column names quoted by "
     "the dialect's identifier preparer, the type compiled by SQLAlchemy; no request value "

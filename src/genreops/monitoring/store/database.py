@@ -1,0 +1,355 @@
+"""``MonitoringStore``: the three monitoring tables in one SQLite or PostgreSQL database.
+
+SQLite under ``GENREOPS_HOME`` by default, PostgreSQL by URL (SQLAlchemy 2.0 Core). The store
+creates what is missing of the schema (``ensure_schema``), inserts checked rows idempotently
+and reads them back.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Column, Table, create_engine, event, func, inspect, select, text
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+from genreops.monitoring.store.errors import (
+    InvalidRowError,
+    MonitoringError,
+    MonitoringUnavailableError,
+)
+from genreops.monitoring.store.rows import prepare_row
+from genreops.monitoring.store.schema import (
+    DRIFT_TESTS,
+    METADATA,
+    MODEL_EVENTS,
+    MODEL_EVENTS_TABLE,
+    PREDICTIONS,
+    get_table,
+)
+
+log = logging.getLogger(__name__)
+
+# --------------------------------------------------------------------------------------------
+# Errors from the database
+
+# PostgreSQL SQLSTATEs that mean "the database, not the row": connection (08), resources (53),
+# operator intervention (57), system (58), transaction rollback (40), missing schema objects.
+_PG_TRANSIENT_CLASSES = ("08", "53", "57", "58", "40")
+_PG_SCHEMA_CODES = ("42P01", "42703", "3F000", "3D000")
+
+
+def _is_transient(error: BaseException) -> bool:
+    """Not the rows' fault: spool them and retry later (missing tables are re-created then)."""
+    if isinstance(
+        error,
+        sa_exc.OperationalError
+        | sa_exc.InterfaceError
+        | sa_exc.DisconnectionError
+        | sa_exc.TimeoutError
+        | sa_exc.PendingRollbackError
+        | sa_exc.ResourceClosedError
+        | OSError,
+    ):
+        return True
+    if isinstance(error, sa_exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        code = str(getattr(error.orig, "pgcode", "") or "")
+        return code in _PG_SCHEMA_CODES or code[:2] in _PG_TRANSIENT_CLASSES
+    return False
+
+
+def _is_already_there(error: BaseException) -> bool:
+    """Another process created the same table, index or column a moment before us."""
+    code = str(getattr(getattr(error, "orig", None), "pgcode", "") or "")
+    message = str(getattr(error, "orig", None) or error).lower()
+    if code in ("42P07", "42710", "42701"):
+        return True
+    if code == "23505" and "pg_type" in message:  # concurrent CREATE TABLE in PostgreSQL
+        return True
+    return "already exists" in message or "duplicate column" in message
+
+
+def _reason(error: BaseException) -> str:
+    origin = getattr(error, "orig", None) or error
+    lines = str(origin).strip().splitlines()
+    return lines[0] if lines else type(origin).__name__
+
+
+_PASSWORD = re.compile(r"(://[^:/@\s]*:)[^@\s]*@")
+
+
+def redact(url: str) -> str:
+    return _PASSWORD.sub(r"\1***@", url)
+
+
+# --------------------------------------------------------------------------------------------
+# The store
+
+
+class MonitoringStore:
+    """The three monitoring tables in one database; thread-safe, one engine per process."""
+
+    def __init__(
+        self, url: str, *, busy_timeout: float = 30.0, connect_timeout: float = 5.0
+    ) -> None:
+        try:
+            parsed = make_url(url)
+        except (sa_exc.ArgumentError, ValueError) as error:
+            raise MonitoringError(
+                f"monitoring database URL {redact(str(url))!r} cannot be parsed ({error}); "
+                "use sqlite:///PATH or postgresql://USER@HOST:PORT/DB"
+            ) from error
+        self.url: URL = parsed
+        self.display = parsed.render_as_string(hide_password=True)
+        backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+        if backend not in ("sqlite", "postgresql") or driver in ("asyncpg", "aiosqlite"):
+            raise MonitoringError(
+                f"monitoring database {self.display}: unsupported database {parsed.drivername!r}"
+                " (use sqlite:///PATH or postgresql://USER@HOST:PORT/DB)"
+            )
+        self.dialect = backend
+        self.busy_timeout = busy_timeout
+        try:
+            self.engine = self._make_engine(parsed, busy_timeout, connect_timeout)
+        except (sa_exc.ArgumentError, sa_exc.NoSuchModuleError, ImportError, TypeError) as error:
+            raise MonitoringError(
+                f"monitoring database {self.display}: cannot use this URL ({error})"
+            ) from error
+        self._statements: dict[str, Any] = {}
+
+    # -- engine
+
+    def _make_engine(self, url: URL, busy_timeout: float, connect_timeout: float) -> Engine:
+        if self.dialect == "sqlite":
+            memory = url.database in (None, "", ":memory:")
+            engine = create_engine(
+                url,
+                pool_pre_ping=True,
+                connect_args={"timeout": busy_timeout, "check_same_thread": False},
+                **({"poolclass": StaticPool} if memory else {}),
+            )
+            event.listen(engine, "connect", _sqlite_pragmas(busy_timeout))
+            return engine
+        connect_args: dict[str, Any] = {}
+        if url.get_driver_name() in ("psycopg2", "psycopg"):
+            connect_args = {
+                "connect_timeout": max(1, round(connect_timeout)),
+                "application_name": "genreops-monitoring",
+                # A peer that vanished without closing (network loss) is noticed in ~25 s.
+                "keepalives": 1,
+                "keepalives_idle": 10,
+                "keepalives_interval": 5,
+                "keepalives_count": 3,
+            }
+        return create_engine(
+            url, pool_pre_ping=True, pool_size=2, max_overflow=4, connect_args=connect_args
+        )
+
+    @property
+    def fingerprint(self) -> str:
+        """Names this database in spool file names, so a shared spool directory is safe."""
+        if self.dialect == "sqlite" and self.url.database not in (None, "", ":memory:"):
+            ident = f"sqlite:{Path(str(self.url.database)).absolute()}"
+        else:
+            ident = self.display
+        return hashlib.sha256(ident.encode()).hexdigest()[:12]
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> MonitoringStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _translate(
+        self, error: BaseException, doing: str, refused: type[MonitoringError] = MonitoringError
+    ) -> MonitoringError:
+        kind = MonitoringUnavailableError if _is_transient(error) else refused
+        return kind(f"monitoring database {self.display}: cannot {doing} ({_reason(error)})")
+
+    # -- schema
+
+    def ensure_schema(self, *, create_parent: bool = True) -> list[str]:
+        """Create missing tables, columns and indexes; never drops or rewrites anything.
+
+        Safe when several processes run it at once: whatever another one created first is
+        taken as done. Returns what was changed (empty when the schema was complete).
+        ``create_parent`` makes the directory of a SQLite file.
+        """
+        if create_parent:
+            self._create_parent()
+        changes: list[str] = []
+        for attempt in range(6):
+            try:
+                self._ensure_once(changes)
+                return changes
+            except sa_exc.SQLAlchemyError as error:
+                if _is_already_there(error) and attempt < 5:
+                    log.debug("monitoring schema: lost a creation race (%s); again", error)
+                    continue
+                raise self._translate(error, "create the monitoring tables") from error
+        raise AssertionError("unreachable")
+
+    def _create_parent(self) -> None:
+        database = self.url.database
+        if self.dialect != "sqlite" or database in (None, "", ":memory:"):
+            return
+        parent = Path(str(database)).parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise MonitoringError(
+                f"monitoring database {self.display}: cannot create folder {parent} "
+                f"({error.strerror})"
+            ) from error
+
+    def _ensure_once(self, changes: list[str]) -> None:
+        inspector = inspect(self.engine)
+        existing = set(inspector.get_table_names())
+        for table in METADATA.sorted_tables:
+            if table.name not in existing:
+                with self.engine.begin() as conn:
+                    table.create(conn, checkfirst=True)
+                changes.append(f"created table {table.name}")
+                continue
+            columns = {column["name"] for column in inspector.get_columns(table.name)}
+            for column in table.columns:
+                if column.name in columns:
+                    continue
+                if column.primary_key:
+                    log.warning("monitoring: %s has no %s column", table.name, column.name)
+                    continue
+                with self.engine.begin() as conn:
+                    conn.execute(text(self._add_column_ddl(table, column)))
+                changes.append(f"added column {table.name}.{column.name}")
+            indexes = {index["name"] for index in inspector.get_indexes(table.name)}
+            for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
+                if index.name in indexes:
+                    continue
+                with self.engine.begin() as conn:
+                    index.create(conn, checkfirst=True)
+                changes.append(f"created index {index.name}")
+
+    def _add_column_ddl(self, table: Table, column: Column[Any]) -> str:
+        """Always nullable: existing rows have no value, and SQLite refuses NOT NULL here."""
+        dialect = self.engine.dialect
+        quote = dialect.identifier_preparer
+        kind = column.type.compile(dialect=dialect)
+        exists = " IF NOT EXISTS" if self.dialect == "postgresql" else ""
+        return (
+            f"ALTER TABLE {quote.format_table(table)} ADD COLUMN{exists} "
+            f"{quote.format_column(column)} {kind}"
+        )
+
+    # -- writes
+
+    def _insert_statement(self, name: str) -> Any:
+        statement = self._statements.get(name)
+        if statement is None:
+            if self.dialect == "postgresql":
+                from sqlalchemy.dialects.postgresql import insert
+            else:
+                from sqlalchemy.dialects.sqlite import insert  # type: ignore[assignment]
+            table = get_table(name)
+            statement = insert(table).on_conflict_do_nothing(index_elements=[table.info["key"]])
+            self._statements[name] = statement
+        return statement
+
+    def write_prepared(self, groups: Mapping[str, Sequence[dict[str, Any]]]) -> None:
+        """Insert rows from ``prepare_row`` in one transaction; rows already there are skipped.
+
+        Raises MonitoringUnavailableError (retry later) or InvalidRowError (the database
+        refused the rows themselves).
+        """
+        try:
+            with self.engine.begin() as conn:
+                if self.dialect == "postgresql":  # a locked table must not hang the writer
+                    conn.execute(select(func.set_config("statement_timeout", "30000", True)))
+                for name, rows in groups.items():
+                    if rows:
+                        conn.execute(self._insert_statement(name), list(rows))
+        except sa_exc.SQLAlchemyError as error:
+            raise self._translate(error, "store rows", refused=InvalidRowError) from error
+
+    def insert(self, table: str, rows: Iterable[Mapping[str, Any]]) -> int:
+        """Check and insert rows; ids and timestamps are filled in when missing.
+
+        Rows whose id is already stored are skipped, so replaying a batch is harmless. Returns
+        the number of rows sent.
+        """
+        prepared = [prepare_row(table, row) for row in rows]
+        if prepared:
+            self.write_prepared({table: prepared})
+        return len(prepared)
+
+    def insert_predictions(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self.insert(PREDICTIONS, rows)
+
+    def insert_drift_tests(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self.insert(DRIFT_TESTS, rows)
+
+    def insert_model_events(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self.insert(MODEL_EVENTS, rows)
+
+    # -- queries
+
+    def _query(self, statement: Any, doing: str) -> list[dict[str, Any]]:
+        try:
+            with self.engine.connect() as conn:
+                return [dict(row._mapping) for row in conn.execute(statement)]
+        except sa_exc.SQLAlchemyError as error:
+            raise self._translate(error, doing) from error
+
+    def count(self, table: str) -> int:
+        statement = select(func.count().label("n")).select_from(get_table(table))
+        return int(self._query(statement, f"count {table}")[0]["n"])
+
+    def _recent(self, name: str, limit: int) -> list[dict[str, Any]]:
+        table = get_table(name)
+        when = table.c[table.info["time"]]
+        statement = select(table).order_by(when.desc(), table.c.id.desc()).limit(limit)
+        return self._query(statement, f"read {name}")
+
+    def recent_predictions(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first; ``probabilities`` decoded to a dict, ``served_at`` aware UTC."""
+        return self._recent(PREDICTIONS, limit)
+
+    def recent_drift_tests(self, limit: int = 100) -> list[dict[str, Any]]:
+        """Newest first; ``column_scores`` decoded."""
+        return self._recent(DRIFT_TESTS, limit)
+
+    def model_events(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Oldest first (the publish/rollback history); the newest ``limit`` when given."""
+        table = MODEL_EVENTS_TABLE
+        order = (table.c.at.desc(), table.c.id.desc())
+        statement = select(table).order_by(*order)
+        if limit is not None:
+            statement = statement.limit(limit)
+        return list(reversed(self._query(statement, "read model_events")))
+
+
+def _sqlite_pragmas(busy_timeout: float) -> Callable[[Any, Any], None]:
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+            # WAL lets readers (dashboards) and one writer at a time from any process work
+            # together; it is a property of the file, so losing this race to another process
+            # that sets it first is harmless.
+            with contextlib.suppress(Exception):
+                cursor.execute("PRAGMA journal_mode = WAL")
+        finally:
+            cursor.close()
+
+    return on_connect
