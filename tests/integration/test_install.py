@@ -119,6 +119,30 @@ def test_nothing_comes_from_the_checkout(installed: Path, tmp_path: Path) -> Non
     assert not leaked, leaked
 
 
+# Run by the installed interpreter: the monitoring store's Alembic revisions from the wheel.
+MIGRATE = """
+import json, sys
+from genreops.monitoring.store import MonitoringStore
+from genreops.monitoring.store.migrate import script_directory
+with MonitoringStore(sys.argv[1]) as store:
+    print(json.dumps({"changes": store.ensure_schema(), "again": store.ensure_schema(),
+                      "revisions": str(script_directory().dir)}))
+"""
+
+
+def test_the_monitoring_store_migrates_from_the_wheel(installed: Path, tmp_path: Path) -> None:
+    """The store's schema revisions ship as package data and run from site-packages."""
+    env = _clean_env(tmp_path / ".genreops", installed)
+    url = f"sqlite:///{tmp_path / 'monitoring.db'}"
+    out = _run([str(installed / "python"), "-c", MIGRATE, url], cwd=tmp_path, env=env).stdout
+    found = json.loads(out.strip().splitlines()[-1])
+    assert sorted(found["changes"]) == [
+        "created table drift_tests", "created table model_events", "created table predictions"
+    ]  # fmt: skip
+    assert found["again"] == []
+    assert found["revisions"].startswith(str(installed.parent / "lib")), found["revisions"]
+
+
 def test_s3_server_is_found_through_its_setting(installed: Path, tmp_path: Path) -> None:
     """No tools/s3 next to a wheel: the error names the setting; the setting finds it."""
     env = _clean_env(tmp_path / ".genreops", installed)

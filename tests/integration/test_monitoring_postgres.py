@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,17 @@ import pytest
 
 from genreops.monitoring.store import (
     DRIFT_TESTS,
+    METADATA,
     MODEL_EVENTS,
     PREDICTIONS,
+    TABLE_NAMES,
     MonitoringStore,
     MonitoringWriter,
     spool_status,
 )
+from genreops.monitoring.store.migrate import head_revision
 from helpers import TcpProxy, free_port, postgres_url
+from legacy_store import GATE_COLUMNS, first_release, insert_rows, today
 
 pytestmark = pytest.mark.integration
 
@@ -213,3 +218,103 @@ def test_a_writer_started_while_the_database_is_away(
         assert store.count(MODEL_EVENTS) == 1
     assert writer.replayed == 201
     assert writer.close()
+
+
+# --- the schema's Alembic revisions on PostgreSQL ----------------------------------------------
+
+
+def _rows(store: MonitoringStore, columns: dict[str, list[str]]) -> dict[str, list[tuple]]:
+    """Every row of the three tables as PostgreSQL holds it (the given columns)."""
+    with store.engine.connect() as conn:
+        return {
+            table: [
+                tuple(row)
+                for row in conn.exec_driver_sql(
+                    f"SELECT {', '.join(names)} FROM {table} ORDER BY id"
+                )
+            ]
+            for table, names in columns.items()
+        }
+
+
+def _columns(store: MonitoringStore) -> dict[str, list[str]]:
+    from sqlalchemy import inspect
+
+    inspector = inspect(store.engine)
+    return {t: [c["name"] for c in inspector.get_columns(t)] for t in TABLE_NAMES}
+
+
+def _legacy(store: MonitoringStore, statements: list[str]) -> None:
+    from sqlalchemy import text
+
+    with store.engine.begin() as conn:
+        for statement in statements:
+            conn.exec_driver_sql(statement)
+        insert_rows(lambda sql, values: conn.execute(text(sql), values), "postgresql")
+
+
+def test_a_fresh_schema_is_at_head_and_matches_the_code(make_schema: Callable[[], str]) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with MonitoringStore(postgres_url(make_schema())) as store:
+        store.ensure_schema()
+        with store.engine.connect() as conn:
+            context = MigrationContext.configure(conn)
+            assert context.get_current_revision() == head_revision()
+            assert compare_metadata(context, METADATA) == []
+
+
+@pytest.mark.parametrize("layout", ["today", "first release"])
+def test_a_schema_made_before_alembic_upgrades_in_place(
+    make_schema: Callable[[], str], layout: str
+) -> None:
+    schema = make_schema()
+    statements = today("postgresql") if layout == "today" else first_release("postgresql")
+    with MonitoringStore(postgres_url(schema)) as store:
+        _legacy(store, statements)
+        old_columns = _columns(store)
+        before = _rows(store, old_columns)
+        assert [len(before[t]) for t in (PREDICTIONS, DRIFT_TESTS, MODEL_EVENTS)] == [3, 1, 1]
+
+    # several processes open the old database at once; one of them upgrades it
+    barrier = threading.Barrier(4)
+    results: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        store = MonitoringStore(postgres_url(schema))
+        try:
+            barrier.wait()
+            results.append(store.ensure_schema())
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=run) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    added = sorted(f"added column {t}.{c}" for t, names in GATE_COLUMNS.items() for c in names)
+    expected = [] if layout == "today" else added
+    assert sorted(sorted(r) for r in results) == [[]] * 3 + [expected]  # said once
+
+    with MonitoringStore(postgres_url(schema)) as store:
+        assert _rows(store, old_columns) == before  # every row, every value, as it was
+        for table, names in GATE_COLUMNS.items():
+            assert set(names) <= set(_columns(store)[table])
+        with store.engine.connect() as conn:
+            stamped = conn.exec_driver_sql("SELECT version_num FROM alembic_version").scalars()
+            assert list(stamped) == [head_revision()]
+        old = {r["request_id"]: r for r in store.recent_predictions(10)}
+        assert old["old-1"]["probabilities"] == {"rock": 0.75, "jazz": 0.25}
+        assert old["old-1"]["served_at"] == datetime(2026, 11, 30, 10, 0, 1, 250000, tzinfo=UTC)
+        store.insert_predictions(
+            [dict(prediction(9), request_id="old-0"), dict(prediction(10), ood=True, ood_score=2.0)]
+        )
+        assert store.count(PREDICTIONS) == 4
+        assert max(r["ood_score"] or 0 for r in store.recent_predictions(10)) == 2.0
+        assert store.ensure_schema() == []

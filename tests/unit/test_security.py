@@ -538,14 +538,7 @@ SQL_SINK_METHODS = {"execute", "executemany", "executescript", "exec_driver_sql"
 SQL_SINK_FUNCTIONS = {"text", "read_sql", "read_sql_query"}
 SAFE_FORMATTERS = {"int", "float", "round", "len", "bool"}  # numbers cannot carry SQL
 # Functions whose string-built SQL is accepted, and why (each must still exist).
-SQL_ALLOWED: dict[tuple[str, str], str] = {
-    (
-        "src/genreops/monitoring/store/database.py",
-        "_add_column_ddl",
-    ): "ALTER TABLE ... ADD COLUMN for our own Table metadata: table and column names quoted by "
-    "the dialect's identifier preparer, the type compiled by SQLAlchemy; no request value "
-    "reaches it, and DDL cannot take bound parameters",
-}
+SQL_ALLOWED: dict[tuple[str, str], str] = {}
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ SQLite under ``GENREOPS_HOME`` by default, PostgreSQL by URL. Three tables: ``pr
 ``schema``     the tables (SQLAlchemy Core), their column types, ids, times and JSON values
 ``rows``       rows checked and normalised field by field before they are stored or spooled
 ``database``   ``MonitoringStore``: connect, ``ensure_schema``, idempotent inserts, queries
+``migrate``    Alembic: the revisions in ``migrations/`` bring any database to head in place
 ``spool``      rows kept on disk while the database is away, replayed when it is back
 ``writer``     ``MonitoringWriter``: the inference service's non-blocking, never-dropping writer
 =============  ==============================================================================

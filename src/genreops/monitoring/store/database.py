@@ -1,8 +1,8 @@
 """``MonitoringStore``: the three monitoring tables in one SQLite or PostgreSQL database.
 
 SQLite under ``GENREOPS_HOME`` by default, PostgreSQL by URL (SQLAlchemy 2.0 Core). The store
-creates what is missing of the schema (``ensure_schema``), inserts checked rows idempotently
-and reads them back.
+brings the database's schema to the newest Alembic revision (``ensure_schema``, see
+``genreops.monitoring.store.migrate``), inserts checked rows idempotently and reads them back.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Column, Table, create_engine, event, func, inspect, select, text
+from sqlalchemy import create_engine, event, func, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.pool import StaticPool
@@ -28,7 +28,6 @@ from genreops.monitoring.store.errors import (
 from genreops.monitoring.store.rows import prepare_row
 from genreops.monitoring.store.schema import (
     DRIFT_TESTS,
-    METADATA,
     MODEL_EVENTS,
     MODEL_EVENTS_TABLE,
     PREDICTIONS,
@@ -65,17 +64,6 @@ def _is_transient(error: BaseException) -> bool:
         code = str(getattr(error.orig, "pgcode", "") or "")
         return code in _PG_SCHEMA_CODES or code[:2] in _PG_TRANSIENT_CLASSES
     return False
-
-
-def _is_already_there(error: BaseException) -> bool:
-    """Another process created the same table, index or column a moment before us."""
-    code = str(getattr(getattr(error, "orig", None), "pgcode", "") or "")
-    message = str(getattr(error, "orig", None) or error).lower()
-    if code in ("42P07", "42710", "42701"):
-        return True
-    if code == "23505" and "pg_type" in message:  # concurrent CREATE TABLE in PostgreSQL
-        return True
-    return "already exists" in message or "duplicate column" in message
 
 
 def _reason(error: BaseException) -> str:
@@ -181,25 +169,24 @@ class MonitoringStore:
     # -- schema
 
     def ensure_schema(self, *, create_parent: bool = True) -> list[str]:
-        """Create missing tables, columns and indexes; never drops or rewrites anything.
+        """Bring the database to the newest schema revision (Alembic); never drops a row.
 
-        Safe when several processes run it at once: whatever another one created first is
-        taken as done. Returns what was changed (empty when the schema was complete).
-        ``create_parent`` makes the directory of a SQLite file.
+        A fresh database gets every table; one made before Alembic is adopted in place, its
+        rows kept (``genreops.monitoring.store.migrate``). Safe when several processes run it
+        at once: the upgrade holds a lock, and whoever comes second finds it done. Returns what
+        was changed ("created table ...", "added column ...", "created index ..."); empty when
+        the schema was current. ``create_parent`` makes the directory of a SQLite file.
         """
+        from genreops.monitoring.store.migrate import SchemaRevisionError, upgrade
+
         if create_parent:
             self._create_parent()
-        changes: list[str] = []
-        for attempt in range(6):
-            try:
-                self._ensure_once(changes)
-                return changes
-            except sa_exc.SQLAlchemyError as error:
-                if _is_already_there(error) and attempt < 5:
-                    log.debug("monitoring schema: lost a creation race (%s); again", error)
-                    continue
-                raise self._translate(error, "create the monitoring tables") from error
-        raise AssertionError("unreachable")
+        try:
+            return upgrade(self.engine)
+        except SchemaRevisionError as error:
+            raise MonitoringError(f"monitoring database {self.display}: {error}") from error
+        except sa_exc.SQLAlchemyError as error:
+            raise self._translate(error, "create the monitoring tables") from error
 
     def _create_parent(self) -> None:
         database = self.url.database
@@ -213,44 +200,6 @@ class MonitoringStore:
                 f"monitoring database {self.display}: cannot create folder {parent} "
                 f"({error.strerror})"
             ) from error
-
-    def _ensure_once(self, changes: list[str]) -> None:
-        inspector = inspect(self.engine)
-        existing = set(inspector.get_table_names())
-        for table in METADATA.sorted_tables:
-            if table.name not in existing:
-                with self.engine.begin() as conn:
-                    table.create(conn, checkfirst=True)
-                changes.append(f"created table {table.name}")
-                continue
-            columns = {column["name"] for column in inspector.get_columns(table.name)}
-            for column in table.columns:
-                if column.name in columns:
-                    continue
-                if column.primary_key:
-                    log.warning("monitoring: %s has no %s column", table.name, column.name)
-                    continue
-                with self.engine.begin() as conn:
-                    conn.execute(text(self._add_column_ddl(table, column)))
-                changes.append(f"added column {table.name}.{column.name}")
-            indexes = {index["name"] for index in inspector.get_indexes(table.name)}
-            for index in sorted(table.indexes, key=lambda ix: str(ix.name)):
-                if index.name in indexes:
-                    continue
-                with self.engine.begin() as conn:
-                    index.create(conn, checkfirst=True)
-                changes.append(f"created index {index.name}")
-
-    def _add_column_ddl(self, table: Table, column: Column[Any]) -> str:
-        """Always nullable: existing rows have no value, and SQLite refuses NOT NULL here."""
-        dialect = self.engine.dialect
-        quote = dialect.identifier_preparer
-        kind = column.type.compile(dialect=dialect)
-        exists = " IF NOT EXISTS" if self.dialect == "postgresql" else ""
-        return (
-            f"ALTER TABLE {quote.format_table(table)} ADD COLUMN{exists} "
-            f"{quote.format_column(column)} {kind}"
-        )
 
     # -- writes
 

@@ -1,4 +1,9 @@
-"""The monitoring tables as SQLAlchemy Core metadata, and how values are stored in them."""
+"""The monitoring tables as SQLAlchemy Core metadata: what the code reads and writes.
+
+The migrations under ``migrations/`` create and change the tables in a database; this
+metadata must always equal their head revision (a test compares the two). Change both
+together: a new revision for the database, the same change here.
+"""
 
 from __future__ import annotations
 
