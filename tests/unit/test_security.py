@@ -308,7 +308,8 @@ COVERED_STARTERS = {
     "src/genreops/serving/triton/server.py": "start_triton (and `genreops serve`); its watchdog "
     "(genreops.serving.triton.watchdog) only calls the server's HTTP port, it opens no socket",
     "src/genreops/platform/observability.py": "start_prometheus, start_node_exporter",
-    "src/genreops/monitoring/drift.py": "the drift worker: a child on pipes, it opens no socket",
+    "src/genreops/monitoring/drift/monitor.py": "the drift worker: a child on pipes, it opens no "
+    "socket",
     "flows/runtime.py": "Prefect's temporary server (SubprocessASGIServer)",
     "flows/deployments.py": "prefect.serve: the runner's webserver is off by default",
 }

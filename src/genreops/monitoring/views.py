@@ -1,7 +1,7 @@
 """Drift over time in Evidently's own UI: one snapshot per drift test the gate ran.
 
-The gate's worker keeps every tested window
-(``genreops.monitoring.drift``); here each window that has
+The drift record's worker keeps every tested window
+(``genreops.monitoring.drift.worker``); here each window that has
 no snapshot yet becomes a full Evidently DataDriftPreset report against the served version's
 reference, timestamped with the test's time, in the workspace project ``genreops drift``.
 A report costs seconds of CPU, so this runs apart from serving: the ``drift-report`` flow
@@ -30,11 +30,11 @@ from genreops.monitoring.drift import (
     TESTS_FILE,
     WINDOWS_DIR,
     DriftError,
-    _import_evidently,
     evidently_report,
     read_reference,
     reference_columns,
 )
+from genreops.monitoring.drift.evidently_report import import_evidently
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def publish_drift_views(
     its API, so it shows them at once (it reads its folder only when it starts); otherwise
     they are written to ``workspace_dir`` directly.
     """
-    _import_evidently()
+    import_evidently()
     from evidently.ui.workspace import RemoteWorkspace, Workspace
 
     workspace_dir.mkdir(parents=True, exist_ok=True)
