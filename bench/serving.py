@@ -378,7 +378,7 @@ def measure(
 
 
 def wait_for_drift_worker(drift_dir: Path, root: int, timeout: float = 180.0) -> None:
-    """The new version's worker is ready (Evidently imported) and no old one is left."""
+    """The new version's worker is ready and no old one is left."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         workers = [k for k, _ in server_processes(root).values() if k == "drift worker"]

@@ -167,6 +167,41 @@ def test_the_gates_stat_tests_agree_with_evidentlys_full_report(
     assert fast.dataset_drift == full.dataset_drift
 
 
+@pytest.mark.parametrize("reference_rows", [500, 1500])
+@pytest.mark.parametrize("method", ["ks", None, "wasserstein", "jensenshannon"])
+def test_the_scipy_tests_are_evidentlys_own(reference_rows: int, method: str | None) -> None:
+    """Each column's test, score, threshold and verdict equal what Evidently's own stat test
+    functions give, also where ``method=None`` picks chi-square, Z or Jensen-Shannon (columns
+    of a few distinct values). Evidently's legacy registry is used here as the yardstick only.
+    """
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    from genreops.monitoring.drift.stats import column_score
+
+    rng = np.random.default_rng(reference_rows)
+    columns = {
+        "continuous": (rng.normal(size=reference_rows), rng.normal(0.3, 1.0, size=60)),
+        "constant": (np.full(reference_rows, 3.0), np.full(60, 3.0)),
+        "binary": (rng.integers(0, 2, reference_rows) * 1.0, rng.integers(0, 2, 60) * 1.0),
+        "binary shifted": (rng.integers(0, 2, reference_rows) * 1.0, np.ones(60)),
+        "four values": (rng.integers(0, 4, reference_rows) * 0.5, rng.integers(1, 4, 60) * 0.5),
+        "twenty-five values": (rng.integers(0, 25, reference_rows) * 1.0,
+                               rng.integers(0, 25, 60) * 1.0),
+    }  # fmt: skip
+    for name, (reference, current) in columns.items():
+        ours = column_score(reference, current, method)
+        test = get_stattest(pd.Series(reference), pd.Series(current), ColumnType.Numerical, method)
+        theirs = test(pd.Series(reference), pd.Series(current), ColumnType.Numerical, None)
+        assert ours["method"] == test.display_name, name
+        assert ours["threshold"] == pytest.approx(theirs.actual_threshold), name
+        assert ours["drifted"] == bool(theirs.drifted), name
+        if np.isfinite(theirs.drift_score):
+            assert ours["score"] == pytest.approx(float(theirs.drift_score), rel=1e-9), name
+        else:
+            assert ours["score"] is None, name
+
+
 def test_unknown_engine_is_refused(reference: pd.DataFrame) -> None:
     with pytest.raises(DriftError, match="engine='fast'"):
         run_drift_test(reference, gaussian(10, seed=6), engine="fast")

@@ -1,7 +1,7 @@
 """Triton predictor: the champion answers; the fallback (challenger) answers through BLS while
 the drift gate is open or for the canary share. Each request is judged against the training
 reference first (genreops.monitoring.novelty: an OOD score and the online drift detector that
-moves the gate); the drift record's Evidently tests run in their own process
+moves the gate); the drift record's per-column tests run in their own process
 (genreops.monitoring.drift).
 
 A thin adapter (tensors <-> numpy and the BLS call in genreops.serving.triton.backend); the work in

@@ -6,12 +6,14 @@ record people and the drift views read: the predictor's ``DriftMonitor.submit()`
 request's feature vector, with the gate's judgement of it, to a feeder thread that writes them
 to a worker process (``python -m genreops.monitoring.drift``) and returns at once. The worker
 keeps a rolling window and, every ``every`` requests once the window holds ``min_samples``
-(and whenever the gate opens or closes), runs Evidently's per-column stat tests on the window
-against the training reference and records them with the gate's state in
-``drift_tests.jsonl`` and ``state.json``. Nothing of it runs on the request path.
+(and whenever the gate opens or closes), runs per-column two-sample tests of the window
+against the training reference (scipy; the tests Evidently's drift preset runs) and records
+them with the gate's state in ``drift_tests.jsonl`` and ``state.json``. Nothing of it runs
+on the request path.
 
 ==================== =========================================================================
 ``settings``         ``DriftSettings``, ``DriftError``, the names of the files the record keeps
+``stats``            the per-column tests: KS, Wasserstein, ... (scipy), as Evidently picks them
 ``record``           one drift test of a window (``run_drift_test``), the training reference
 ``evidently_report`` Evidently's full DataDriftPreset report, for the drift views
 ``frames``           the wire format on the worker's stdin, the worker's rolling window

@@ -13,6 +13,7 @@ from typing import Any
 import pandas as pd
 
 from genreops.monitoring.drift.settings import DriftError
+from genreops.monitoring.drift.stats import METHODS
 
 
 def import_evidently() -> Any:
@@ -54,16 +55,9 @@ def evidently_report(
 def evidently_scores(
     ref: pd.DataFrame, cur: pd.DataFrame, cols: list[str], method: str | None
 ) -> dict[str, dict[str, Any]]:
-    from evidently.legacy.calculations.stattests.registry import get_registered_stattest
-    from evidently.legacy.core import ColumnType
-
-    import_evidently()
-    display: dict[str, str] = {}  # Evidently reports a method it chose by display name
-    if method is not None:
-        try:
-            display[method] = get_registered_stattest(method, ColumnType.Numerical).display_name
-        except ValueError as exc:
-            raise DriftError(f"Evidently stat test {method!r} is unusable here: {exc}") from exc
+    """Per-column scores as ``run_drift_test`` records them, read from Evidently's report."""
+    # Evidently names a method it was given by its name, one it chose by its display name
+    display = {name: test.display_name for name, test in METHODS.items()}
 
     data = evidently_report(ref, cur, cols, method).dict()
     values: dict[str, tuple[Any, Any, Any]] = {}

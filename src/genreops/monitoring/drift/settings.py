@@ -28,9 +28,10 @@ class DriftError(GenreopsError):
 class DriftSettings:
     """How often the record is written and on how many recent requests.
 
-    ``method`` is Evidently's stat test for the numerical features; ``None`` lets Evidently
-    choose, which switches to Wasserstein distance (threshold 0.1) for references of more
-    than 1,000 rows and then flags a third of the columns of a clean 200-row window.
+    ``method`` is the per-column test (``genreops.monitoring.drift.stats``: ``ks``,
+    ``wasserstein``, ``jensenshannon``); ``None`` chooses per column as Evidently does, which
+    switches to Wasserstein distance (threshold 0.1) for references of more than 1,000 rows
+    and then flags a third of the columns of a clean 200-row window.
     """
 
     window: int = default("drift_window")
@@ -47,7 +48,7 @@ class DriftSettings:
         if self.every < 1:
             problems.append(f"every={self.every} (needs >= 1)")
         if self.method is not None and not self.method.strip():
-            problems.append("method='' (name an Evidently stat test, or None for its choice)")
+            problems.append("method='' (name a stat test, or None to choose per column)")
         if problems:
             raise DriftError("invalid drift settings: " + "; ".join(problems))
 

@@ -26,7 +26,6 @@ import numpy as np
 import pandas as pd
 
 from genreops.core.files import atomic_write
-from genreops.monitoring.drift.evidently_report import import_evidently
 from genreops.monitoring.drift.frames import FRAME_DTYPE, NOVELTY_FIELDS, RollingWindow
 from genreops.monitoring.drift.record import (
     DriftTestResult,
@@ -138,9 +137,7 @@ def run_worker(
 
     reader = threading.Thread(target=window.read, args=(stdin,), name="drift-reader", daemon=True)
     reader.start()
-    write_state()
-    import_evidently()  # the slow part of the first test, done before any is due
-    ready = True
+    ready = True  # the reference is read and checked, the tests need no warm-up
     write_state()
     log.info("drift worker ready: %d columns, reference %d rows, %s", len(cols), len(ref), settings)
     written_seen = -1
@@ -213,7 +210,7 @@ def _gate_summary(rows: np.ndarray) -> dict[str, Any]:
     """What the gate said of a tested window: its newest row's verdict, the window's OOD share.
 
     ``dataset_drift`` is the detector's alarm (its statistic at the alarm level), which is
-    what opens the gate; Evidently's per-column share stays in ``drifted_share``.
+    what opens the gate; the per-column tests' share stays in ``drifted_share``.
     """
     score, statistic, gate = rows[:, -len(NOVELTY_FIELDS) :].T
     newest = float(statistic[-1])
@@ -236,7 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=DriftSettings.window)
     parser.add_argument("--min-samples", type=int, default=DriftSettings.min_samples)
     parser.add_argument("--every", type=int, default=DriftSettings.every)
-    parser.add_argument("--method", default=DEFAULT_METHOD, help="Evidently stat test, or auto")
+    parser.add_argument(
+        "--method", default=DEFAULT_METHOD, help="per-column stat test (see drift.stats), or auto"
+    )
     parser.add_argument(
         "--columns-from-reference",
         action="store_true",
