@@ -81,7 +81,9 @@ class _Source:
 
 
 @dataclass(frozen=True)
-class _Window:
+class _AnalysisWindow:
+    """The part of a clip to decode (``offset``, ``duration``) and the lengths it must keep to."""
+
     offset: float
     duration: float | None
     min_seconds: float
@@ -133,7 +135,7 @@ def load_audio(
         duration = None
     if min_seconds < 0 or not max_seconds > 0 or max_bytes < 0:
         raise ValueError("min_seconds must be >= 0, max_seconds > 0 and max_bytes >= 0")
-    window = _Window(offset, duration, min_seconds, max_seconds)
+    window = _AnalysisWindow(offset, duration, min_seconds, max_seconds)
 
     src = _locate(source, name, max_bytes, s3)
     sniffed = _sniff(src.head)
@@ -285,7 +287,9 @@ def _has_vbr_header(head: bytes) -> bool:
 # --------------------------------------------------------------------------- soundfile
 
 
-def _decode_soundfile(src: _Source, sniffed: _Sniffed, window: _Window) -> tuple[np.ndarray, int]:
+def _decode_soundfile(
+    src: _Source, sniffed: _Sniffed, window: _AnalysisWindow
+) -> tuple[np.ndarray, int]:
     """Seek to the window and read only it; check the header's length where it can be trusted."""
     clip, kind = src.name, sniffed.kind
     if kind == "wav":
@@ -339,7 +343,7 @@ def _decode_soundfile(src: _Source, sniffed: _Sniffed, window: _Window) -> tuple
     return data, rate
 
 
-def _check_wav_header(src: _Source, window: _Window) -> None:
+def _check_wav_header(src: _Source, window: _AnalysisWindow) -> None:
     """libsndfile quietly shortens a wav whose data chunk overruns the file; call that truncated.
 
     Unless the header claims more than the length limit: that is the user's limit, known
@@ -444,7 +448,9 @@ def _short(exc: BaseException) -> str:
 # --------------------------------------------------------------------------- ffmpeg
 
 
-def _decode_ffmpeg(src: _Source, sniffed: _Sniffed, window: _Window) -> tuple[np.ndarray, int]:
+def _decode_ffmpeg(
+    src: _Source, sniffed: _Sniffed, window: _AnalysisWindow
+) -> tuple[np.ndarray, int]:
     """Probe, then decode just the window with ffmpeg; needs a seekable file (moov may trail)."""
     clip = src.name
     ffmpeg, ffprobe = shutil.which("ffmpeg"), shutil.which("ffprobe")
@@ -462,7 +468,7 @@ def _decode_ffmpeg(src: _Source, sniffed: _Sniffed, window: _Window) -> tuple[np
 
 
 def _ffmpeg_file(
-    ffmpeg: str, ffprobe: str, path: Path, src: _Source, sniffed: _Sniffed, window: _Window
+    ffmpeg: str, ffprobe: str, path: Path, src: _Source, sniffed: _Sniffed, window: _AnalysisWindow
 ) -> tuple[np.ndarray, int]:
     clip, label = src.name, sniffed.kind
     url = f"file:{path}"  # so names with ':' or a leading '-' are never read as options/protocols
@@ -566,7 +572,7 @@ def _check_rate(clip: str, label: str, rate: int) -> None:
         )
 
 
-def _check_short(clip: str, seconds: float, window: _Window) -> None:
+def _check_short(clip: str, seconds: float, window: _AnalysisWindow) -> None:
     if seconds < window.required:
         where = f" after offset {window.offset:g} s" if window.offset else ""
         raise AudioError(
