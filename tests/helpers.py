@@ -158,6 +158,34 @@ SERVER = f"postgresql://postgres@{HOST}:{PORT}"
 DATABASE = "genreops_test"  # created once, never dropped; each session uses its own schemas
 
 
+def ensure_schema_at_once(url: str, count: int = 4) -> tuple[list[list[str]], list[BaseException]]:
+    """``count`` monitoring stores on ``url`` run ``ensure_schema()`` at the same moment, each in
+    its own thread (like Triton instances starting together): what each reported changing,
+    and every error raised."""
+    from genreops.monitoring.store import MonitoringStore
+
+    barrier = threading.Barrier(count)
+    said: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        store = MonitoringStore(url)
+        try:
+            barrier.wait()
+            said.append(store.ensure_schema())
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=run) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return said, errors
+
+
 def postgres_or_skip() -> Any:
     """psycopg2, once the test database exists; skips the test without a local PostgreSQL."""
     psycopg2 = pytest.importorskip("psycopg2")

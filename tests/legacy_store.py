@@ -1,10 +1,11 @@
 """The monitoring store as genreops made it before Alembic, to prove the upgrade keeps every row.
 
-``TODAY`` is the DDL the store's ``ensure_schema()`` emitted up to commit e953569 (its
-SQLAlchemy metadata compiled for each database, copied here verbatim so later changes to the
-package cannot change the fixture). ``FIRST_RELEASE`` is the layout of the first release
-(commit 1a97d46): the same without the drift gate's columns, which the old inspection upgrade
-added in place. ``ROWS`` are rows as that code stored them.
+``today(dialect)`` is the DDL the store's ``ensure_schema()`` emitted up to commit e953569
+(its SQLAlchemy metadata compiled for SQLite, copied here verbatim so later changes to the
+package cannot change the fixture; PostgreSQL's differs only in the id and time types).
+``first_release(dialect)`` is the layout of the first release (commit 1a97d46): the same
+without the drift gate's columns, which the old inspection upgrade added in place. ``ROWS``
+are rows as that code stored them.
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from typing import Any
 # columns the drift gate added (commit b27b0be); the first release had none of them
 GATE_COLUMNS = {"predictions": ("ood", "ood_score"), "drift_tests": ("statistic", "ood_share")}
 
-_TABLES = {
-    "sqlite": [
-        """CREATE TABLE drift_tests (
+_SQLITE = [
+    """CREATE TABLE drift_tests (
 	id INTEGER NOT NULL,
 	test_id VARCHAR(128) NOT NULL,
 	tested_at DATETIME NOT NULL,
@@ -32,9 +32,9 @@ _TABLES = {
 	seconds FLOAT,
 	PRIMARY KEY (id)
 )""",
-        "CREATE INDEX ix_drift_tests_tested_at ON drift_tests (tested_at)",
-        "CREATE UNIQUE INDEX uq_drift_tests_test_id ON drift_tests (test_id)",
-        """CREATE TABLE model_events (
+    "CREATE INDEX ix_drift_tests_tested_at ON drift_tests (tested_at)",
+    "CREATE UNIQUE INDEX uq_drift_tests_test_id ON drift_tests (test_id)",
+    """CREATE TABLE model_events (
 	id INTEGER NOT NULL,
 	event_id VARCHAR(128) NOT NULL,
 	at DATETIME NOT NULL,
@@ -45,9 +45,9 @@ _TABLES = {
 	detail TEXT,
 	PRIMARY KEY (id)
 )""",
-        "CREATE INDEX ix_model_events_at ON model_events (at)",
-        "CREATE UNIQUE INDEX uq_model_events_event_id ON model_events (event_id)",
-        """CREATE TABLE predictions (
+    "CREATE INDEX ix_model_events_at ON model_events (at)",
+    "CREATE UNIQUE INDEX uq_model_events_event_id ON model_events (event_id)",
+    """CREATE TABLE predictions (
 	id INTEGER NOT NULL,
 	request_id VARCHAR(128) NOT NULL,
 	served_at DATETIME NOT NULL,
@@ -64,66 +64,21 @@ _TABLES = {
 	repository_version INTEGER,
 	PRIMARY KEY (id)
 )""",
-        "CREATE INDEX ix_predictions_served_at ON predictions (served_at)",
-        "CREATE UNIQUE INDEX uq_predictions_request_id ON predictions (request_id)",
-    ],
-    "postgresql": [
-        """CREATE TABLE drift_tests (
-	id BIGSERIAL NOT NULL,
-	test_id VARCHAR(128) NOT NULL,
-	tested_at TIMESTAMP WITH TIME ZONE NOT NULL,
-	window_size INTEGER NOT NULL,
-	drifted_share FLOAT NOT NULL,
-	dataset_drift BOOLEAN NOT NULL,
-	gate_open BOOLEAN NOT NULL,
-	statistic FLOAT,
-	ood_share FLOAT,
-	column_scores TEXT,
-	reference VARCHAR(1024),
-	seconds FLOAT,
-	PRIMARY KEY (id)
-)""",
-        "CREATE INDEX ix_drift_tests_tested_at ON drift_tests (tested_at)",
-        "CREATE UNIQUE INDEX uq_drift_tests_test_id ON drift_tests (test_id)",
-        """CREATE TABLE model_events (
-	id BIGSERIAL NOT NULL,
-	event_id VARCHAR(128) NOT NULL,
-	at TIMESTAMP WITH TIME ZONE NOT NULL,
-	event VARCHAR(64) NOT NULL,
-	repository_version INTEGER,
-	champion VARCHAR(256),
-	challenger VARCHAR(256),
-	detail TEXT,
-	PRIMARY KEY (id)
-)""",
-        "CREATE INDEX ix_model_events_at ON model_events (at)",
-        "CREATE UNIQUE INDEX uq_model_events_event_id ON model_events (event_id)",
-        """CREATE TABLE predictions (
-	id BIGSERIAL NOT NULL,
-	request_id VARCHAR(128) NOT NULL,
-	served_at TIMESTAMP WITH TIME ZONE NOT NULL,
-	clip_id VARCHAR(512) NOT NULL,
-	genre VARCHAR(128) NOT NULL,
-	confidence FLOAT,
-	probabilities TEXT,
-	model_version VARCHAR(256) NOT NULL,
-	model_role VARCHAR(32),
-	drift_gate_open BOOLEAN,
-	ood BOOLEAN,
-	ood_score FLOAT,
-	latency_ms FLOAT,
-	repository_version INTEGER,
-	PRIMARY KEY (id)
-)""",
-        "CREATE INDEX ix_predictions_served_at ON predictions (served_at)",
-        "CREATE UNIQUE INDEX uq_predictions_request_id ON predictions (request_id)",
-    ],
-}
+    "CREATE INDEX ix_predictions_served_at ON predictions (served_at)",
+    "CREATE UNIQUE INDEX uq_predictions_request_id ON predictions (request_id)",
+]
 
 
 def today(dialect: str) -> list[str]:
     """The statements that made a store before Alembic (the last layout)."""
-    return list(_TABLES[dialect])
+    if dialect == "sqlite":
+        return list(_SQLITE)
+    return [  # what the same metadata compiled to for PostgreSQL
+        statement.replace("\tid INTEGER NOT NULL", "\tid BIGSERIAL NOT NULL").replace(
+            "DATETIME", "TIMESTAMP WITH TIME ZONE"
+        )
+        for statement in _SQLITE
+    ]
 
 
 def first_release(dialect: str) -> list[str]:
@@ -131,7 +86,7 @@ def first_release(dialect: str) -> list[str]:
     gone = {name for names in GATE_COLUMNS.values() for name in names}
     return [
         "\n".join(line for line in statement.splitlines() if line.strip().split(" ")[0] not in gone)
-        for statement in _TABLES[dialect]
+        for statement in today(dialect)
     ]
 
 

@@ -6,7 +6,6 @@ listener and every connection, which is what the writer sees when the database h
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ from genreops.monitoring.store import (
     spool_status,
 )
 from genreops.monitoring.store.migrate import head_revision
-from helpers import TcpProxy, free_port, postgres_url
+from helpers import TcpProxy, ensure_schema_at_once, free_port, postgres_url
 from legacy_store import GATE_COLUMNS, first_release, insert_rows, today
 
 pytestmark = pytest.mark.integration
@@ -130,24 +129,7 @@ def test_an_old_table_gets_its_missing_columns(make_schema: Callable[[], str]) -
 
 def test_concurrent_ensure_schema_calls_all_succeed(make_schema: Callable[[], str]) -> None:
     schema = make_schema()
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        store = MonitoringStore(postgres_url(schema))
-        try:
-            barrier.wait()
-            store.ensure_schema()
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            store.close()
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _, errors = ensure_schema_at_once(postgres_url(schema))
     assert errors == []
     with MonitoringStore(postgres_url(schema)) as store:
         assert store.ensure_schema() == []
@@ -278,25 +260,7 @@ def test_a_schema_made_before_alembic_upgrades_in_place(
         assert [len(before[t]) for t in (PREDICTIONS, DRIFT_TESTS, MODEL_EVENTS)] == [3, 1, 1]
 
     # several processes open the old database at once; one of them upgrades it
-    barrier = threading.Barrier(4)
-    results: list[list[str]] = []
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        store = MonitoringStore(postgres_url(schema))
-        try:
-            barrier.wait()
-            results.append(store.ensure_schema())
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            store.close()
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results, errors = ensure_schema_at_once(postgres_url(schema))
     assert errors == []
     added = sorted(f"added column {t}.{c}" for t, names in GATE_COLUMNS.items() for c in names)
     expected = [] if layout == "today" else added

@@ -28,7 +28,7 @@ from genreops.monitoring.store import (
     replay_spool,
     spool_status,
 )
-from helpers import free_port
+from helpers import ensure_schema_at_once, free_port
 
 pytestmark = pytest.mark.unit
 
@@ -145,24 +145,7 @@ def test_an_old_table_gets_its_missing_columns_and_keeps_its_rows(tmp_path: Path
 
 def test_concurrent_ensure_schema_calls_all_succeed(tmp_path: Path) -> None:
     url = sqlite_url(tmp_path / "race.db")
-    barrier = threading.Barrier(4)
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        store = MonitoringStore(url)
-        barrier.wait()
-        try:
-            store.ensure_schema()
-        except BaseException as error:
-            errors.append(error)
-        finally:
-            store.close()
-
-    threads = [threading.Thread(target=run) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    _, errors = ensure_schema_at_once(url)
     assert errors == []
     store = MonitoringStore(url)
     assert store.ensure_schema() == []
