@@ -24,9 +24,9 @@ settings read it below every explicit setting, so commands find the running stac
 themselves. ``down`` removes it.
 
 Modules: ``services`` (what runs where: order, ports, endpoints, the env file), ``records``
-(the stack's use of the one pid-record format, genreops.core.pidfiles), ``prefect_api`` (which
-deployments the Prefect server says a runner serves), ``starters`` (one per service) and
-``lifecycle`` (the Stack: status, up, down).
+(the stack's use of the one pid-record format, genreops.core.pidfiles), ``prefect_api`` (the
+Prefect server through Prefect's own client: health, deployments served), ``starters`` (one per
+service) and ``lifecycle`` (the Stack: status, up, down).
 """
 
 from genreops.platform.stack.lifecycle import ServiceStatus, Stack, down, status, up

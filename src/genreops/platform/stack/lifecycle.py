@@ -18,7 +18,7 @@ from genreops.core.pidfiles import STACK_OWNER, PidRecord, record_alive, write_r
 from genreops.core.processes import http_answers, log_tail, port_in_use, start_ticks
 from genreops.core.settings import STACK_ENV_FILE, Settings
 from genreops.platform.stack import starters
-from genreops.platform.stack.prefect_api import served_deployments
+from genreops.platform.stack.prefect_api import prefect_healthy, served_deployments
 from genreops.platform.stack.records import (
     kill_orphans,
     launched_at,
@@ -108,7 +108,7 @@ class Stack:
         if service == "mlflow":
             return http_answers(ends.mlflow + "/health", expect="OK")
         if service == "prefect":
-            return http_answers(ends.prefect_api + "/health", expect="true")
+            return prefect_healthy(ends.prefect_api)
         if service == "deployments":
             return bool(self._served_since(record))
         if service == "triton":

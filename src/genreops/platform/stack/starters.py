@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from genreops.core.pidfiles import STACK_OWNER
 from genreops.core.processes import http_answers, start_process
 from genreops.platform import s3server
-from genreops.platform.stack.prefect_api import served_deployments
+from genreops.platform.stack.prefect_api import prefect_healthy, served_deployments
 from genreops.platform.stack.records import utcnow
 from genreops.platform.stack.services import (
     HOST,
@@ -103,7 +103,7 @@ def start_prefect(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
     return start_process(
         "the Prefect server",
         argv,
-        ready=lambda: http_answers(stack.endpoints.prefect_api + "/health", expect="true"),
+        ready=lambda: prefect_healthy(stack.endpoints.prefect_api),
         url=stack.endpoints.prefect,
         log_path=stack.log_file("prefect"),
         env=env,
