@@ -335,10 +335,10 @@ class Cli:
         return f"http://127.0.0.1:{self.ports['GENREOPS_PREFECT_PORT']}/api"
 
 
-def api(url: str, payload: dict[str, Any] | None = None) -> Any:
-    data = None if payload is None else json.dumps(payload).encode()
-    request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
-    request.add_header("Content-Type", "application/json")
+def api(url: str) -> Any:
+    """GET a JSON answer (Prometheus, the Evidently UI); Prefect goes through Prefect's client,
+    ``genreops.platform.stack.prefect_api.prefect_client``."""
+    request = urllib.request.Request(url)
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(request, timeout=30) as response:
         return json.loads(response.read())

@@ -18,9 +18,11 @@ from pathlib import Path
 
 import pytest
 from genreops.flows.deployments import deployment_names
+from prefect.client.schemas.sorting import FlowRunSort
 
 from genreops.core.pidfiles import record_alive
 from genreops.monitoring.store import MonitoringStore
+from genreops.platform.stack.prefect_api import flow_names, prefect_client
 from genreops.training.search_space import FAMILIES
 from helpers import Cli, api, recorded
 
@@ -102,8 +104,11 @@ def test_the_demo_runs_the_pipeline_deployment_and_prints_the_summary(
     for line in ("Validation G-mean per family", "Champion", "Challenger", "Clean set"):
         assert line in demo, demo
     assert "Drifted set" in demo and "answered by the fallback" in demo
-    runs = api(f"{platform.prefect_api}/flow_runs/filter", {"limit": 200})
-    flows = {f["id"]: f["name"] for f in api(f"{platform.prefect_api}/flows/filter", {})}
+    with prefect_client(platform.prefect_api) as client:
+        listed = client.read_flow_runs(limit=200, sort=FlowRunSort.ID_DESC)
+        names = flow_names(client, [r.flow_id for r in listed])
+        flows = {str(flow_id): name for flow_id, name in names.items()}
+        runs = [r.model_dump(mode="json") for r in listed]
     finished = {flows[r["flow_id"]] for r in runs if r["state_type"] == "COMPLETED"}
     assert {"pipeline", "extract-features", "train-model", "register-best", "publish"} <= finished
     assert {"batch-predict", "drift-report"} <= finished

@@ -31,23 +31,24 @@ from genreops.data.synth import render_corpus
 from genreops.monitoring.store import MonitoringStore
 from genreops.platform.observability import (
     ALERT_RULES,
-    POSTGRES_DATASOURCES,
     ObservabilityError,
-    dashboard_queries,
-    expand_sql_macros,
-    instant_query,
-    prometheus_api,
-    promql_expressions,
     render_prometheus_config,
     start_node_exporter,
     start_prometheus,
     stop,
-    substitute_variables,
 )
 from genreops.serving.client import Answer, EnsembleClient, predict
 from genreops.serving.publish import MODELS, record_event
 from genreops.serving.triton.server import TritonPorts, start_triton, stop_triton, unload_model
+from grafana_macros import (
+    POSTGRES_DATASOURCES,
+    dashboard_queries,
+    expand_sql_macros,
+    promql_expressions,
+    substitute_variables,
+)
 from helpers import free_port, postgres_url, wait_until
+from prometheus_http import instant_query, prometheus_api
 
 if TYPE_CHECKING:
     from conftest import PublishedEnsemble

@@ -7,6 +7,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from genreops.flows.deployments import deployment_names
@@ -15,7 +16,8 @@ from genreops.core.pidfiles import record_alive
 from genreops.core.processes import port_in_use
 from genreops.core.settings import Settings
 from genreops.platform.stack import SERVICES
-from helpers import Cli, api, recorded
+from genreops.platform.stack.prefect_api import flow_names, prefect_client, read_deployments
+from helpers import Cli, recorded
 
 pytestmark = pytest.mark.integration
 
@@ -77,9 +79,13 @@ def test_stack_up_status_rerun_trigger_and_down(cli: Cli, monkeypatch: pytest.Mo
     }
     pids = restarted
 
-    # the deployments, as the Prefect UI lists them, with typed parameters
-    flows = {f["id"]: f["name"] for f in api(f"{cli.prefect_api}/flows/filter", {})}
-    deployments = api(f"{cli.prefect_api}/deployments/filter", {})
+    # the deployments, as the Prefect UI lists them, with typed parameters (through Prefect's
+    # own client, which retries the 503s a loaded server answers now and then)
+    with prefect_client(cli.prefect_api) as client:
+        listed = read_deployments(client)
+        names = flow_names(client, [d.flow_id for d in listed])
+        flows = {str(flow_id): name for flow_id, name in names.items()}
+        deployments = [d.model_dump(mode="json") for d in listed]
     named = {f"{flows[d['flow_id']]}/{d['name']}": d for d in deployments}
     assert set(named) == set(deployment_names())
     assert "register-best/register-best" in named
@@ -91,12 +97,14 @@ def test_stack_up_status_rerun_trigger_and_down(cli: Cli, monkeypatch: pytest.Mo
     # a run triggered through the API is picked up and reaches a final state; with no training
     # runs yet, register-best fails with the real reason, found in the stack's MLflow
     register = named["register-best/register-best"]
-    run = api(f"{cli.prefect_api}/deployments/{register['id']}/create_flow_run", {})
-    state = run["state"]
-    deadline = time.monotonic() + 300
-    while state["type"] not in FINAL_STATES and time.monotonic() < deadline:
-        time.sleep(1)
-        state = api(f"{cli.prefect_api}/flow_runs/{run['id']}")["state"]
+    with prefect_client(cli.prefect_api) as client:
+        run = client.create_flow_run_from_deployment(UUID(register["id"]))
+        state = run.state.model_dump(mode="json") if run.state else {"type": "PENDING"}
+        deadline = time.monotonic() + 300
+        while state["type"] not in FINAL_STATES and time.monotonic() < deadline:
+            time.sleep(1)
+            current = client.read_flow_run(run.id).state
+            state = current.model_dump(mode="json") if current else state
     assert state["type"] == "FAILED", state
     assert "no finished training runs" in state["message"]
     assert status["mlflow"]["url"] in state["message"]

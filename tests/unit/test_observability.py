@@ -21,12 +21,14 @@ import yaml
 from genreops.platform.observability import (
     ALERT_RULES,
     NATIVE_TARGETS,
-    POSTGRES_DATASOURCES,
     ObservabilityError,
+    render_prometheus_config,
+)
+from grafana_macros import (
+    POSTGRES_DATASOURCES,
     dashboard_queries,
     expand_sql_macros,
     promql_expressions,
-    render_prometheus_config,
     sql_queries,
     substitute_variables,
 )

@@ -302,7 +302,7 @@ def bind_addresses(argv: list[str]) -> list[str]:
 # Modules that start processes, and where this check covers them.
 COVERED_STARTERS = {
     "src/genreops/core/processes.py": "the start_process helper itself",
-    "src/genreops/platform/stack.py": "every stack service, through its starters",
+    "src/genreops/platform/stack/starters.py": "every stack service, through its starters",
     "src/genreops/platform/s3server.py": "start_s3_server",
     "src/genreops/platform/mlflow_server.py": "start_mlflow_server",
     "src/genreops/serving/triton/server.py": "start_triton (and `genreops serve`); its watchdog "
@@ -344,11 +344,12 @@ class Launches:
 @pytest.fixture
 def launches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Launches:
     """The real command-building code with process starts and tool look-ups replaced."""
-    from genreops.platform import mlflow_server, observability, s3server, stack
+    from genreops.platform import mlflow_server, observability, s3server
+    from genreops.platform.stack import starters
     from genreops.serving.triton import server as triton_server
 
     recorder = Launches()
-    for module in (stack, s3server, mlflow_server, triton_server, observability):
+    for module in (starters, s3server, mlflow_server, triton_server, observability):
         monkeypatch.setattr(module, "start_process", recorder)
     for module in (s3server, mlflow_server, observability):
         monkeypatch.setattr(module, "port_in_use", lambda host, port: False)
@@ -363,7 +364,7 @@ def launches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Launches:
     monkeypatch.setattr(triton_server, "_WATCHDOGS", {})  # the fake one is never stopped
     monkeypatch.setattr(observability, "find_prometheus", lambda: "prometheus")
     monkeypatch.setattr(observability, "find_node_exporter", lambda: "node_exporter")
-    monkeypatch.setattr(stack, "_venv_tool", lambda name: name)
+    monkeypatch.setattr(starters, "venv_tool", lambda name: name)
     for name in list(os.environ):  # default settings: nothing from this shell
         if name.startswith(("GENREOPS_", "PREFECT_SERVER_", "PREFECT_RUNNER_")):
             monkeypatch.delenv(name)
@@ -381,6 +382,7 @@ def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
     from genreops.core.errors import GenreopsError
     from genreops.core.settings import Settings
     from genreops.platform import mlflow_server, observability, s3server, stack
+    from genreops.platform.stack import starters
     from genreops.serving.triton import server as triton_server
 
     seen: dict[str, list[str]] = {}  # what -> hosts it binds
@@ -389,15 +391,15 @@ def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
 
     # the stack's services, through the stack's own starters with default settings
     the_stack = stack.Stack(settings)
-    starters: dict[str, Callable[[], Any]] = {
-        "stack s3": lambda: the_stack._start_s3(1.0),
-        "stack mlflow": lambda: the_stack._start_mlflow(1.0),
-        "stack prefect": lambda: the_stack._start_prefect(1.0),
-        "stack triton": lambda: the_stack._start_triton(1.0),
-        "stack prometheus": lambda: the_stack._start_prometheus(1.0),
-        "stack drift-ui": lambda: the_stack._start_drift_ui(1.0),
+    stack_starters: dict[str, Callable[[], Any]] = {
+        "stack s3": lambda: starters.start_s3(the_stack, 1.0),
+        "stack mlflow": lambda: starters.start_mlflow(the_stack, 1.0),
+        "stack prefect": lambda: starters.start_prefect(the_stack, 1.0),
+        "stack triton": lambda: starters.start_triton(the_stack, 1.0),
+        "stack prometheus": lambda: starters.start_prometheus(the_stack, 1.0),
+        "stack drift-ui": lambda: starters.start_drift_ui(the_stack, 1.0),
     }
-    for what, start in starters.items():
+    for what, start in stack_starters.items():
         start()
         seen[what] = bind_addresses(launches.take()[1])
 

@@ -1,0 +1,259 @@
+"""One starter per service: each returns a healthy process leading its own process group.
+
+The stack (genreops.platform.stack.lifecycle) records what they return; Triton's starter writes
+the record ``genreops serve`` shares itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from genreops.core.pidfiles import STACK_OWNER
+from genreops.core.processes import http_answers, start_process
+from genreops.platform import s3server
+from genreops.platform.stack.prefect_api import prefect_healthy, served_deployments
+from genreops.platform.stack.records import utcnow
+from genreops.platform.stack.services import (
+    HOST,
+    RUNNER_POLL_SECONDS,
+    StackError,
+    stack_environment,
+)
+
+if TYPE_CHECKING:
+    from genreops.platform.stack.lifecycle import Stack
+
+
+def start_s3(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
+    return s3server.start_s3_server(
+        stack.home / "s3",
+        HOST,
+        stack.settings.s3_port,
+        stack.log_file("s3"),
+        timeout=limit,
+        detach=True,
+        tools_dir=s3server.server_dir(stack.settings),
+    )
+
+
+def s3_config(stack: Stack) -> Any:
+    return s3server.s3_config(HOST, stack.settings.s3_port)
+
+
+def ensure_buckets(stack: Stack) -> None:
+    from genreops.data.storage import ensure_bucket
+
+    s = stack.settings
+    for bucket in dict.fromkeys((s.raw_bucket, s.features_bucket, s.artifacts_bucket)):
+        ensure_bucket(f"s3://{bucket}", s3=s3_config(stack))
+
+
+def start_mlflow(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
+    from genreops.platform.mlflow_server import start_mlflow_server
+
+    backend = stack.settings.mlflow_backend_store_uri or f"sqlite:///{stack.home / 'mlflow.db'}"
+    return start_mlflow_server(
+        backend,
+        f"s3://{stack.settings.artifacts_bucket}/mlflow",
+        host=HOST,
+        port=stack.settings.mlflow_port,
+        s3=s3_config(stack),
+        log_path=stack.log_file("mlflow"),
+        timeout=limit,
+    )
+
+
+def prefect_env(stack: Stack) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(stack.home / "prefect"),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        DO_NOT_TRACK="true",
+    )
+    return env
+
+
+def start_prefect(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
+    env = prefect_env(stack)
+    env.pop("PREFECT_API_URL", None)  # the server is the API; never a client of another
+    database = stack.settings.prefect_database_url or env.get(
+        "PREFECT_SERVER_DATABASE_CONNECTION_URL"
+    )
+    if not database:
+        (stack.home / "prefect").mkdir(parents=True, exist_ok=True)
+        database = f"sqlite+aiosqlite:///{stack.home / 'prefect' / 'prefect.db'}"
+    env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database
+    # the UI asks this API; left unset it would ask the default port, not ours
+    env["PREFECT_UI_API_URL"] = stack.endpoints.prefect_api
+    argv = [
+        venv_tool("prefect"),
+        "server", "start",
+        "--host", HOST,
+        "--port", str(stack.settings.prefect_port),
+        "--analytics-off",
+    ]  # fmt: skip
+    return start_process(
+        "the Prefect server",
+        argv,
+        ready=lambda: prefect_healthy(stack.endpoints.prefect_api),
+        url=stack.endpoints.prefect,
+        log_path=stack.log_file("prefect"),
+        env=env,
+        timeout=limit,
+    )
+
+
+def start_deployments(stack: Stack, limit: float, launched: dt.datetime) -> subprocess.Popen[bytes]:
+    env = prefect_env(stack)
+    env.update(stack_environment(stack.settings))  # every endpoint, whatever runs yet
+    env.update(
+        PREFECT_RUNNER_POLL_FREQUENCY=str(RUNNER_POLL_SECONDS),
+        PYTHONUNBUFFERED="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+    )
+    since = launched - dt.timedelta(seconds=1)
+    return start_process(
+        "the Prefect deployments",
+        [sys.executable, "-m", "genreops.flows.deployments"],
+        ready=lambda: bool(served_deployments(stack.endpoints.prefect_api, since)),
+        url=stack.endpoints.url("deployments"),
+        log_path=stack.log_file("deployments"),
+        env=env,
+        timeout=limit,
+    )
+
+
+def start_triton(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
+    from genreops.serving.publish import MODELS, read_history
+    from genreops.serving.triton.server import TritonPorts, write_pid_file
+    from genreops.serving.triton.server import start_triton as start_server
+
+    s = stack.settings
+    ports = TritonPorts(s.triton_http_port, s.triton_grpc_port, s.triton_metrics_port)
+    repository = s.repository
+    repository.mkdir(parents=True, exist_ok=True)
+    published = read_history(repository)["current"]
+    log_path = stack.log_file("triton")
+    # the Python stubs read settings too: absolute home, as `genreops serve` does
+    with environ(GENREOPS_HOME=str(stack.home)):
+        process = start_server(
+            repository,
+            state_dir=stack.home,
+            ports=ports,
+            log_path=log_path,
+            load_models=list(MODELS) if published else [],
+            timeout=limit,
+        )
+    write_pid_file(
+        stack.pid_file("triton"),
+        process,
+        ports,
+        repository,
+        log_path=log_path,
+        owner=STACK_OWNER,
+        extra={"launched": utcnow().isoformat()},
+    )
+    return process
+
+
+def start_drift_ui(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
+    stack.drift_workspace.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, DO_NOT_TRACK="true")
+    argv = [
+        venv_tool("evidently"),
+        "ui",
+        "--workspace", str(stack.drift_workspace),
+        "--host", HOST,
+        "--port", str(stack.settings.drift_ui_port),
+    ]  # fmt: skip
+    return start_process(
+        "the Evidently UI",
+        argv,
+        ready=lambda: http_answers(stack.endpoints.drift_ui + "/"),
+        url=stack.endpoints.drift_ui,
+        log_path=stack.log_file("drift-ui"),
+        env=env,
+        timeout=limit,
+    )
+
+
+# --- Prometheus ---------------------------------------------------------------------------
+
+
+def prometheus_missing() -> str | None:
+    from genreops.platform.observability import ObservabilityError, find_prometheus
+
+    try:
+        find_prometheus()
+    except ObservabilityError as error:
+        return str(error)
+    return None
+
+
+def start_prometheus(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
+    """Prometheus scraping itself and the stack's Triton, with the project's alert rules.
+
+    The config is rendered for the stack's ports into ``<home>/prometheus`` (data there too),
+    through genreops.platform.observability, which also renders configs/prometheus/prometheus.yml.
+    """
+    from genreops.platform import observability
+
+    base = stack.home / "prometheus"
+    base.mkdir(parents=True, exist_ok=True)
+    targets = {
+        observability.JOB_PROMETHEUS: [f"{HOST}:{stack.settings.prometheus_port}"],
+        observability.JOB_TRITON: [f"{HOST}:{stack.settings.triton_metrics_port}"],
+    }
+    rules = None
+    if observability.ALERT_RULES.is_file():  # shipped in the package (genreops.configs)
+        shutil.copyfile(observability.ALERT_RULES, base / "alerts.yml")
+        rules = "alerts.yml"
+    config = base / "prometheus.yml"
+    config.write_text(observability.render_prometheus_config(targets, rules_path=rules))
+    return observability.start_prometheus(
+        config,
+        base / "data",
+        port=stack.settings.prometheus_port,
+        host=HOST,
+        log_path=stack.log_file("prometheus"),
+        timeout=limit,
+    )
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def venv_tool(name: str) -> str:
+    """A console script installed next to this Python (the project's venv)."""
+    path = Path(sys.executable).with_name(name)
+    if not path.is_file():
+        found = shutil.which(name)
+        if found is None:
+            raise StackError(
+                f"`{name}` is not installed next to {sys.executable}: run `make setup`"
+            )
+        return found
+    return str(path)
+
+
+@contextlib.contextmanager
+def environ(**values: str) -> Iterator[None]:
+    """Set environment variables for a child started inside the block, then restore them."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
