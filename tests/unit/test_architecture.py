@@ -56,3 +56,17 @@ def test_every_module_belongs_to_a_stage_or_is_a_public_name() -> None:
     assert {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"} == set(
         LAYERS
     )
+
+
+def test_every_package_ships_in_the_wheel() -> None:
+    """pyproject lists packages by hand (flows, triton_models and configs are mapped in):
+    a new subpackage left off the list would be missing from a non-editable install."""
+    import tomllib
+
+    config = tomllib.loads((PACKAGE.parents[1] / "pyproject.toml").read_text())
+    listed = set(config["tool"]["setuptools"]["packages"])
+    on_disk = {
+        ".".join(path.parent.relative_to(PACKAGE.parent).parts)
+        for path in PACKAGE.rglob("__init__.py")
+    }
+    assert on_disk - listed == set()
