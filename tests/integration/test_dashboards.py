@@ -168,6 +168,15 @@ def observed(
         deadline = time.monotonic() + 240
         while not any(a.drift for a in ask(published_ensemble.drifted)):
             assert time.monotonic() < deadline, "the drift gate never opened on drifted audio"
+        # The drift worker tests asynchronously; the next request after a test refreshes the
+        # drift gauges. Keep the shift going until Prometheus has scraped them.
+        shared = 'count(genreops_drift_share{job="triton"})'
+
+        def drift_gauges_scraped() -> bool:
+            ask(published_ensemble.drifted[:1])
+            return _value(observed, shared) is not None
+
+        assert wait_until(drift_gauges_scraped, timeout=120, every=1.0)
         # Bad files: enough of them that both error-share alerts' conditions hold. The series
         # exist from the start at 0, so rate() sees these increments once Prometheus has them.
         bad = _bad_files(base / "bad")
