@@ -1,8 +1,10 @@
-"""The documented commands, run as a user would: the installed console script in a shell."""
+"""The documented commands, run as a user would: the installed console script in a shell.
+
+The whole journey (synth -> extract -> train -> register -> publish -> serve -> predict) runs
+once, from a non-editable install, in tests/integration/test_install.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import subprocess
@@ -12,7 +14,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH
 from helpers import gtzan_public_frame
 
 pytestmark = [pytest.mark.e2e, pytest.mark.usefixtures("prefect_harness")]
@@ -39,40 +40,6 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
         "rollback", "serve", "predict",
     ):  # fmt: skip
         assert command in result.stdout
-
-
-def test_synth_extract_train_register_models(tmp_path: Path) -> None:
-    """The documented journey: corpus -> features -> six tuned families -> two aliases."""
-    synth = _run("synth", "c", "--per-genre", "3", "--seconds", "6", "--workers", "2", cwd=tmp_path)
-    assert synth.returncode == 0, synth.stderr
-    assert len(list((tmp_path / "c").glob("*/*.wav"))) == 30
-
-    extract = _run("extract", "c", "f", "--workers", "1", "--window", "6", cwd=tmp_path)
-    assert extract.returncode == 0, extract.stderr
-    table_path = tmp_path / "f" / "features.parquet"
-    assert f"feature table: {table_path}" in extract.stdout
-    table = pd.read_parquet(table_path)
-    assert len(table) == 30 and list(table.columns) == ["clip_id", "genre", *FEATURE_NAMES]
-    assert json.loads((tmp_path / "f" / "manifest.json").read_text())["counts"]["failed"] == 0
-
-    train = _run("train", "f", "--family", "all", "--trials", "3", cwd=tmp_path)
-    assert train.returncode == 0, train.stderr
-    for family in ("xgboost", "random_forest", "knn", "svc", "logistic_regression", "soft_vote"):
-        assert family in train.stdout
-    assert train.stdout.count("3/0/0") == 6  # trials ok/pruned/failed per family
-
-    register = _run("register", cwd=tmp_path)
-    assert register.returncode == 0, register.stderr
-    assert "champion" in register.stdout and "challenger" in register.stdout
-    again = _run("register", cwd=tmp_path)
-    assert "registry already up to date" in again.stdout
-
-    models = _run("models", cwd=tmp_path)
-    assert models.returncode == 0, models.stderr
-    rows = [
-        line for line in models.stdout.splitlines() if "champion" in line or "challenger" in line
-    ]
-    assert len(rows) == 2 and all(SCHEMA_HASH in row for row in rows)
 
 
 def test_train_refuses_a_non_numeric_column_by_name(tmp_path: Path) -> None:

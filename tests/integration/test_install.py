@@ -20,8 +20,11 @@ import sys
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
+from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH
+from genreops.training.search_space import FAMILIES
 from helpers import free_port
 
 pytestmark = pytest.mark.integration
@@ -163,7 +166,8 @@ def test_s3_server_is_found_through_its_setting(installed: Path, tmp_path: Path)
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_the_cli_journey_from_another_folder(installed: Path, tmp_path: Path) -> None:
-    """synth -> extract -> train -> register -> publish -> serve -> predict, all installed.
+    """synth -> extract -> train (every family) -> register -> models -> publish -> serve ->
+    predict: the documented journey, run by the installed console script in a shell.
 
     Flow runs report to the session's Prefect server rather than starting a temporary one
     per command (20-30 s each on 2 cores); the install, not Prefect, is under test here."""
@@ -178,11 +182,24 @@ def test_the_cli_journey_from_another_folder(installed: Path, tmp_path: Path) ->
         return out
 
     cli("synth", "c", "--per-genre", "3", "--seconds", "6", "--workers", "2")
-    cli("extract", "c", "f", "--workers", "1", "--window", "6")
-    trained = cli("train", "f", "-m", "knn", "-m", "logistic_regression", "--trials", "1")
-    assert trained.count("1/0/0") == 2  # trials ok/pruned/failed per family
+    assert len(list((tmp_path / "c").glob("*/*.wav"))) == 30
+    extracted = cli("extract", "c", "f", "--workers", "1", "--window", "6")
+    table_path = tmp_path / "f" / "features.parquet"
+    assert f"feature table: {table_path}" in extracted
+    table = pd.read_parquet(table_path)
+    assert len(table) == 30 and list(table.columns) == ["clip_id", "genre", *FEATURE_NAMES]
+    assert json.loads((tmp_path / "f" / "manifest.json").read_text())["counts"]["failed"] == 0
+
+    trained = cli("train", "f", "--family", "all", "--trials", "2")
+    for family in FAMILIES:
+        assert family in trained
+    assert trained.count("2/0/0") == len(FAMILIES)  # trials ok/pruned/failed per family
     registered = cli("register")
     assert "champion" in registered and "challenger" in registered
+    assert "registry already up to date" in cli("register")
+    models = cli("models")
+    rows = [line for line in models.splitlines() if "champion" in line or "challenger" in line]
+    assert len(rows) == 2 and all(SCHEMA_HASH in row for row in rows)
     published = cli("publish", "--repo", "repo")
     assert "published: version 1" in published
     rendered = tmp_path / "repo" / "preprocessor" / "1" / "model.py"
