@@ -8,14 +8,20 @@ launched it) live beside the common ones.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from genreops.core.errors import GenreopsError
 from genreops.core.files import atomic_write
-from genreops.core.processes import pid_alive, start_ticks
+from genreops.core.processes import is_zombie, pid_alive, process_status, start_ticks, wait_gone
+
+logger = logging.getLogger(__name__)
 
 STACK_OWNER = "genreops stack"
 SERVE_OWNER = "genreops serve"
@@ -24,6 +30,10 @@ _COMMON = ("service", "pid", "started", "owner", "url", "log_path")
 
 class PidFileError(GenreopsError):
     """A pid file that exists but cannot be read as a record."""
+
+
+class StopError(GenreopsError):
+    """A recorded process that we may not signal, or that survived SIGKILL."""
 
 
 @dataclass(frozen=True)
@@ -66,3 +76,49 @@ def load_record(path: Path, service: str) -> PidRecord | None:
         return None
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         raise PidFileError(f"pid file {path} is unreadable or damaged: {error}") from error
+
+
+def signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the process group ``pid`` leads (every recorded service leads its own)."""
+    with contextlib.suppress(ProcessLookupError):
+        try:
+            os.killpg(pid, sig)
+        except PermissionError as error:
+            raise StopError(f"not allowed to stop pid {pid}: {error}") from error
+
+
+def kill_orphans(record: PidRecord) -> None:
+    """SIGKILL workers left in a recorded process group once its leader has exited.
+
+    Safe although the leader is gone: Linux does not hand out a number still in use as a
+    process group id, so while no *other* process has the leader's pid, the group can only hold
+    that service's own children.
+    """
+    if process_status(record.pid) is None or (
+        is_zombie(record.pid) and start_ticks(record.pid) == record.started
+    ):
+        signal_group(record.pid, signal.SIGKILL)
+
+
+def stop_record(record: PidRecord, timeout: float) -> bool:
+    """SIGTERM the recorded process group, SIGKILL after ``timeout``; False if it was gone.
+
+    Only a process that still is the recorded one (same pid and start time) is signalled, so
+    a reused pid is never killed.
+    """
+    if not record_alive(record):
+        kill_orphans(record)
+        return False
+    signal_group(record.pid, signal.SIGTERM)
+    if not wait_gone(record.pid, timeout):
+        logger.warning(
+            "%s (pid %d) ignored SIGTERM for %.0f s; killing it",
+            record.service,
+            record.pid,
+            timeout,
+        )
+        signal_group(record.pid, signal.SIGKILL)
+        if not wait_gone(record.pid, 10.0):
+            raise StopError(f"{record.service} (pid {record.pid}) did not stop")
+    kill_orphans(record)  # workers whose leader exited first
+    return True

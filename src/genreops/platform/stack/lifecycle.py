@@ -14,13 +14,18 @@ from typing import Any
 
 from genreops.core.errors import GenreopsError
 from genreops.core.files import atomic_write
-from genreops.core.pidfiles import STACK_OWNER, PidRecord, record_alive, write_record
+from genreops.core.pidfiles import (
+    STACK_OWNER,
+    PidRecord,
+    kill_orphans,
+    record_alive,
+    write_record,
+)
 from genreops.core.processes import http_answers, log_tail, port_in_use, start_ticks
 from genreops.core.settings import STACK_ENV_FILE, Settings
 from genreops.platform.stack import starters
 from genreops.platform.stack.prefect_api import prefect_healthy, served_deployments
 from genreops.platform.stack.records import (
-    kill_orphans,
     launched_at,
     read_record,
     session_children,

@@ -5,21 +5,17 @@ Every service leads its own process group, so stopping one stops the workers it 
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import logging
 import os
 import signal
 from pathlib import Path
 
-from genreops.core.pidfiles import PidFileError, PidRecord, load_record, record_alive
+from genreops.core import pidfiles
+from genreops.core.pidfiles import PidFileError, PidRecord, StopError, load_record
 from genreops.core.processes import (
     children,
-    is_zombie,
-    process_status,
     session_leaders,
-    start_ticks,
-    wait_gone,
 )
 from genreops.platform.stack.services import STOP_TIMEOUT, StackError
 
@@ -36,46 +32,24 @@ def read_record(path: Path, service: str) -> PidRecord | None:
         return None
 
 
-def signal_group(pid: int, sig: signal.Signals) -> None:
-    """Signal the process group ``pid`` leads (every service leads its own)."""
-    with contextlib.suppress(ProcessLookupError):
-        try:
-            os.killpg(pid, sig)
-        except PermissionError as error:
-            raise StackError(f"not allowed to stop pid {pid}: {error}") from error
-
-
-def kill_orphans(record: PidRecord) -> None:
-    """SIGKILL workers left in a service's process group once its leader has exited.
-
-    Safe although the leader is gone: Linux does not hand out a number still in use as a
-    process group id, so while no *other* process has the leader's pid, the group can only hold
-    that service's own children.
-    """
-    if process_status(record.pid) is None or (
-        is_zombie(record.pid) and start_ticks(record.pid) == record.started
-    ):
-        signal_group(record.pid, signal.SIGKILL)
-
-
 def session_children() -> set[int]:
     """Our child processes that lead their own session (how every service is started)."""
     return session_leaders(children(os.getpid()))
 
 
 def stop_record(record: PidRecord, timeout: float = STOP_TIMEOUT) -> bool:
-    """SIGTERM the recorded process group, SIGKILL after ``timeout``; False if it was gone."""
-    if not record_alive(record):
-        kill_orphans(record)
-        return False
-    signal_group(record.pid, signal.SIGTERM)
-    if not wait_gone(record.pid, timeout):
-        logger.warning("%s (pid %d) ignored SIGTERM; killing it", record.service, record.pid)
-        signal_group(record.pid, signal.SIGKILL)
-        if not wait_gone(record.pid, 10.0):
-            raise StackError(f"{record.service} (pid {record.pid}) did not stop")
-    kill_orphans(record)  # workers whose leader exited first
-    return True
+    """Stop a service's process group (see core.pidfiles.stop_record), as a StackError."""
+    try:
+        return pidfiles.stop_record(record, timeout)
+    except StopError as error:
+        raise StackError(str(error)) from error
+
+
+def signal_group(pid: int, sig: signal.Signals) -> None:
+    try:
+        pidfiles.signal_group(pid, sig)
+    except StopError as error:
+        raise StackError(str(error)) from error
 
 
 def utcnow() -> dt.datetime:

@@ -23,7 +23,6 @@ import json
 import logging
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import sysconfig
@@ -42,7 +41,9 @@ from genreops.core.pidfiles import (
     SERVE_OWNER,
     PidFileError,
     PidRecord,
+    StopError,
     load_record,
+    stop_record,
     write_record,
 )
 from genreops.core.processes import (
@@ -53,7 +54,6 @@ from genreops.core.processes import (
     start_process,
     start_ticks,
     stop_process,
-    wait_gone,
 )
 from genreops.serving.triton.allocator import SERVER_MALLOC_ENV
 
@@ -488,8 +488,8 @@ def running_server_url(home: Path) -> str | None:
 def stop_from_pid_file(path: Path, timeout: float = STOP_TIMEOUT) -> bool:
     """Stop the server a pid file names; False (and the file removed) when none runs.
 
-    The PID is signalled only while it still is the tritonserver that was recorded (same
-    start time, same binary name), so a reused PID is never killed.
+    The process group is signalled only while its leader still is the tritonserver that was
+    recorded (same start time, same binary name), so a reused pid is never killed.
     """
     path = Path(path)
     info = read_pid_file(path)
@@ -499,36 +499,15 @@ def stop_from_pid_file(path: Path, timeout: float = STOP_TIMEOUT) -> bool:
         logger.info("removing stale Triton pid file %s (pid %d is gone)", path, info.pid)
         path.unlink(missing_ok=True)
         return False
-    pid = info.pid
+    record = PidRecord(service="triton", pid=info.pid, started=info.started)
     try:
-        leads_group = os.getpgid(pid) == pid
-    except ProcessLookupError:
-        path.unlink(missing_ok=True)
-        return False
-    _signal(pid, leads_group, signal.SIGTERM)
-    if not wait_gone(pid, timeout):
-        logger.warning("Triton (pid %d) ignored SIGTERM for %.0f s; killing it", pid, timeout)
-        _signal(pid, leads_group, signal.SIGKILL)
-        if not wait_gone(pid, 10.0):
-            raise TritonError(f"Triton (pid {pid}) did not stop; pid file {path} kept")
-    if leads_group:  # stubs whose server died first
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(pid, signal.SIGKILL)
+        stopped = stop_record(record, timeout)
+    except StopError as error:
+        raise TritonError(f"{error}; pid file {path} kept") from error
     path.unlink(missing_ok=True)
-    logger.info("stopped Triton (pid %d) from %s", pid, path)
-    return True
-
-
-def _signal(pid: int, group: bool, sig: signal.Signals) -> None:
-    try:
-        if group:
-            os.killpg(pid, sig)
-        else:
-            os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-    except PermissionError as error:
-        raise TritonError(f"not allowed to stop Triton (pid {pid}): {error}") from error
+    if stopped:
+        logger.info("stopped Triton (pid %d) from %s", info.pid, path)
+    return stopped
 
 
 def _is_recorded_server(info: TritonPidFile) -> bool:
