@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from genreops import __version__
 from genreops.app import cli
+from genreops.app.cli.common import FromSettings
 from genreops.core.errors import GenreopsError
 from genreops.core.settings import Settings, get_settings
 
@@ -283,7 +284,7 @@ def test_every_envvar_is_a_setting_and_its_default_the_setting() -> None:
         field = str(param.envvar).removeprefix("GENREOPS_").lower()
         assert field in Settings.model_fields, path
         default = param.default
-        assert isinstance(default, cli._FromSettings), path
+        assert isinstance(default, FromSettings), path
         expected = getattr(settings, field)
         if field == "triton_repository":
             expected = settings.repository

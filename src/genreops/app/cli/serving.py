@@ -1,0 +1,297 @@
+"""Commands of the serving stage: ``publish``, ``rollback``, ``serve``, ``predict``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from genreops.app.cli.common import (
+    OUTPUT_HELP,
+    OutputFormat,
+    absolute,
+    console,
+    host_port,
+    http_url,
+    out,
+    print_json,
+    progress_bar,
+    results_table,
+    run_in_foreground,
+    setting,
+    triton_http_address,
+    user_errors,
+)
+from genreops.core.settings import Settings, get_settings
+
+
+def _running_server_url(settings: Settings) -> str | None:
+    """The HTTP URL of the server `genreops serve` started, if it is still running."""
+    from genreops.serving.triton.server import running_server_url
+
+    return running_server_url(settings.home)
+
+
+def publish(
+    repo: Annotated[
+        Path,
+        typer.Option(
+            help="Published Triton model repository.",
+            **setting("triton_repository", "repository"),
+        ),
+    ],
+    model_name: Annotated[
+        str, typer.Option(help="Registered model name.", **setting("model_name"))
+    ],
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Triton HTTP address (host:port or http://...) to hot-load into; "
+            "default: the server `genreops serve` started, if running.",
+        ),
+    ] = None,
+    server_url: Annotated[str | None, typer.Option("--server-url", hidden=True)] = None,
+) -> None:
+    """Build a new repository version from the champion/challenger and hot-load it."""
+    from genreops.serving.publish import ServingOptions, publish_registered, record_event
+    from genreops.training.tracking import TrackingTarget
+
+    settings = get_settings()
+    repository = repo.resolve()
+    given = url or server_url  # --server-url: the old spelling
+    with user_errors():
+        target = http_url(given) if given else _running_server_url(settings)
+        result = publish_registered(
+            TrackingTarget.from_settings(settings),
+            repository,
+            model_name=model_name,
+            options=ServingOptions.from_settings(settings),
+            server_url=target,
+        )
+        if result.created:
+            entry = next(v for v in result.history if v["version"] == result.version)
+            record_event(
+                settings.monitoring_db_url, settings.monitoring_spool_dir, "publish", entry
+            )
+    state = "published" if result.created else "already published"
+    out.print(
+        f"{state}: version {result.version} in {repository} — champion "
+        f"{result.champion.label} ({result.champion.family}), challenger "
+        f"{result.challenger.label} ({result.challenger.family})"
+    )
+    out.print(
+        f"loaded into {target}" if result.loaded else "no running server: `genreops serve` next"
+    )
+
+
+def rollback(
+    repo: Annotated[
+        Path,
+        typer.Option(
+            help="Published Triton model repository.",
+            **setting("triton_repository", "repository"),
+        ),
+    ],
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            help="Triton HTTP address (host:port or http://...) to reload; "
+            "default: the server `genreops serve` started, if running.",
+        ),
+    ] = None,
+    server_url: Annotated[str | None, typer.Option("--server-url", hidden=True)] = None,
+) -> None:
+    """Pin the previously published version again (and reload a running server)."""
+    from genreops.serving.publish import record_event, reload_server
+    from genreops.serving.publish import rollback as rollback_repository
+
+    settings = get_settings()
+    repository = repo.resolve()
+    given = url or server_url  # --server-url: the old spelling
+    with user_errors():
+        entry = rollback_repository(repository)
+        target = http_url(given) if given else _running_server_url(settings)
+        if target:
+            reload_server(target)
+        record_event(settings.monitoring_db_url, settings.monitoring_spool_dir, "rollback", entry)
+    out.print(
+        f"rolled back to version {entry['version']} (champion "
+        f"{entry['champion']['name']}/{entry['champion']['version']})"
+        + (f"; reloaded {target}" if target else "")
+    )
+
+
+def serve(
+    repo: Annotated[
+        Path,
+        typer.Option(
+            help="Published Triton model repository.",
+            **setting("triton_repository", "repository"),
+        ),
+    ],
+    http_port: Annotated[int, typer.Option(help="HTTP port.", **setting("triton_http_port"))],
+    grpc_port: Annotated[int, typer.Option(help="gRPC port.", **setting("triton_grpc_port"))],
+    metrics_port: Annotated[
+        int, typer.Option(help="Prometheus metrics port.", **setting("triton_metrics_port"))
+    ],
+    host: Annotated[
+        str,
+        typer.Option(help="Address to bind: 127.0.0.1, or 0.0.0.0 inside a container."),
+    ] = "127.0.0.1",
+    detach: Annotated[
+        bool, typer.Option("--detach", help="Start in the background and return.")
+    ] = False,
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the server started before.")] = False,
+) -> None:
+    """Run the real Triton server on the published repository (Ctrl-C or --stop ends it)."""
+    from genreops.serving.publish import MODELS, read_history
+    from genreops.serving.triton.server import (
+        TritonPorts,
+        server_pid_file,
+        start_triton,
+        stop_from_pid_file,
+        stop_triton,
+        write_pid_file,
+    )
+
+    settings = get_settings()
+    pid_file = server_pid_file(settings.home)
+    if stop:
+        stopped = stop_from_pid_file(pid_file)
+        out.print("stopped the Triton server" if stopped else "no Triton server was running")
+        return
+    repository = repo.resolve()
+    ports = TritonPorts(http=http_port, grpc=grpc_port, metrics=metrics_port)
+    published = read_history(repository)["current"] if repository.exists() else None
+    # the Python stubs read settings too: give them absolute paths, whatever their cwd
+    os.environ["GENREOPS_HOME"] = str(settings.home.resolve())
+    log_path = settings.log_dir.resolve() / "triton.log"
+    with user_errors():
+        repository.mkdir(parents=True, exist_ok=True)
+        console.print(f"starting Triton on {repository} (log {log_path}) ...")
+        process = start_triton(
+            repository,
+            state_dir=settings.home.resolve(),
+            ports=ports,
+            log_path=log_path,
+            load_models=list(MODELS) if published else [],  # fallback is only called by BLS
+            host=host,
+        )
+        write_pid_file(pid_file, process, ports, repository, log_path=log_path)
+    out.print(
+        f"Triton ready: gRPC {ports.grpc_url}, HTTP {ports.http_url}, metrics {ports.metrics_url}"
+        + (f"; serving version {published}" if published else "; nothing published yet")
+    )
+    if detach:
+        return
+
+    def stop_server(process: subprocess.Popen[bytes]) -> None:
+        stop_triton(process)
+        pid_file.unlink(missing_ok=True)
+
+    run_in_foreground(process, stop_server)
+
+
+def predict(
+    paths: Annotated[list[str], typer.Argument(help="Audio files, folders or s3:// prefixes.")],
+    url: Annotated[
+        str | None,
+        typer.Option(
+            help="Triton host:port for --protocol; default: GENREOPS_TRITON_URL for grpc, its "
+            "host with GENREOPS_TRITON_HTTP_PORT for http.",
+        ),
+    ] = None,
+    protocol: Annotated[str, typer.Option(help="grpc or http.")] = "grpc",
+    batch_size: Annotated[int, typer.Option(min=1, help="Files per request.")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight.")] = 4,
+    expect_labels_from_folders: Annotated[
+        bool,
+        typer.Option(
+            "--expect-labels-from-folders",
+            help="Each file's parent folder is its true genre: report accuracy and G-mean.",
+        ),
+    ] = False,
+    save: Annotated[
+        str | None,
+        typer.Option(help="Also write one row per input to results.csv|.json (or s3://)."),
+    ] = None,
+    output: Annotated[
+        str,
+        typer.Option(
+            "--output",
+            "-o",
+            help=OUTPUT_HELP.rstrip(".") + ": the summary and one row per input. "
+            "(A file name here is the old spelling of --save.)",
+        ),
+    ] = OutputFormat.table.value,
+) -> None:
+    """Classify audio files with the served genre_ensemble; one answer or error per file."""
+    from genreops.data.storage import write_bytes
+    from genreops.serving.client import EnsembleClient, list_inputs, render, rows, summarize
+    from genreops.serving.client import predict as run_predictions
+
+    settings = get_settings()
+    if protocol not in ("grpc", "http"):
+        console.print("[red]error:[/red] --protocol must be grpc or http")
+        raise typer.Exit(2)
+    if output not in (OutputFormat.table.value, OutputFormat.json.value):
+        if save:
+            console.print("[red]error:[/red] --output is table or json; the file goes to --save")
+            raise typer.Exit(2)
+        save, output = output, OutputFormat.table.value  # the old `--output results.csv`
+    as_json = output == OutputFormat.json.value
+    if url:
+        target = host_port(url)
+    elif protocol == "grpc":
+        target = host_port(settings.triton_url)
+    else:
+        target = triton_http_address(settings)
+    with user_errors():
+        inputs = list_inputs(paths, s3=settings.s3)
+        if not inputs:
+            console.print("[red]error:[/red] no audio files found in the given paths")
+            raise typer.Exit(1)
+        client = EnsembleClient(target, protocol)
+        labels = client.labels()
+        with progress_bar("classifying", len(inputs)) as bar:
+            answers = run_predictions(
+                inputs,
+                client,
+                batch_size=batch_size,
+                concurrency=concurrency,
+                labels_from_folders=expect_labels_from_folders,
+                max_bytes=settings.max_file_bytes,
+                s3=settings.s3,
+                on_answer=lambda _: bar.advance(bar.task_ids[0], 1),
+            )
+        if save:
+            fmt = "json" if save.lower().endswith(".json") else "csv"
+            write_bytes(absolute(save), render(answers, labels, fmt), s3=settings.s3)
+    failed = [a for a in answers if not a.ok]
+    summary = summarize(answers)
+    if as_json:
+        print_json({"summary": summary, "answers": rows(answers, labels)})
+        if save:
+            console.print(f"results: {save}")
+        raise typer.Exit(1 if failed else 0)
+    if failed:
+        table = results_table(f"{len(failed)} files not classified", "file", "reason", "error")
+        for answer in failed[:20]:
+            table.add_row(answer.path, answer.reason, answer.error[:160])
+        console.print(table)
+    out.print(
+        f"{summary.answered} of {summary.total} classified; by genre {summary.by_genre}; "
+        f"by model {summary.by_model}; drift-gated answers {summary.drift_answers} "
+        f"({summary.gate_openings} gate openings); out of distribution {summary.ood_answers}"
+    )
+    if summary.accuracy is not None:
+        out.print(f"accuracy {summary.accuracy:.3f}, G-mean {summary.gmean:.3f}")
+    if save:
+        out.print(f"results: {save}")
+    if failed:
+        raise typer.Exit(1)
