@@ -24,11 +24,22 @@ from genreops.data.synth import render_corpus
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
+    from genreops.platform.stack import ServiceStatus
+
 PIPELINE = "pipeline/pipeline"
 DRIFT_REPORT = "drift-report/drift-report"
 DRIFT_REPORTS = 4  # Evidently reports built during the demo (seconds each); the rest later
 SUMMARY_NAME = "pipeline.json"  # what the pipeline flow writes next to the feature table
 _FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+NEEDED = ("s3", "mlflow", "prefect", "deployments", "triton")  # services the demo runs on
+# URLs worth opening, by stack service
+EXPLORE = {
+    "prefect": "Prefect UI",
+    "mlflow": "MLflow",
+    "prometheus": "Prometheus",
+    "drift-ui": "Drift UI",
+    "triton": "Triton",
+}
 
 
 class DemoError(GenreopsError):
@@ -74,6 +85,30 @@ class DemoResult:
     flow_run_id: str
     drift_views: dict[str, Any] | None
     seconds: dict[str, float] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)  # what to open next, by name
+
+
+def stack_services(settings: Settings) -> list[ServiceStatus]:
+    """The stack's services; DemoError when one the demo runs on is not healthy."""
+    from genreops.platform.stack import Stack
+
+    services = Stack(settings).status()
+    down = [row.service for row in services if row.service in NEEDED and not row.healthy]
+    if down:
+        raise DemoError(
+            f"the stack is not up ({', '.join(down)} not healthy): "
+            "run `genreops stack up` (or `make demo`, which does)"
+        )
+    return services
+
+
+def explore_urls(services: list[ServiceStatus]) -> dict[str, str]:
+    """The UIs and endpoints of the healthy services, by name."""
+    return {
+        EXPLORE[row.service]: row.url
+        for row in services
+        if row.service in EXPLORE and row.healthy and row.url
+    }
 
 
 Say = Callable[[str], None]
@@ -142,7 +177,9 @@ def run_deployment_and_wait(
 
 
 def run_demo(settings: Settings, plan: DemoPlan, say: Say) -> DemoResult:
-    """Every step of the demo; raises DemoError naming the step that failed."""
+    """Every step of the demo on the running stack; raises DemoError naming the step that
+    failed (first of all: a service of the stack that is not healthy)."""
+    services = stack_services(settings)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     prepare_audio(plan, settings, say)
@@ -170,14 +207,14 @@ def run_demo(settings: Settings, plan: DemoPlan, say: Say) -> DemoResult:
     except DemoError as error:  # the views are a bonus; the summary must still print
         say(f"drift views not updated: {error}")
     seconds["drift_views"] = time.perf_counter() - started
-    return DemoResult(summary, str(run.id), views, seconds)
+    return DemoResult(summary, str(run.id), views, seconds, explore_urls(services))
 
 
 def _fmt(value: Any) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def summary_lines(result: DemoResult, urls: dict[str, str]) -> list[str]:
+def summary_lines(result: DemoResult) -> list[str]:
     """The demo's closing summary, one line each."""
     pipeline = result.pipeline
     lines = ["Validation G-mean per family:"]
@@ -209,5 +246,5 @@ def summary_lines(result: DemoResult, urls: dict[str, str]) -> list[str]:
         "Time: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in result.seconds.items())
     )
     lines.append("Explore:")
-    lines.extend(f"  {name:<11} {url}" for name, url in urls.items())
+    lines.extend(f"  {name:<11} {url}" for name, url in result.urls.items())
     return lines

@@ -6,10 +6,7 @@ from typing import Annotated
 
 import typer
 
-from genreops.app.cli.common import (
-    out,
-    user_errors,
-)
+from genreops.app.cli.common import out, user_errors
 from genreops.core.settings import get_settings
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 from pathlib import Path
 from typing import Annotated
 
@@ -25,14 +23,7 @@ from genreops.app.cli.common import (
     triton_http_address,
     user_errors,
 )
-from genreops.core.settings import Settings, get_settings
-
-
-def _running_server_url(settings: Settings) -> str | None:
-    """The HTTP URL of the server `genreops serve` started, if it is still running."""
-    from genreops.serving.triton.server import running_server_url
-
-    return running_server_url(settings.home)
+from genreops.core.settings import get_settings
 
 
 def publish(
@@ -57,34 +48,26 @@ def publish(
     server_url: Annotated[str | None, typer.Option("--server-url", hidden=True)] = None,
 ) -> None:
     """Build a new repository version from the champion/challenger and hot-load it."""
-    from genreops.serving.publish import ServingOptions, publish_registered, record_event
-    from genreops.training.tracking import TrackingTarget
+    from genreops.serving.publish import publish_and_record
 
-    settings = get_settings()
-    repository = repo.resolve()
     given = url or server_url  # --server-url: the old spelling
     with user_errors():
-        target = http_url(given) if given else _running_server_url(settings)
-        result = publish_registered(
-            TrackingTarget.from_settings(settings),
-            repository,
+        result = publish_and_record(
+            get_settings(),
+            repo,
             model_name=model_name,
-            options=ServingOptions.from_settings(settings),
-            server_url=target,
+            server_url=http_url(given) if given else None,
         )
-        if result.created:
-            entry = next(v for v in result.history if v["version"] == result.version)
-            record_event(
-                settings.monitoring_db_url, settings.monitoring_spool_dir, "publish", entry
-            )
     state = "published" if result.created else "already published"
     out.print(
-        f"{state}: version {result.version} in {repository} — champion "
+        f"{state}: version {result.version} in {result.repository} — champion "
         f"{result.champion.label} ({result.champion.family}), challenger "
         f"{result.challenger.label} ({result.challenger.family})"
     )
     out.print(
-        f"loaded into {target}" if result.loaded else "no running server: `genreops serve` next"
+        f"loaded into {result.server_url}"
+        if result.loaded
+        else "no running server: `genreops serve` next"
     )
 
 
@@ -107,22 +90,18 @@ def rollback(
     server_url: Annotated[str | None, typer.Option("--server-url", hidden=True)] = None,
 ) -> None:
     """Pin the previously published version again (and reload a running server)."""
-    from genreops.serving.publish import record_event, reload_server
-    from genreops.serving.publish import rollback as rollback_repository
+    from genreops.serving.publish import rollback_and_record
 
-    settings = get_settings()
-    repository = repo.resolve()
     given = url or server_url  # --server-url: the old spelling
     with user_errors():
-        entry = rollback_repository(repository)
-        target = http_url(given) if given else _running_server_url(settings)
-        if target:
-            reload_server(target)
-        record_event(settings.monitoring_db_url, settings.monitoring_spool_dir, "rollback", entry)
+        result = rollback_and_record(
+            get_settings(), repo, server_url=http_url(given) if given else None
+        )
+    entry = result.entry
     out.print(
         f"rolled back to version {entry['version']} (champion "
         f"{entry['champion']['name']}/{entry['champion']['version']})"
-        + (f"; reloaded {target}" if target else "")
+        + (f"; reloaded {result.server_url}" if result.server_url else "")
     )
 
 
@@ -149,52 +128,30 @@ def serve(
     stop: Annotated[bool, typer.Option("--stop", help="Stop the server started before.")] = False,
 ) -> None:
     """Run the real Triton server on the published repository (Ctrl-C or --stop ends it)."""
-    from genreops.serving.publish import MODELS, read_history
-    from genreops.serving.triton.server import (
-        TritonPorts,
-        server_pid_file,
-        start_triton,
-        stop_from_pid_file,
-        stop_triton,
-        write_pid_file,
-    )
+    from genreops.serving.triton.home import start_home_server, stop_home_server
+    from genreops.serving.triton.server import TritonPorts
 
     settings = get_settings()
-    pid_file = server_pid_file(settings.home)
     if stop:
-        stopped = stop_from_pid_file(pid_file)
+        with user_errors():
+            stopped = stop_home_server(settings)
         out.print("stopped the Triton server" if stopped else "no Triton server was running")
         return
-    repository = repo.resolve()
-    ports = TritonPorts(http=http_port, grpc=grpc_port, metrics=metrics_port)
-    published = read_history(repository)["current"] if repository.exists() else None
-    # the Python stubs read settings too: give them absolute paths, whatever their cwd
-    os.environ["GENREOPS_HOME"] = str(settings.home.resolve())
-    log_path = settings.log_dir.resolve() / "triton.log"
     with user_errors():
-        repository.mkdir(parents=True, exist_ok=True)
-        console.print(f"starting Triton on {repository} (log {log_path}) ...")
-        process = start_triton(
-            repository,
-            state_dir=settings.home.resolve(),
-            ports=ports,
-            log_path=log_path,
-            load_models=list(MODELS) if published else [],  # fallback is only called by BLS
+        server = start_home_server(
+            settings,
+            repository=repo,
+            ports=TritonPorts(http=http_port, grpc=grpc_port, metrics=metrics_port),
             host=host,
+            say=console.print,
         )
-        write_pid_file(pid_file, process, ports, repository, log_path=log_path)
+    ports, published = server.ports, server.published
     out.print(
         f"Triton ready: gRPC {ports.grpc_url}, HTTP {ports.http_url}, metrics {ports.metrics_url}"
         + (f"; serving version {published}" if published else "; nothing published yet")
     )
-    if detach:
-        return
-
-    def stop_server(process: subprocess.Popen[bytes]) -> None:
-        stop_triton(process)
-        pid_file.unlink(missing_ok=True)
-
-    run_in_foreground(process, stop_server)
+    if not detach:
+        run_in_foreground(server.process, lambda _: server.stop())
 
 
 def predict(

@@ -206,15 +206,9 @@ def register(
 
             summary = register_best(top=top, model_name=model_name, table=table)
         else:  # a temporary Prefect server would cost ~20 s for a sub-second job
-            from genreops.training.registry import register_best as register_runs
-            from genreops.training.tracking import TrackingTarget
+            from genreops.training.registry import register_with_settings
 
-            summary = register_runs(
-                TrackingTarget.from_settings(settings),
-                model_name=model_name,
-                top=top,
-                table=table,
-            )
+            summary = register_with_settings(settings, model_name=model_name, top=top, table=table)
     if output is OutputFormat.json:
         print_json(
             {

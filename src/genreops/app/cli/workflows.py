@@ -6,21 +6,8 @@ from typing import Annotated
 
 import typer
 
-from genreops.app.cli.common import (
-    console,
-    out,
-    user_errors,
-)
+from genreops.app.cli.common import out, user_errors
 from genreops.core.settings import get_settings
-
-# URLs worth opening, by stack service
-_EXPLORE = {
-    "prefect": "Prefect UI",
-    "mlflow": "MLflow",
-    "prometheus": "Prometheus",
-    "drift-ui": "Drift UI",
-    "triton": "Triton",
-}
 
 
 def demo(
@@ -37,19 +24,8 @@ def demo(
     prints a summary. Everything already done is reused, so a second demo is quicker.
     """
     from genreops.app.demo import DemoPlan, run_demo, summary_lines
-    from genreops.platform.stack import Stack
 
     settings = get_settings()
-    with user_errors():
-        services = Stack(settings).status()
-    needed = ("s3", "mlflow", "prefect", "deployments", "triton")
-    down = [row.service for row in services if row.service in needed and not row.healthy]
-    if down:
-        console.print(
-            f"[red]error:[/red] the stack is not up ({', '.join(down)} not healthy): "
-            "run `genreops stack up` (or `make demo`, which does)"
-        )
-        raise typer.Exit(1)
     plan = DemoPlan.from_settings(
         settings,
         per_genre=per_genre,
@@ -59,12 +35,7 @@ def demo(
     )
     with user_errors():
         result = run_demo(settings, plan, say=out.print)
-    urls = {
-        _EXPLORE[row.service]: row.url
-        for row in services
-        if row.service in _EXPLORE and row.healthy and row.url
-    }
     out.rule("genreops demo")
-    for line in summary_lines(result, urls):
+    for line in summary_lines(result):
         out.print(line)
     out.print("The stack keeps running for exploring; `make down` stops it.")
