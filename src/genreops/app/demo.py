@@ -9,16 +9,17 @@ so a second demo is quicker. The stack must be up (``genreops stack up``).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from genreops.app.pipeline import read_summary
+from genreops.app.pipeline import summary_lines as pipeline_lines
 from genreops.core.errors import GenreopsError
 from genreops.core.settings import Settings
-from genreops.data.storage import ensure_bucket, join_url, read_text, upload_dir
+from genreops.data.storage import ensure_bucket, join_url, upload_dir
 from genreops.data.synth import render_corpus
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ if TYPE_CHECKING:
 PIPELINE = "pipeline/pipeline"
 DRIFT_REPORT = "drift-report/drift-report"
 DRIFT_REPORTS = 4  # Evidently reports built during the demo (seconds each); the rest later
-SUMMARY_NAME = "pipeline.json"  # what the pipeline flow writes next to the feature table
 _FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 NEEDED = ("s3", "mlflow", "prefect", "deployments", "triton")  # services the demo runs on
 # URLs worth opening, by stack service
@@ -197,7 +197,7 @@ def run_demo(settings: Settings, plan: DemoPlan, say: Say) -> DemoResult:
         say,
     )
     seconds["pipeline"] = time.perf_counter() - started
-    summary = json.loads(read_text(join_url(plan.features_url, SUMMARY_NAME), s3=settings.s3))
+    summary = read_summary(plan.features_url, s3=settings.s3)
 
     started = time.perf_counter()
     views = None
@@ -210,38 +210,9 @@ def run_demo(settings: Settings, plan: DemoPlan, say: Say) -> DemoResult:
     return DemoResult(summary, str(run.id), views, seconds, explore_urls(services))
 
 
-def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
 def summary_lines(result: DemoResult) -> list[str]:
     """The demo's closing summary, one line each."""
-    pipeline = result.pipeline
-    lines = ["Validation G-mean per family:"]
-    for family, info in pipeline["families"].items():
-        note = "" if info["retrained"] else " (reused: same table and settings)"
-        lines.append(f"  {family:<14} {_fmt(info['val_gmean'])}{note}")
-    for alias, info in pipeline["registered"].items():
-        lines.append(
-            f"{alias.capitalize():<11} version {info['version']} ({info['family']}, "
-            f"val G-mean {_fmt(info['val_gmean'])})"
-        )
-    published = pipeline["published"]
-    lines.append(
-        f"Published repository version {published['version']}"
-        + (" (new)" if published["created"] else " (unchanged)")
-    )
-    batches = pipeline.get("batches") or []
-    for label, batch in zip(("Clean set", "Drifted set"), batches, strict=False):
-        answered = batch["answered"] or 0
-        fallback = batch["drift_answers"] / answered if answered else 0.0
-        lines.append(
-            f"{label:<11} {answered}/{batch['total']} answered, accuracy "
-            f"{_fmt(batch['accuracy'])}, G-mean {_fmt(batch['gmean'])}; drift gate "
-            f"{'opened' if batch['gate_openings'] else 'stayed closed'}, "
-            f"{fallback:.0%} answered by the fallback, "
-            f"{batch.get('ood_answers', 0)} flagged out of distribution"
-        )
+    lines = pipeline_lines(result.pipeline, ("Clean set", "Drifted set"))
     lines.append(
         "Time: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in result.seconds.items())
     )

@@ -51,6 +51,22 @@ def progress_bar(description: str, total: int | None) -> Iterator[Progress]:
         yield bar
 
 
+@contextmanager
+def running_flows(description: str) -> Iterator[None]:
+    """Flows run in this process: one Prefect API for them (the configured server, else one
+    temporary server) and a bar on stderr fed by their progress hooks; a flow announcing a
+    new total (the pipeline's next stage) starts the bar again."""
+    from genreops.flows.progress import report_progress
+    from genreops.flows.runtime import prefect_api
+
+    with prefect_api(), progress_bar(description, None) as bar:
+        task = bar.task_ids[0]
+        with report_progress(
+            lambda n: bar.advance(task, n), lambda total: bar.reset(task, total=total)
+        ):
+            yield
+
+
 def absolute(url: str) -> str:
     """Local paths become absolute, so Dask workers in other directories find them."""
     return url if "://" in url else str(Path(url).expanduser().resolve())
@@ -109,6 +125,18 @@ class OutputFormat(StrEnum):
 
 OUTPUT_HELP = "table (for people) or json (machine-readable, on stdout)."
 OutputOption = Annotated[OutputFormat, typer.Option("--output", "-o", help=OUTPUT_HELP)]
+
+# Options several commands share: one spelling, one help, one setting each.
+RepoOption = Annotated[
+    Path,
+    typer.Option(
+        help="Published Triton model repository.",
+        **setting("triton_repository", "repository"),
+    ),
+]
+ModelNameOption = Annotated[
+    str, typer.Option(help="Registered model name.", **setting("model_name"))
+]
 
 
 def jsonable(value: Any) -> Any:

@@ -16,10 +16,46 @@ from genreops.app.cli.common import (
     out,
     print_json,
     progress_bar,
+    running_flows,
     setting,
     user_errors,
 )
 from genreops.core.settings import get_settings
+
+# The extraction options (``extract`` and ``pipeline``).
+WorkersOption = Annotated[
+    int,
+    typer.Option(
+        min=1, help="Local Dask workers (unused with a scheduler).", **setting("dask_workers")
+    ),
+]
+DaskAddressOption = Annotated[
+    str | None,
+    typer.Option(
+        help="External Dask scheduler, e.g. tcp://127.0.0.1:8786; none starts a local one.",
+        **setting("dask_address"),
+    ),
+]
+ChunkSizeOption = Annotated[
+    int, typer.Option(min=1, help="Clips per Dask task.", **setting("extract_chunk_size"))
+]
+MaxFailedShareOption = Annotated[
+    float,
+    typer.Option(
+        min=0.0,
+        max=1.0,
+        help="Fail above this share of bad clips.",
+        **setting("extract_max_failed_share"),
+    ),
+]
+WindowOption = Annotated[
+    float,
+    typer.Option(
+        min=1.0,
+        help="Analysis window in seconds; serving uses the same setting, so the two agree.",
+        **setting("window_seconds"),
+    ),
+]
 
 
 def synth(
@@ -85,58 +121,21 @@ def extract(
     output_url: Annotated[
         str, typer.Argument(help="Folder or s3:// prefix for features.parquet, split, manifest.")
     ],
-    workers: Annotated[
-        int,
-        typer.Option(
-            min=1, help="Local Dask workers (unused with a scheduler).", **setting("dask_workers")
-        ),
-    ],
-    dask_address: Annotated[
-        str | None,
-        typer.Option(
-            help="External Dask scheduler, e.g. tcp://127.0.0.1:8786; none starts a local one.",
-            **setting("dask_address"),
-        ),
-    ],
-    chunk_size: Annotated[
-        int, typer.Option(min=1, help="Clips per Dask task.", **setting("extract_chunk_size"))
-    ],
-    max_failed_share: Annotated[
-        float,
-        typer.Option(
-            min=0.0,
-            max=1.0,
-            help="Fail above this share of bad clips.",
-            **setting("extract_max_failed_share"),
-        ),
-    ],
-    window: Annotated[
-        float,
-        typer.Option(
-            min=1.0,
-            help="Analysis window in seconds; serving uses the same setting, so the two agree.",
-            **setting("window_seconds"),
-        ),
-    ],
+    workers: WorkersOption,
+    dask_address: DaskAddressOption,
+    chunk_size: ChunkSizeOption,
+    max_failed_share: MaxFailedShareOption,
+    window: WindowOption,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """Extract features in parallel with the Prefect flow `extract-features` on Dask."""
     from genreops.flows.extract import dask_runner, extract_features
-    from genreops.flows.progress import report_progress
-    from genreops.flows.runtime import prefect_api
 
     input_url, output_url = absolute(input_url), absolute(output_url)
     with user_errors():
         runner = dask_runner(dask_address, workers)
         flow = extract_features.with_options(task_runner=runner)
-        with (
-            prefect_api(),
-            progress_bar("extracting", None) as bar,
-            report_progress(
-                lambda n: bar.advance(bar.task_ids[0], n),
-                lambda total: bar.update(bar.task_ids[0], total=total),
-            ),
-        ):
+        with running_flows("extracting"):
             summary = flow(
                 input_url=input_url,
                 output_url=output_url,

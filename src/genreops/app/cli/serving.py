@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from genreops.app.cli.common import (
     OUTPUT_HELP,
+    ModelNameOption,
     OutputFormat,
+    RepoOption,
     absolute,
     console,
     host_port,
@@ -27,16 +28,8 @@ from genreops.core.settings import get_settings
 
 
 def publish(
-    repo: Annotated[
-        Path,
-        typer.Option(
-            help="Published Triton model repository.",
-            **setting("triton_repository", "repository"),
-        ),
-    ],
-    model_name: Annotated[
-        str, typer.Option(help="Registered model name.", **setting("model_name"))
-    ],
+    repo: RepoOption,
+    model_name: ModelNameOption,
     url: Annotated[
         str | None,
         typer.Option(
@@ -72,13 +65,7 @@ def publish(
 
 
 def rollback(
-    repo: Annotated[
-        Path,
-        typer.Option(
-            help="Published Triton model repository.",
-            **setting("triton_repository", "repository"),
-        ),
-    ],
+    repo: RepoOption,
     url: Annotated[
         str | None,
         typer.Option(
@@ -106,13 +93,7 @@ def rollback(
 
 
 def serve(
-    repo: Annotated[
-        Path,
-        typer.Option(
-            help="Published Triton model repository.",
-            **setting("triton_repository", "repository"),
-        ),
-    ],
+    repo: RepoOption,
     http_port: Annotated[int, typer.Option(help="HTTP port.", **setting("triton_http_port"))],
     grpc_port: Annotated[int, typer.Option(help="gRPC port.", **setting("triton_grpc_port"))],
     metrics_port: Annotated[

@@ -8,16 +8,18 @@ from typing import Annotated
 import typer
 
 from genreops.app.cli.common import (
+    ModelNameOption,
     OutputFormat,
     OutputOption,
     absolute,
     console,
+    fail,
     jsonable,
     metric,
     out,
     print_json,
-    progress_bar,
     results_table,
+    running_flows,
     setting,
     user_errors,
 )
@@ -35,6 +37,48 @@ FAMILY_CHOICES = (
 )
 
 
+FAMILY_HELP = (
+    "Model family: xgboost, random_forest, knn, svc, logistic_regression, soft_vote (a soft "
+    "vote of tuned svc, xgboost and logistic_regression models; tuned after them) or all "
+    "(repeatable)."
+)
+
+FamilyOption = Annotated[list[str], typer.Option("--family", "-f", help=FAMILY_HELP)]
+# The tuning options (``train`` and ``pipeline``).
+StudyStorageOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Optuna storage URL (e.g. postgresql://user@host/db) so several workers can "
+        "tune one study in parallel; none: in memory.",
+        **setting("study_storage_url"),
+    ),
+]
+SearchSpaceOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Search spaces YAML; none: configs/search_spaces.yaml.",
+        **setting("search_space_file"),
+    ),
+]
+CvFoldsOption = Annotated[
+    int,
+    typer.Option(
+        min=0,
+        help="Score each configuration by k-fold cross-validation on train+val (tables "
+        "up to GENREOPS_CV_MAX_ROWS rows); 0: the table's val split.",
+        **setting("cv_folds"),
+    ),
+]
+
+
+def chosen_families(values: list[str]) -> list[str] | None:
+    """``--family`` values as the flows take them (None: all); exit 2 on an unknown one."""
+    unknown = [m for m in values if m not in FAMILY_CHOICES]
+    if unknown:
+        raise fail(f"unknown family {unknown[0]!r}; use {', '.join(FAMILY_CHOICES)}", 2)
+    return None if "all" in values else list(dict.fromkeys(values))
+
+
 def train(
     features: Annotated[
         str,
@@ -43,40 +87,10 @@ def train(
             "or a folder holding one table."
         ),
     ],
-    study_storage: Annotated[
-        str | None,
-        typer.Option(
-            help="Optuna storage URL (e.g. postgresql://user@host/db) so several workers can "
-            "tune one study in parallel; none: in memory.",
-            **setting("study_storage_url"),
-        ),
-    ],
-    search_space: Annotated[
-        Path | None,
-        typer.Option(
-            help="Search spaces YAML; none: configs/search_spaces.yaml.",
-            **setting("search_space_file"),
-        ),
-    ],
-    cv_folds: Annotated[
-        int,
-        typer.Option(
-            min=0,
-            help="Score each configuration by k-fold cross-validation on train+val (tables "
-            "up to GENREOPS_CV_MAX_ROWS rows); 0: the table's val split.",
-            **setting("cv_folds"),
-        ),
-    ],
-    family: Annotated[
-        list[str],
-        typer.Option(
-            "--family",
-            "-f",
-            help="Model family: xgboost, random_forest, knn, svc, logistic_regression, "
-            "soft_vote (a soft vote of tuned svc, xgboost and logistic_regression models; "
-            "tuned after them) or all (repeatable).",
-        ),
-    ] = ["all"],  # noqa: B006 (typer needs a list default)
+    study_storage: StudyStorageOption,
+    search_space: SearchSpaceOption,
+    cv_folds: CvFoldsOption,
+    family: FamilyOption = ["all"],  # noqa: B006 (typer needs a list default)
     model_alias: Annotated[
         list[str] | None,
         # the old spelling, hidden: beside --model-name it read as the registered model
@@ -117,28 +131,12 @@ def train(
 
     Any feature table trains: ours, or GTZAN's features_30_sec.csv / features_3_sec.csv as
     downloaded."""
-    from genreops.flows.progress import report_progress
-    from genreops.flows.runtime import prefect_api
     from genreops.flows.train import train_model
 
     settings = get_settings()
     model = [*(model_alias or []), *family] if family != ["all"] else model_alias or family
-    unknown = [m for m in model if m not in FAMILY_CHOICES]
-    if unknown:
-        console.print(
-            f"[red]error:[/red] unknown family {unknown[0]!r}; use {', '.join(FAMILY_CHOICES)}"
-        )
-        raise typer.Exit(2)
-    families = None if "all" in model else list(dict.fromkeys(model))
-    with (
-        user_errors(),
-        prefect_api(),
-        progress_bar("tuning", None) as bar,
-        report_progress(
-            lambda n: bar.advance(bar.task_ids[0], n),
-            lambda total: bar.update(bar.task_ids[0], total=total),
-        ),
-    ):
+    families = chosen_families(model)
+    with user_errors(), running_flows("tuning"):
         summary = train_model(
             features_url=absolute(features),
             families=families,
@@ -182,9 +180,7 @@ def train(
 
 
 def register(
-    model_name: Annotated[
-        str, typer.Option(help="Registered model name.", **setting("model_name"))
-    ],
+    model_name: ModelNameOption,
     top: Annotated[
         int, typer.Option(min=1, help="Versions to rank: 1 = champion, 2 = + challenger.")
     ] = 2,
@@ -252,9 +248,7 @@ def register(
 
 
 def models(
-    model_name: Annotated[
-        str, typer.Option(help="Registered model name.", **setting("model_name"))
-    ],
+    model_name: ModelNameOption,
     output: OutputOption = OutputFormat.table,
 ) -> None:
     """List registered versions with their aliases, metrics and feature schema."""
