@@ -26,6 +26,16 @@ from genreops.app.cli.common import (
 )
 from genreops.core.settings import get_settings
 
+# publish's and rollback's old spelling of --url
+ServerUrlAlias = Annotated[str | None, typer.Option("--server-url", hidden=True)]
+
+
+def _given_server(url: str | None, server_url: str | None) -> str | None:
+    """The Triton HTTP URL asked for (host:port accepted); None: the library finds the one
+    `genreops serve` runs."""
+    given = url or server_url
+    return http_url(given) if given else None
+
 
 def publish(
     repo: RepoOption,
@@ -38,18 +48,14 @@ def publish(
             "default: the server `genreops serve` started, if running.",
         ),
     ] = None,
-    server_url: Annotated[str | None, typer.Option("--server-url", hidden=True)] = None,
+    server_url: ServerUrlAlias = None,
 ) -> None:
     """Build a new repository version from the champion/challenger and hot-load it."""
     from genreops.serving.publish import publish_and_record
 
-    given = url or server_url  # --server-url: the old spelling
     with user_errors():
         result = publish_and_record(
-            get_settings(),
-            repo,
-            model_name=model_name,
-            server_url=http_url(given) if given else None,
+            get_settings(), repo, model_name=model_name, server_url=_given_server(url, server_url)
         )
     state = "published" if result.created else "already published"
     out.print(
@@ -74,15 +80,14 @@ def rollback(
             "default: the server `genreops serve` started, if running.",
         ),
     ] = None,
-    server_url: Annotated[str | None, typer.Option("--server-url", hidden=True)] = None,
+    server_url: ServerUrlAlias = None,
 ) -> None:
     """Pin the previously published version again (and reload a running server)."""
     from genreops.serving.publish import rollback_and_record
 
-    given = url or server_url  # --server-url: the old spelling
     with user_errors():
         result = rollback_and_record(
-            get_settings(), repo, server_url=http_url(given) if given else None
+            get_settings(), repo, server_url=_given_server(url, server_url)
         )
     entry = result.entry
     out.print(
