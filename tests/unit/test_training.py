@@ -268,4 +268,4 @@ def test_pickles_naming_the_old_tuning_module_still_load() -> None:
         b"genreops.training.models", b"genreops.training.tuning"
     )
     assert b"genreops.training.tuning" in old
-    assert pickle.loads(old) == classifier  # noqa: S301 (our own bytes)
+    assert pickle.loads(old) == classifier
