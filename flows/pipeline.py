@@ -3,12 +3,11 @@
 Extraction reuses the chunks of unchanged clips, training reuses a family's finished study of
 the same table and settings (unless ``retrain``), registering and publishing change nothing
 when the winners did not change. So a second run on the same data costs little more than the
-batch predictions at its end.
+batch predictions at its end. The record and the options are genreops.app.pipeline's.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from genreops.flows.extract import dask_runner, extract_features
@@ -17,10 +16,8 @@ from genreops.flows.serving import batch_predict, publish
 from genreops.flows.train import train_model
 from prefect import flow, get_run_logger
 
+from genreops.app import pipeline as record
 from genreops.core.settings import get_settings
-from genreops.data.storage import join_url, write_bytes
-
-SUMMARY_NAME = "pipeline.json"  # written next to the feature table
 
 
 @flow(name="pipeline")
@@ -33,6 +30,16 @@ def pipeline(
     retrain: bool = False,
     predict_urls: list[str] | None = None,
     results_url: str | None = None,
+    window_seconds: float | None = None,
+    chunk_size: int | None = None,
+    max_failed_share: float | None = None,
+    dask_address: str | None = None,
+    dask_workers: int | None = None,
+    study_storage: str | None = None,
+    search_space_file: str | None = None,
+    cv_folds: int | None = None,
+    model_name: str | None = None,
+    repository: str | None = None,
 ) -> dict[str, Any]:
     """Extract, train, register, publish and (optionally) classify batches, end to end.
 
@@ -49,66 +56,65 @@ def pipeline(
             served (labels are taken from their folder names when they look like genres).
         results_url: where each batch's results.csv and summary.json go (one subfolder per
             batch, numbered in order); default: next to the feature table.
+        window_seconds: analysis window (default: GENREOPS_WINDOW_SECONDS).
+        chunk_size: clips per extraction task (default: GENREOPS_EXTRACT_CHUNK_SIZE).
+        max_failed_share: extraction fails above this share of bad clips (default:
+            GENREOPS_EXTRACT_MAX_FAILED_SHARE).
+        dask_address: Dask scheduler for extraction (default: GENREOPS_DASK_ADDRESS; none: a
+            local cluster of GENREOPS_DASK_WORKERS workers).
+        dask_workers: workers of the local Dask cluster (default: GENREOPS_DASK_WORKERS).
+        study_storage: Optuna storage URL (default: GENREOPS_STUDY_STORAGE_URL; none: memory).
+        search_space_file: search spaces YAML (default: GENREOPS_SEARCH_SPACE_FILE, else the
+            shipped one).
+        cv_folds: folds of the tuning objective (default: GENREOPS_CV_FOLDS).
+        model_name: registered model name (default: GENREOPS_MODEL_NAME).
+        repository: Triton model repository (default: GENREOPS_TRITON_REPOSITORY).
     """
     logger = get_run_logger()
     settings = get_settings()
-    # the configured Dask cluster (GENREOPS_DASK_ADDRESS), as the CLI and the deployment use
-    extract = extract_features.with_options(
-        task_runner=dask_runner(settings.dask_address, settings.dask_workers)
+    options = record.PipelineOptions.resolve(
+        settings,
+        dask_address=dask_address,
+        dask_workers=dask_workers,
+        window_seconds=window_seconds,
+        chunk_size=chunk_size,
+        max_failed_share=max_failed_share,
+        study_storage=study_storage,
+        search_space_file=search_space_file,
+        cv_folds=cv_folds,
+        model_name=model_name,
+        repository=repository,
     )
-    extraction = extract(corpus_url, features_url, split_seed=seed)
+    extract = extract_features.with_options(
+        task_runner=dask_runner(options.dask_address, options.dask_workers)
+    )
+    extraction = extract(
+        corpus_url,
+        features_url,
+        chunk_size=options.chunk_size,
+        max_failed_share=options.max_failed_share,
+        split_seed=seed,
+        window_seconds=options.window_seconds,
+    )
     training = train_model(
         extraction.table_url,
         families=families,
         trials=trials,
         seed=seed,
+        study_storage=options.study_storage,
+        search_space_file=options.search_space_file,
         skip_trained=not retrain,
+        cv_folds=options.cv_folds,
     )
-    registry = register_best(table=training.table_url)  # scores of other tables don't compare
-    published = publish()
+    # scores of other tables don't compare
+    registry = register_best(model_name=options.model_name, table=training.table_url)
+    published = publish(repository=options.repository, model_name=options.model_name)
     batches = []
     for number, url in enumerate(predict_urls or [], start=1):
-        output = join_url(results_url or join_url(features_url, "predictions"), f"batch-{number}")
+        output = record.batch_output_url(features_url, results_url, number)
         summary = batch_predict(url, output, expect_labels_from_folders=True)
         batches.append({"input_url": url, "output_url": output, **summary})
-    result: dict[str, Any] = {
-        "extracted": extraction.n_extracted,
-        "reused_chunks": extraction.reused_chunks,
-        "failed_clips": [failure.message for failure in extraction.failures],
-        "families": {
-            outcome.family: {
-                "val_gmean": outcome.validation.get("gmean"),
-                "test_gmean": outcome.test.get("gmean"),
-                "run_id": outcome.run_id,
-                "retrained": not outcome.reused,
-            }
-            for outcome in training.outcomes
-        },
-        "registered": {
-            (a.alias or f"rank {a.rank}"): {
-                "version": a.version,
-                "family": a.candidate.family,
-                "val_gmean": a.candidate.metrics.get("val_gmean"),
-            }
-            for a in registry.assignments
-        },
-        "published": published,
-        "batches": batches,
-    }
-    # the run's own record, for whoever triggered it through the API (the demo reads it)
-    write_bytes(
-        join_url(features_url, SUMMARY_NAME),
-        json.dumps(result, indent=2).encode(),
-        s3=settings.s3,
-    )
-    logger.info(
-        "pipeline: %d clips (%d chunks reused); retrained %s; registered %s; repository "
-        "version %s%s",
-        extraction.n_extracted,
-        extraction.reused_chunks,
-        [f for f, info in result["families"].items() if info["retrained"]] or "nothing",
-        {k: v["version"] for k, v in result["registered"].items()},
-        published["version"],
-        " (new)" if published["created"] else " (unchanged)",
-    )
+    result = record.summarize(extraction, training, registry, published, batches)
+    record.write_summary(features_url, result, s3=settings.s3)
+    logger.info("%s", record.describe(result))
     return result

@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 
 from genreops.core.settings import get_settings
-from genreops.training import registry, tracking
+from genreops.training import registry
 
 
 @flow(name="register-best")
@@ -29,10 +29,9 @@ def register_best(
             when the tracking server fails part-way.
     """
     logger = get_run_logger()
-    settings = get_settings()
-    summary = registry.register_best(
-        tracking.TrackingTarget.from_settings(settings),
-        model_name=model_name or settings.model_name,
+    summary = registry.register_with_settings(
+        get_settings(),
+        model_name=model_name,
         top=top,
         table=table,
         restore_timeout=restore_timeout_seconds,

@@ -13,51 +13,40 @@ from prefect import flow, get_run_logger
 from genreops.core.settings import get_settings
 from genreops.data.storage import join_url, write_bytes
 from genreops.serving import client
-from genreops.serving.publish import (
-    ServingOptions,
-    publish_registered,
-    read_history,
-    record_event,
-)
-from genreops.serving.triton.server import running_server_url
-from genreops.training.tracking import TrackingTarget
+from genreops.serving.publish import publish_and_record, read_history
 
 
 @flow(name="publish")
-def publish(repository: str | None = None, server_url: str | None = None) -> dict[str, Any]:
+def publish(
+    repository: str | None = None, server_url: str | None = None, model_name: str | None = None
+) -> dict[str, Any]:
     """Publish the registered champion/challenger as a new repository version.
 
     Args:
         repository: model repository folder (default: GENREOPS_HOME/triton/repository).
         server_url: Triton HTTP URL to hot-load into (explicit model control); default: the
             server `genreops serve` or `genreops stack` runs, if any.
+        model_name: registered model name (default: the `GENREOPS_MODEL_NAME` setting).
     """
     logger = get_run_logger()
-    settings = get_settings()
-    repo = Path(repository).resolve() if repository else settings.repository
-    server_url = server_url or running_server_url(settings.home)
-    result = publish_registered(
-        TrackingTarget.from_settings(settings),
-        repo,
-        model_name=settings.model_name,
-        options=ServingOptions.from_settings(settings),
+    result = publish_and_record(
+        get_settings(),
+        Path(repository) if repository else None,
+        model_name=model_name,
         server_url=server_url,
     )
-    if result.created:
-        entry = next(v for v in result.history if v["version"] == result.version)
-        record_event(settings.monitoring_db_url, settings.monitoring_spool_dir, "publish", entry)
     logger.info(
         "%s version %d: champion %s, challenger %s%s",
         "published" if result.created else "already published",
         result.version,
         result.champion.label,
         result.challenger.label,
-        f"; loaded into {server_url}" if result.loaded else "",
+        f"; loaded into {result.server_url}" if result.loaded else "",
     )
     return {
         "version": result.version,
         "created": result.created,
-        "current": read_history(repo)["current"],
+        "current": read_history(result.repository)["current"],
     }
 
 

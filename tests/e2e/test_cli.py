@@ -37,7 +37,7 @@ def test_help_lists_the_commands(tmp_path: Path) -> None:
     assert result.returncode == 0
     for command in (
         "synth", "upload", "extract", "s3-server", "train", "register", "models", "publish",
-        "rollback", "serve", "predict",
+        "rollback", "serve", "predict", "pipeline",
     ):  # fmt: skip
         assert command in result.stdout
 

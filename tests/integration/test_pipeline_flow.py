@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,31 @@ def test_retrain_tunes_again_on_request(home: Path) -> None:
         retrain=True,
     )
     assert again["families"]["knn"]["retrained"]
+
+
+def test_the_cli_command_runs_the_same_flow(
+    runs: tuple[dict[str, Any], dict[str, Any]], home: Path
+) -> None:
+    """`genreops pipeline` on the same corpus: the flow in-process, everything reused, the
+    record printed as JSON and written next to the table."""
+    from typer.testing import CliRunner
+
+    from genreops.app.cli import app
+
+    saved = dict(os.environ)  # the CLI's callback exports PREFECT_*/MLFLOW_* defaults
+    try:
+        result = CliRunner().invoke(
+            app,
+            ["pipeline", str(home / "corpus"), str(home / "features"),
+             "-f", "random_forest", "-f", "knn", "--trials", "2", "-o", "json"],
+        )  # fmt: skip
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["extracted"] == 8 * len(GENRES) and summary["reused_chunks"] >= 1
+    assert set(summary["families"]) == {"random_forest", "knn"}
+    assert not any(info["retrained"] for info in summary["families"].values())
+    assert set(summary["registered"]) == {"champion", "challenger"}
+    assert json.loads((home / "features" / "pipeline.json").read_text()) == summary

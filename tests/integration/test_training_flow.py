@@ -16,9 +16,9 @@ from genreops.core.errors import SchemaError, TrainingError
 from genreops.core.settings import get_settings
 from genreops.data.datasets import stratified_split
 from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH
+from genreops.training.models import SoftVoteClassifier
 from genreops.training.search_space import FAMILIES, load_search_spaces
 from genreops.training.tracking import experiment_name, load_classifier
-from genreops.training.tuning import SoftVoteClassifier
 from helpers import gtzan_public_frame, synthetic_feature_frame
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]

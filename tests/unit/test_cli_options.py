@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 
 from genreops import __version__
 from genreops.app import cli
+from genreops.app.cli.common import FromSettings
 from genreops.core.errors import GenreopsError
 from genreops.core.settings import Settings, get_settings
 
@@ -218,6 +219,103 @@ def test_extract_defaults_follow_settings(monkeypatch: pytest.MonkeyPatch) -> No
     assert kwargs["max_failed_share"] == 0.25
 
 
+def _fake_pipeline(monkeypatch: pytest.MonkeyPatch, result: Any = None) -> dict[str, Any]:
+    """``genreops pipeline`` against a stand-in flow: records its arguments, returns
+    ``result`` (None: stops the command like the other stand-ins)."""
+    import genreops.flows.pipeline
+    import genreops.flows.runtime
+
+    seen: dict[str, Any] = {}
+
+    def run(**kwargs: Any) -> Any:
+        seen.update(kwargs)
+        if result is None:
+            raise StopError("stand-in reached")
+        return result
+
+    monkeypatch.setattr(genreops.flows.pipeline, "pipeline", run)
+    monkeypatch.setattr(genreops.flows.runtime, "prefect_api", nullcontext)
+    return seen
+
+
+def test_pipeline_defaults_follow_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every stage option of `genreops pipeline` that has a setting takes it."""
+    for name, value in {
+        "GENREOPS_WINDOW_SECONDS": "6", "GENREOPS_DASK_WORKERS": "3",
+        "GENREOPS_DASK_ADDRESS": "tcp://10.0.0.1:8786", "GENREOPS_EXTRACT_CHUNK_SIZE": "7",
+        "GENREOPS_EXTRACT_MAX_FAILED_SHARE": "0.25", "GENREOPS_CV_FOLDS": "0",
+        "GENREOPS_STUDY_STORAGE_URL": "sqlite:///s.db", "GENREOPS_MODEL_NAME": "from-env",
+        "GENREOPS_TRITON_REPOSITORY": str(tmp_path / "repo"),
+        "GENREOPS_SEARCH_SPACE_FILE": str(tmp_path / "spaces.yaml"),
+    }.items():  # fmt: skip
+        monkeypatch.setenv(name, value)
+    seen = _fake_pipeline(monkeypatch)
+    assert invoke("pipeline", "corpus", "features").exit_code == 1
+    assert seen == {
+        "corpus_url": str(tmp_path / "corpus"),
+        "features_url": str(tmp_path / "features"),
+        "families": None,
+        "trials": 20,
+        "seed": 0,
+        "retrain": False,
+        "predict_urls": [],
+        "results_url": None,
+        "window_seconds": 6.0,
+        "chunk_size": 7,
+        "max_failed_share": 0.25,
+        "dask_address": "tcp://10.0.0.1:8786",
+        "dask_workers": 3,
+        "study_storage": "sqlite:///s.db",
+        "search_space_file": str(tmp_path / "spaces.yaml"),
+        "cv_folds": 0,
+        "model_name": "from-env",
+        "repository": str((tmp_path / "repo").resolve()),
+    }
+
+
+def test_pipeline_flags_win_and_families_are_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GENREOPS_WINDOW_SECONDS", "6")
+    seen = _fake_pipeline(monkeypatch)
+    result = invoke(
+        "pipeline", "s3://raw/c", "s3://features/f", "-f", "knn", "--family", "svc", "-f", "knn",
+        "--trials", "3", "--seed", "2", "--retrain", "--window", "10", "--predict", "s3://raw/t",
+        "--predict", "local", "--results-url", "out", "--model-name", "m",
+    )  # fmt: skip
+    assert result.exit_code == 1, result.output
+    assert (seen["corpus_url"], seen["features_url"]) == ("s3://raw/c", "s3://features/f")
+    assert seen["families"] == ["knn", "svc"]
+    assert (seen["trials"], seen["seed"], seen["retrain"]) == (3, 2, True)
+    assert seen["window_seconds"] == 10.0
+    assert seen["predict_urls"] == ["s3://raw/t", str(tmp_path / "local")]
+    assert seen["results_url"] == str(tmp_path / "out")
+    assert seen["model_name"] == "m"
+    unknown = invoke("pipeline", "c", "f", "--family", "lasso")
+    assert unknown.exit_code == 2 and "unknown family 'lasso'" in unknown.output
+
+
+def test_pipeline_json_and_summary(monkeypatch: pytest.MonkeyPatch) -> None:
+    summary = {
+        "extracted": 8, "reused_chunks": 1, "failed_clips": ["c/x.wav: unreadable"],
+        "families": {"knn": {"val_gmean": 0.5, "test_gmean": None, "run_id": "r",
+                             "retrained": True}},
+        "registered": {"champion": {"version": "2", "family": "knn", "val_gmean": 0.5}},
+        "published": {"version": 1, "created": True, "current": 1},
+        "batches": [],
+    }  # fmt: skip
+    _fake_pipeline(monkeypatch, summary)
+    result = invoke("pipeline", "c", "f", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout) == summary
+    table = invoke("pipeline", "c", "f")
+    assert table.exit_code == 0, table.output
+    assert "Champion    version 2 (knn, val G-mean 0.500)" in table.stdout
+    assert "Published repository version 1 (new)" in table.stdout
+    assert "pipeline.json" in table.stdout
+    assert "c/x.wav: unreadable" in table.stderr
+
+
 def test_invalid_settings_are_a_usage_error_not_a_traceback(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -283,7 +381,7 @@ def test_every_envvar_is_a_setting_and_its_default_the_setting() -> None:
         field = str(param.envvar).removeprefix("GENREOPS_").lower()
         assert field in Settings.model_fields, path
         default = param.default
-        assert isinstance(default, cli._FromSettings), path
+        assert isinstance(default, FromSettings), path
         expected = getattr(settings, field)
         if field == "triton_repository":
             expected = settings.repository

@@ -23,8 +23,9 @@ from genreops.serving.publish import (
     rollback,
 )
 from genreops.serving.runtime import load_labels, load_published_model
+from genreops.training.models import GenreClassifier
 from genreops.training.search_space import load_search_spaces
-from genreops.training.tuning import GenreClassifier, tune
+from genreops.training.tuning import tune
 from helpers import synthetic_feature_frame
 
 pytestmark = pytest.mark.unit

@@ -94,6 +94,6 @@ def test_the_new_families_accept_class_weights_and_the_soft_vote_names_its_membe
 
 
 def test_cli_family_choices_match_the_families() -> None:
-    from genreops.app.cli import FAMILY_CHOICES
+    from genreops.app.cli.training import FAMILY_CHOICES
 
     assert (*FAMILIES, "all") == FAMILY_CHOICES

@@ -378,7 +378,7 @@ def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
     from prefect.server.api import server as prefect_server
     from prefect.settings import Settings as PrefectSettings
 
-    from genreops.app import cli
+    from genreops.app.cli import serving as cli_serving
     from genreops.core.errors import GenreopsError
     from genreops.core.settings import Settings
     from genreops.platform import mlflow_server, observability, s3server, stack
@@ -440,7 +440,7 @@ def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
     ]
 
     # `genreops serve` without --host
-    host_default = inspect.signature(cli.serve).parameters["host"].default
+    host_default = inspect.signature(cli_serving.serve).parameters["host"].default
     seen["genreops serve (default --host)"] = [host_default]
 
     # settings defaults and the endpoints the stack advertises

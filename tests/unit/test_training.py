@@ -15,16 +15,11 @@ import pytest
 from genreops.core.errors import SchemaError, TrainingError
 from genreops.data.feature_table import FeatureTable, load_feature_table
 from genreops.data.features import FEATURE_NAMES
+from genreops.training.evaluation import classification_metrics
+from genreops.training.models import CalibratedSVC, SoftVoteClassifier
 from genreops.training.search_space import SearchSpace, load_search_spaces
-from genreops.training.tuning import (
-    CalibratedSVC,
-    SoftVoteClassifier,
-    TrialReport,
-    TuningResult,
-    classification_metrics,
-    scheme_for,
-    tune,
-)
+from genreops.training.tuning import TrialReport, TuningResult, tune
+from genreops.training.validation import scheme_for
 
 pytestmark = pytest.mark.unit
 Frame = Callable[..., pd.DataFrame]
@@ -262,3 +257,15 @@ def test_a_calibrated_svc_answers_with_probabilities_even_from_one_row_per_genre
     proba = model.predict_proba(features)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
     assert list(model.predict(features)) == list(np.argmax(proba, axis=1))
+
+
+def test_pickles_naming_the_old_tuning_module_still_load() -> None:
+    """Models logged before the classifiers moved out of ``tuning`` name that module."""
+    from genreops.training.models import GenreClassifier
+
+    classifier = GenreClassifier("knn", {"n_neighbors": 3}, ["rock"], ["a"], "1", "abc", None)
+    old = pickle.dumps(classifier, protocol=0).replace(
+        b"genreops.training.models", b"genreops.training.tuning"
+    )
+    assert b"genreops.training.tuning" in old
+    assert pickle.loads(old) == classifier

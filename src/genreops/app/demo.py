@@ -9,26 +9,37 @@ so a second demo is quicker. The stack must be up (``genreops stack up``).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from genreops.app.pipeline import read_summary
+from genreops.app.pipeline import summary_lines as pipeline_lines
 from genreops.core.errors import GenreopsError
 from genreops.core.settings import Settings
-from genreops.data.storage import ensure_bucket, join_url, read_text, upload_dir
+from genreops.data.storage import ensure_bucket, join_url, upload_dir
 from genreops.data.synth import render_corpus
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import FlowRun
 
+    from genreops.platform.stack import ServiceStatus
+
 PIPELINE = "pipeline/pipeline"
 DRIFT_REPORT = "drift-report/drift-report"
 DRIFT_REPORTS = 4  # Evidently reports built during the demo (seconds each); the rest later
-SUMMARY_NAME = "pipeline.json"  # what the pipeline flow writes next to the feature table
 _FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+NEEDED = ("s3", "mlflow", "prefect", "deployments", "triton")  # services the demo runs on
+# URLs worth opening, by stack service
+EXPLORE = {
+    "prefect": "Prefect UI",
+    "mlflow": "MLflow",
+    "prometheus": "Prometheus",
+    "drift-ui": "Drift UI",
+    "triton": "Triton",
+}
 
 
 class DemoError(GenreopsError):
@@ -74,6 +85,30 @@ class DemoResult:
     flow_run_id: str
     drift_views: dict[str, Any] | None
     seconds: dict[str, float] = field(default_factory=dict)
+    urls: dict[str, str] = field(default_factory=dict)  # what to open next, by name
+
+
+def stack_services(settings: Settings) -> list[ServiceStatus]:
+    """The stack's services; DemoError when one the demo runs on is not healthy."""
+    from genreops.platform.stack import Stack
+
+    services = Stack(settings).status()
+    down = [row.service for row in services if row.service in NEEDED and not row.healthy]
+    if down:
+        raise DemoError(
+            f"the stack is not up ({', '.join(down)} not healthy): "
+            "run `genreops stack up` (or `make demo`, which does)"
+        )
+    return services
+
+
+def explore_urls(services: list[ServiceStatus]) -> dict[str, str]:
+    """The UIs and endpoints of the healthy services, by name."""
+    return {
+        EXPLORE[row.service]: row.url
+        for row in services
+        if row.service in EXPLORE and row.healthy and row.url
+    }
 
 
 Say = Callable[[str], None]
@@ -142,7 +177,9 @@ def run_deployment_and_wait(
 
 
 def run_demo(settings: Settings, plan: DemoPlan, say: Say) -> DemoResult:
-    """Every step of the demo; raises DemoError naming the step that failed."""
+    """Every step of the demo on the running stack; raises DemoError naming the step that
+    failed (first of all: a service of the stack that is not healthy)."""
+    services = stack_services(settings)
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     prepare_audio(plan, settings, say)
@@ -160,7 +197,7 @@ def run_demo(settings: Settings, plan: DemoPlan, say: Say) -> DemoResult:
         say,
     )
     seconds["pipeline"] = time.perf_counter() - started
-    summary = json.loads(read_text(join_url(plan.features_url, SUMMARY_NAME), s3=settings.s3))
+    summary = read_summary(plan.features_url, s3=settings.s3)
 
     started = time.perf_counter()
     views = None
@@ -170,44 +207,15 @@ def run_demo(settings: Settings, plan: DemoPlan, say: Say) -> DemoResult:
     except DemoError as error:  # the views are a bonus; the summary must still print
         say(f"drift views not updated: {error}")
     seconds["drift_views"] = time.perf_counter() - started
-    return DemoResult(summary, str(run.id), views, seconds)
+    return DemoResult(summary, str(run.id), views, seconds, explore_urls(services))
 
 
-def _fmt(value: Any) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def summary_lines(result: DemoResult, urls: dict[str, str]) -> list[str]:
+def summary_lines(result: DemoResult) -> list[str]:
     """The demo's closing summary, one line each."""
-    pipeline = result.pipeline
-    lines = ["Validation G-mean per family:"]
-    for family, info in pipeline["families"].items():
-        note = "" if info["retrained"] else " (reused: same table and settings)"
-        lines.append(f"  {family:<14} {_fmt(info['val_gmean'])}{note}")
-    for alias, info in pipeline["registered"].items():
-        lines.append(
-            f"{alias.capitalize():<11} version {info['version']} ({info['family']}, "
-            f"val G-mean {_fmt(info['val_gmean'])})"
-        )
-    published = pipeline["published"]
-    lines.append(
-        f"Published repository version {published['version']}"
-        + (" (new)" if published["created"] else " (unchanged)")
-    )
-    batches = pipeline.get("batches") or []
-    for label, batch in zip(("Clean set", "Drifted set"), batches, strict=False):
-        answered = batch["answered"] or 0
-        fallback = batch["drift_answers"] / answered if answered else 0.0
-        lines.append(
-            f"{label:<11} {answered}/{batch['total']} answered, accuracy "
-            f"{_fmt(batch['accuracy'])}, G-mean {_fmt(batch['gmean'])}; drift gate "
-            f"{'opened' if batch['gate_openings'] else 'stayed closed'}, "
-            f"{fallback:.0%} answered by the fallback, "
-            f"{batch.get('ood_answers', 0)} flagged out of distribution"
-        )
+    lines = pipeline_lines(result.pipeline, ("Clean set", "Drifted set"))
     lines.append(
         "Time: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in result.seconds.items())
     )
     lines.append("Explore:")
-    lines.extend(f"  {name:<11} {url}" for name, url in urls.items())
+    lines.extend(f"  {name:<11} {url}" for name, url in result.urls.items())
     return lines

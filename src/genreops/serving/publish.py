@@ -152,6 +152,12 @@ class PublishResult:
     created: bool  # False: this pair was already the published version
     loaded: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
+    server_url: str | None = None  # the running server it was loaded into
+
+    @property
+    def entry(self) -> dict[str, Any]:
+        """This version's history entry (what the monitoring store records)."""
+        return next(v for v in self.history if v["version"] == self.version)
 
 
 def _version_policy(version: int) -> str:
@@ -416,7 +422,62 @@ def publish_registered(
     if server_url:
         reload_server(server_url)
         result.loaded = True
+        result.server_url = server_url
     return result
+
+
+def _home_server(settings: Settings) -> str | None:
+    from genreops.serving.triton.server import running_server_url
+
+    return running_server_url(settings.home)
+
+
+def publish_and_record(
+    settings: Settings,
+    repository: Path | None = None,
+    *,
+    model_name: str | None = None,
+    server_url: str | None = None,
+) -> PublishResult:
+    """Publish the settings' registered pair and record a new version in the monitoring store.
+
+    ``repository`` None: the setting's; ``model_name`` None: the setting's; ``server_url``
+    (Triton HTTP URL) None: the server `genreops serve` or the stack runs for this home, if
+    any. ``genreops publish`` and the ``publish`` flow both come here.
+    """
+    from genreops.training.tracking import TrackingTarget
+
+    result = publish_registered(
+        TrackingTarget.from_settings(settings),
+        (repository or settings.repository).resolve(),
+        model_name=model_name or settings.model_name,
+        options=ServingOptions.from_settings(settings),
+        server_url=server_url or _home_server(settings),
+    )
+    if result.created:
+        record_event(
+            settings.monitoring_db_url, settings.monitoring_spool_dir, "publish", result.entry
+        )
+    return result
+
+
+@dataclass(frozen=True)
+class RollbackResult:
+    entry: dict[str, Any]  # the history entry of the version pinned again
+    server_url: str | None  # the running server told to load it, if any
+
+
+def rollback_and_record(
+    settings: Settings, repository: Path | None = None, *, server_url: str | None = None
+) -> RollbackResult:
+    """Pin the previous version, reload the running server (``server_url``, default: this
+    home's, if running) and record the rollback in the monitoring store."""
+    entry = rollback((repository or settings.repository).resolve())
+    target = server_url or _home_server(settings)
+    if target:
+        reload_server(target)
+    record_event(settings.monitoring_db_url, settings.monitoring_spool_dir, "rollback", entry)
+    return RollbackResult(entry, target)
 
 
 def record_event(database_url: str, spool_dir: Path, event: str, entry: dict[str, Any]) -> None:

@@ -30,7 +30,7 @@ from genreops.serving.publish import (
     REFERENCE_FILE,
 )
 from genreops.training.forest import FlatForest
-from genreops.training.tuning import GenreClassifier
+from genreops.training.models import GenreClassifier
 
 log = logging.getLogger(__name__)
 

@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from tenacity import RetryCallState, Retrying, stop_before_delay, wait_exponential
 
 from genreops.core.errors import RegistryError
+from genreops.core.settings import Settings
 from genreops.data.features import RETIRED_SCHEMAS, SCHEMA_VERSION
 from genreops.training.search_space import FAMILIES
 from genreops.training.tracking import (
@@ -326,6 +327,24 @@ def register_best(
         return summary
     except MlflowException as error:
         raise RegistryError(f"model registry at {target.tracking_uri}: {error.message}") from error
+
+
+def register_with_settings(
+    settings: Settings,
+    *,
+    model_name: str | None = None,
+    top: int = 2,
+    table: str | None = None,
+    restore_timeout: float = 120.0,
+) -> RegistrySummary:
+    """``register_best`` on the settings' tracking store; ``model_name`` None: the setting."""
+    return register_best(
+        TrackingTarget.from_settings(settings),
+        model_name=model_name or settings.model_name,
+        top=top,
+        table=table,
+        restore_timeout=restore_timeout,
+    )
 
 
 def _current_aliases(client: Any, name: str) -> dict[str, str]:

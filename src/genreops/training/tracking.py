@@ -33,7 +33,9 @@ from genreops.core.errors import GenreopsError, TrainingError
 from genreops.core.processes import http_answers
 from genreops.core.settings import Settings
 from genreops.data.feature_table import FeatureTable
-from genreops.training.tuning import Evaluation, GenreClassifier, TrialReport, TuningResult
+from genreops.training.evaluation import Evaluation
+from genreops.training.models import GenreClassifier
+from genreops.training.tuning import TrialReport, TuningResult
 
 log = logging.getLogger(__name__)
 

@@ -270,8 +270,11 @@ def start_triton(
     timeout: float = 180.0,
     host: str = HOST,
     watchdog: bool = True,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start tritonserver on ``repository`` and wait until it is usable.
+
+    ``env``: variables set for the server and its Python stubs besides this process's own.
 
     ``watchdog`` also starts ``genreops.serving.triton.watchdog``
     beside it (log: ``<log>-watchdog``),
@@ -340,7 +343,7 @@ def start_triton(
         ready=lambda: is_ready(ports.http_url),
         url=ports.http_url,
         log_path=log_path,
-        env=triton_environment(install),
+        env={**triton_environment(install), **(env or {})},
         timeout=timeout,
     )
     not_ready = [m for m in load_models if not model_ready(ports.http_url, m)]
