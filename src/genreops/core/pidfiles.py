@@ -87,6 +87,22 @@ def signal_group(pid: int, sig: signal.Signals) -> None:
             raise StopError(f"not allowed to stop pid {pid}: {error}") from error
 
 
+def _leads_group(pid: int) -> bool:
+    try:
+        return os.getpgid(pid) == pid
+    except ProcessLookupError:
+        return False
+
+
+def _signal_process(pid: int, sig: signal.Signals) -> None:
+    """For a recorded process started without a group of its own."""
+    with contextlib.suppress(ProcessLookupError):
+        try:
+            os.kill(pid, sig)
+        except PermissionError as error:
+            raise StopError(f"not allowed to stop pid {pid}: {error}") from error
+
+
 def kill_orphans(record: PidRecord) -> None:
     """SIGKILL workers left in a recorded process group once its leader has exited.
 
@@ -101,7 +117,8 @@ def kill_orphans(record: PidRecord) -> None:
 
 
 def stop_record(record: PidRecord, timeout: float) -> bool:
-    """SIGTERM the recorded process group, SIGKILL after ``timeout``; False if it was gone.
+    """SIGTERM the recorded process (its group when it leads one), SIGKILL after ``timeout``;
+    False if it was gone.
 
     Only a process that still is the recorded one (same pid and start time) is signalled, so
     a reused pid is never killed.
@@ -109,7 +126,8 @@ def stop_record(record: PidRecord, timeout: float) -> bool:
     if not record_alive(record):
         kill_orphans(record)
         return False
-    signal_group(record.pid, signal.SIGTERM)
+    send = signal_group if _leads_group(record.pid) else _signal_process
+    send(record.pid, signal.SIGTERM)
     if not wait_gone(record.pid, timeout):
         logger.warning(
             "%s (pid %d) ignored SIGTERM for %.0f s; killing it",
@@ -117,7 +135,7 @@ def stop_record(record: PidRecord, timeout: float) -> bool:
             record.pid,
             timeout,
         )
-        signal_group(record.pid, signal.SIGKILL)
+        send(record.pid, signal.SIGKILL)
         if not wait_gone(record.pid, 10.0):
             raise StopError(f"{record.service} (pid {record.pid}) did not stop")
     kill_orphans(record)  # workers whose leader exited first

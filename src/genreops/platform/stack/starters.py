@@ -6,13 +6,11 @@ the record ``genreops serve`` shares itself.
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -132,36 +130,17 @@ def start_deployments(stack: Stack, limit: float, launched: dt.datetime) -> subp
 
 
 def start_triton(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
-    from genreops.serving.publish import MODELS, read_history
-    from genreops.serving.triton.server import TritonPorts, write_pid_file
-    from genreops.serving.triton.server import start_triton as start_server
+    """The same server of the home as `genreops serve` starts, recorded as the stack's."""
+    from genreops.serving.triton.home import start_home_server
 
-    s = stack.settings
-    ports = TritonPorts(s.triton_http_port, s.triton_grpc_port, s.triton_metrics_port)
-    repository = s.repository
-    repository.mkdir(parents=True, exist_ok=True)
-    published = read_history(repository)["current"]
-    log_path = stack.log_file("triton")
-    # the Python stubs read settings too: absolute home, as `genreops serve` does
-    with environ(GENREOPS_HOME=str(stack.home)):
-        process = start_server(
-            repository,
-            state_dir=stack.home,
-            ports=ports,
-            log_path=log_path,
-            load_models=list(MODELS) if published else [],
-            timeout=limit,
-        )
-    write_pid_file(
-        stack.pid_file("triton"),
-        process,
-        ports,
-        repository,
-        log_path=log_path,
+    started = start_home_server(
+        stack.settings,
+        log_path=stack.log_file("triton"),
         owner=STACK_OWNER,
         extra={"launched": utcnow().isoformat()},
+        timeout=limit,
     )
-    return process
+    return started.process
 
 
 def start_drift_ui(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
@@ -242,18 +221,3 @@ def venv_tool(name: str) -> str:
             )
         return found
     return str(path)
-
-
-@contextlib.contextmanager
-def environ(**values: str) -> Iterator[None]:
-    """Set environment variables for a child started inside the block, then restore them."""
-    saved = {name: os.environ.get(name) for name in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
