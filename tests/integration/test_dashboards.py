@@ -39,7 +39,8 @@ from genreops.platform.observability import (
 )
 from genreops.serving.client import Answer, EnsembleClient, predict
 from genreops.serving.publish import MODELS, record_event
-from genreops.serving.triton.server import TritonPorts, start_triton, stop_triton, unload_model
+from genreops.serving.triton.control import unload_model
+from genreops.serving.triton.server import TritonPorts, start_triton, stop_triton
 from grafana_macros import (
     POSTGRES_DATASOURCES,
     dashboard_queries,

@@ -37,7 +37,8 @@ from genreops.data.datasets import clip_id_for
 from genreops.monitoring.store import MonitoringStore, MonitoringWriter
 from genreops.serving.client import Answer, EnsembleClient, predict
 from genreops.serving.publish import MODELS
-from genreops.serving.triton.server import TritonPorts, is_ready, model_ready
+from genreops.serving.triton.control import is_ready, model_ready
+from genreops.serving.triton.server import TritonPorts
 from helpers import (
     RELIABILITY_FULL,
     postgres_url,

@@ -46,13 +46,9 @@ from genreops.core.settings import get_settings
 from genreops.data.storage import read_bytes
 from genreops.monitoring.store import spool_status
 from genreops.serving.client import Answer, EnsembleClient, predict
-from genreops.serving.triton.server import (
-    STUB_NAME,
-    TritonPorts,
-    is_ready,
-    model_ready,
-    watchdog_log_path,
-)
+from genreops.serving.triton.control import is_ready, model_ready
+from genreops.serving.triton.install import STUB_NAME
+from genreops.serving.triton.server import TritonPorts, watchdog_log_path
 from genreops.serving.triton.watchdog import RESTART_DONE
 from helpers import RELIABILITY_FULL, free_port, record_reliability, running_ensemble, wait_until
 

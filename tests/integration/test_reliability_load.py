@@ -30,7 +30,8 @@ import pytest
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from genreops.serving.triton.server import TritonPorts, is_ready, model_ready
+from genreops.serving.triton.control import is_ready, model_ready
+from genreops.serving.triton.server import TritonPorts
 from helpers import RELIABILITY_FULL, record_reliability, running_ensemble
 
 if TYPE_CHECKING:

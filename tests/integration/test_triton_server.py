@@ -21,23 +21,26 @@ import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
 from genreops.core.processes import port_in_use
-from genreops.serving.triton.server import (
-    STAMP_NAME,
-    STUB_NAME,
-    TritonError,
-    TritonModelError,
-    TritonPorts,
-    find_tritonserver,
+from genreops.serving.triton.control import (
     is_ready,
     load_model,
     model_ready,
-    prepare_backends,
-    read_pid_file,
     repository_index,
+    unload_model,
+)
+from genreops.serving.triton.errors import TritonError, TritonModelError
+from genreops.serving.triton.install import (
+    STAMP_NAME,
+    STUB_NAME,
+    find_tritonserver,
+    prepare_backends,
+)
+from genreops.serving.triton.server import (
+    TritonPorts,
+    read_pid_file,
     start_triton,
     stop_from_pid_file,
     stop_triton,
-    unload_model,
     write_pid_file,
 )
 from helpers import free_port

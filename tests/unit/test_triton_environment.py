@@ -12,7 +12,7 @@ from genreops.serving.triton.allocator import (
     SERVER_MALLOC_ENV,
     keep_freed_memory,
 )
-from genreops.serving.triton.server import TritonInstall, triton_environment
+from genreops.serving.triton.install import TritonInstall, triton_environment
 
 pytestmark = pytest.mark.unit
 

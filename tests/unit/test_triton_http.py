@@ -11,15 +11,14 @@ from typing import ClassVar
 
 import pytest
 
-from genreops.serving.triton.server import (
-    TritonError,
-    TritonModelError,
+from genreops.serving.triton.control import (
     is_ready,
     load_model,
     model_ready,
     repository_index,
     restart_model_instances,
 )
+from genreops.serving.triton.errors import TritonError, TritonModelError
 
 pytestmark = pytest.mark.unit
 

@@ -394,7 +394,7 @@ def reload_server(server_url: str) -> None:
     Triton loads the new version next to the old one and switches when it is ready, so
     requests in flight finish on the old version and none fail during the swap.
     """
-    from genreops.serving.triton.server import load_model
+    from genreops.serving.triton.control import load_model
 
     for model in MODELS:
         load_model(server_url, model)

@@ -117,7 +117,7 @@ class Stack:
         if service == "deployments":
             return bool(self._served_since(record))
         if service == "triton":
-            from genreops.serving.triton.server import is_ready
+            from genreops.serving.triton.control import is_ready
 
             return is_ready(ends.triton_http)
         if service == "prometheus":
@@ -147,7 +147,7 @@ class Stack:
 
     def _triton_detail(self) -> str:
         from genreops.serving.publish import ENSEMBLE, read_history
-        from genreops.serving.triton.server import model_ready
+        from genreops.serving.triton.control import model_ready
 
         repository = self.settings.repository
         current = read_history(repository)["current"] if repository.exists() else None

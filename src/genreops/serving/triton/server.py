@@ -1,42 +1,19 @@
-"""Run NVIDIA Triton Inference Server natively, from the ``nvidia-pytriton`` wheel (no Docker).
-
-The wheel ships a complete ``tritonserver`` 2.51 with the Python backend; we use only its
-binary, never the PyTriton API. Three things make it work outside the wheel's own launcher:
-
-- the Python backend needs ``triton_python_backend_stub`` for our Python version inside
-  ``backends/python/``: ``prepare_backends`` copies the wheel's backends once into the state
-  directory (the venv stays untouched) and refreshes the copy when the wheel changes;
-- the stub embeds Python and takes its prefix from the first ``python3`` on ``PATH``, so the
-  venv's ``bin`` goes first (otherwise "No module named 'numpy'");
-- the copied libraries lose their ``$ORIGIN`` RPATH, and the stub would silently load the
-  system's libpython, so ``LD_LIBRARY_PATH`` names our libpython directory and the wheel's
-  ``nvidia_pytriton.libs``.
-
-"Failed to initialize NVML", "DCGM unable to start" and CUDA driver warnings in the log are
-harmless on a machine without a GPU.
-"""
+"""Start, record and stop the native tritonserver (installed by install.py, controlled over
+HTTP by control.py): ports checked first, the watchdog beside it, the pid record other
+commands find it by."""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import os
-import shutil
 import subprocess
 import sys
-import sysconfig
 import tempfile
-import time
-import urllib.parse
-import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
-from genreops.core.errors import GenreopsError
 from genreops.core.pidfiles import (
     SERVE_OWNER,
     PidFileError,
@@ -55,52 +32,17 @@ from genreops.core.processes import (
     start_ticks,
     stop_process,
 )
-from genreops.serving.triton.allocator import SERVER_MALLOC_ENV
+from genreops.serving.triton.control import is_ready, model_ready, repository_index
+from genreops.serving.triton.errors import TritonError, TritonModelError
+from genreops.serving.triton.install import find_tritonserver, prepare_backends, triton_environment
 
 logger = logging.getLogger(__name__)
 
-DISTRIBUTION = "nvidia-pytriton"
 HOST = "127.0.0.1"  # the native stack serves loopback only
 BIND_HOSTS = (HOST, "0.0.0.0")  # noqa: S104 - every interface only where asked (containers)
 MODEL_CONTROL_MODES = ("none", "poll", "explicit")
-STUB_NAME = "triton_python_backend_stub"
-STAMP_NAME = ".genreops-stamp"
 # Triton waits up to 30 s (its --exit-timeout-secs) for in-flight requests after SIGTERM.
 STOP_TIMEOUT = 45.0
-_INSTALL_HINT = (
-    f"run `make setup` (it installs {DISTRIBUTION}==0.7.0, whose wheel ships tritonserver 2.51; "
-    "Linux x86_64 with glibc >= 2.35 only)"
-)
-
-
-class TritonError(GenreopsError):
-    """The Triton server cannot be found, started, reached or stopped."""
-
-
-class TritonModelError(TritonError):
-    """Triton refused to load or unload a model; ``reason`` is Triton's own message."""
-
-    def __init__(self, model: str, action: str, reason: str, url: str = "") -> None:
-        self.model = model
-        self.action = action
-        self.reason = reason
-        self.url = url
-        where = f"Triton at {url}" if url else "Triton"
-        super().__init__(f"{where} could not {action} model '{model}': {reason}")
-
-    def __reduce__(self) -> tuple[type[TritonModelError], tuple[str, str, str, str]]:
-        return (TritonModelError, (self.model, self.action, self.reason, self.url))
-
-
-@dataclass(frozen=True)
-class TritonInstall:
-    """Where the wheel keeps the server; ``version`` is the wheel's (0.7.0 ships Triton 2.51)."""
-
-    binary: Path
-    backends: Path
-    stub: Path
-    libs: Path
-    version: str
 
 
 @dataclass(frozen=True)
@@ -132,127 +74,6 @@ class TritonPidFile:
     ports: TritonPorts
     repository: Path
     log_path: Path | None = None
-
-
-# --- installation -------------------------------------------------------------------------
-
-
-def _python_version() -> str:
-    return f"{sys.version_info.major}.{sys.version_info.minor}"
-
-
-def find_tritonserver(distribution: str = DISTRIBUTION) -> TritonInstall:
-    """The server binary, backends and Python stub inside the installed wheel."""
-    try:
-        dist = metadata.distribution(distribution)
-    except metadata.PackageNotFoundError:
-        raise TritonError(
-            f"tritonserver is not installed: the Python package {distribution} is missing "
-            f"from {sys.prefix}; {_INSTALL_HINT}"
-        ) from None
-    root = Path(str(dist.locate_file("pytriton"))) / "tritonserver"
-    binary = root / "bin" / "tritonserver"
-    backends = root / "backends"
-    stubs = root / "python_backend_stubs"
-    stub = stubs / _python_version() / STUB_NAME
-    libs = Path(str(dist.locate_file("nvidia_pytriton.libs")))
-    if not (binary.is_file() and os.access(binary, os.X_OK)):
-        raise TritonError(
-            f"{distribution} {dist.version} has no runnable {binary}; {_INSTALL_HINT}"
-        )
-    if not (backends / "python" / "libtriton_python.so").is_file():
-        raise TritonError(f"{distribution} {dist.version} lacks the Python backend in {backends}")
-    if not stub.is_file():
-        available = sorted(p.name for p in stubs.iterdir()) if stubs.is_dir() else []
-        raise TritonError(
-            f"{distribution} {dist.version} has no Python backend stub for Python "
-            f"{_python_version()} (it has: {', '.join(available) or 'none'})"
-        )
-    if not libs.is_dir():
-        raise TritonError(f"{distribution} {dist.version}: library folder {libs} is missing")
-    return TritonInstall(
-        binary=binary, backends=backends, stub=stub, libs=libs, version=dist.version
-    )
-
-
-def prepare_backends(state_dir: Path, *, install: TritonInstall | None = None) -> Path:
-    """``<state_dir>/triton/backends``: the wheel's backends plus our Python's stub.
-
-    Copied once and reused while the stamp (wheel version, Python version, source) matches;
-    a new copy is built aside and swapped in, so a concurrent start never sees half a folder.
-    """
-    install = install or find_tritonserver()
-    target = Path(state_dir) / "triton" / "backends"
-    stamp = (
-        f"{DISTRIBUTION} {install.version}\npython {_python_version()}\n"
-        f"source {install.backends}\nstub {install.stub}\n"
-    )
-    if _stamp_matches(target, stamp):
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".backends-", dir=target.parent))
-    try:
-        shutil.copytree(install.backends, staging, dirs_exist_ok=True)
-        stub = staging / "python" / STUB_NAME
-        shutil.copy2(install.stub, stub)
-        stub.chmod(0o755)
-        (staging / STAMP_NAME).write_text(stamp)
-        old = target.with_name(f".backends-old-{uuid.uuid4().hex}")
-        with contextlib.suppress(FileNotFoundError):
-            target.rename(old)
-        try:
-            staging.rename(target)
-        except OSError:
-            if not _stamp_matches(target, stamp):  # not a concurrent twin: a real failure
-                raise
-        shutil.rmtree(old, ignore_errors=True)
-    except OSError as error:
-        raise TritonError(f"cannot prepare Triton backends in {target}: {error}") from error
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    logger.info("prepared Triton backends in %s (%s %s)", target, DISTRIBUTION, install.version)
-    return target
-
-
-def _stamp_matches(target: Path, stamp: str) -> bool:
-    try:
-        current = (target / STAMP_NAME).read_text()
-    except OSError:
-        return False
-    return current == stamp and (target / "python" / STUB_NAME).is_file()
-
-
-def triton_environment(
-    install: TritonInstall, base: Mapping[str, str] | None = None
-) -> dict[str, str]:
-    """The environment tritonserver and its Python stubs need (see the module docstring)."""
-    env = dict(os.environ if base is None else base)
-    python_bin = str(Path(sys.executable).parent)  # the venv's bin, holding its python3
-    env["PATH"] = os.pathsep.join(p for p in (python_bin, env.get("PATH", "")) if p)
-    # Each model instance is its own process: BLAS/OpenMP pools per stub only oversubscribe
-    # the cores (measured: feature extraction took ~2x the CPU with default thread pools).
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        env.setdefault(name, "1")
-    # The server gives large buffers back (a request's size is the client's choice); the
-    # preprocessor's stubs keep freed memory through mallopt (genreops.serving.triton.allocator).
-    for name, value in SERVER_MALLOC_ENV.items():
-        env.setdefault(name, value)
-    lib_dirs: list[str] = []
-    libdir = sysconfig.get_config_var("LIBDIR")
-    if libdir:
-        lib_dirs.append(str(libdir))
-    base_lib = str(Path(sys.base_prefix) / "lib")
-    if base_lib not in lib_dirs:
-        lib_dirs.append(base_lib)
-    if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        logger.warning(
-            "this Python has no shared libpython; the Triton Python stub may load another one"
-        )
-    lib_dirs.append(str(install.libs))
-    if env.get("LD_LIBRARY_PATH"):
-        lib_dirs.append(env["LD_LIBRARY_PATH"])
-    env["LD_LIBRARY_PATH"] = os.pathsep.join(lib_dirs)
-    return env
 
 
 # --- start and stop -----------------------------------------------------------------------
@@ -518,153 +339,3 @@ def _is_recorded_server(info: TritonPidFile) -> bool:
         return False
     argv = cmdline(info.pid)
     return argv is not None and bool(argv) and Path(argv[0]).name == "tritonserver"
-
-
-# --- Triton's HTTP API, through tritonclient.http -----------------------------------------
-#
-# tritonclient.http (over geventhttpclient) never consults HTTP_PROXY/HTTPS_PROXY/NO_PROXY:
-# geventhttpclient goes through a proxy only when given ``proxy_host``, which tritonclient
-# never passes, so these loopback calls cannot be routed via a proxy. One client per call
-# (they are cheap, and gevent's hub is per thread: the watchdog calls from its own thread).
-
-_T = TypeVar("_T")
-
-# Triton's empty-body error, as tritonclient words it; reported as "(no message)" as before.
-_EMPTY_ANSWER = "client received an empty response from the server."
-
-
-def _base_url(url: str) -> str:
-    """``host:port`` or an http(s) URL, as an http(s) URL without a trailing slash."""
-    url = url.strip().rstrip("/")
-    if "://" not in url:
-        url = f"http://{url}"
-    if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise TritonError(f"not an HTTP URL of a Triton server: {url}")
-    return url
-
-
-def _triton(url: str, timeout: float, call: Callable[[Any], _T]) -> _T:
-    """``call(client)`` with a ``tritonclient.http.InferenceServerClient`` for ``url``.
-
-    Triton's own error answers propagate as ``InferenceServerException``; a server that
-    cannot be reached (refused, timed out, unresolvable) is a TritonError naming the URL.
-    """
-    import tritonclient.http as httpclient
-    from tritonclient.utils import InferenceServerException
-
-    base = _base_url(url)
-    parts = urllib.parse.urlsplit(base)
-    client = None
-    try:
-        # tritonclient takes host:port[/path] without the scheme; https is its ``ssl`` flag
-        client = httpclient.InferenceServerClient(
-            parts.netloc + parts.path,
-            connection_timeout=timeout,
-            network_timeout=timeout,
-            ssl=parts.scheme == "https",
-        )
-        return call(client)
-    except InferenceServerException:
-        raise
-    except Exception as error:  # socket, DNS, TLS and parse errors of geventhttpclient
-        raise TritonError(f"cannot reach Triton at {base}: {error}") from error
-    finally:
-        if client is not None:
-            client.close()
-
-
-def _error_text(error: Exception) -> str:
-    """Triton's message from an ``InferenceServerException`` (its raw body when not JSON)."""
-    details = getattr(error, "debug_details", lambda: None)()
-    message = getattr(error, "message", lambda: str(error))()
-    text = str(details) if details is not None else str(message or "")
-    if text == _EMPTY_ANSWER:
-        text = ""
-    return text.strip().rstrip(";").strip() or "(no message)"
-
-
-def load_model(url: str, name: str, *, timeout: float = 600.0) -> None:
-    """Load (or reload, if changed) a model; TritonModelError carries Triton's message."""
-    from tritonclient.utils import InferenceServerException
-
-    try:
-        _triton(url, timeout, lambda client: client.load_model(name))
-    except InferenceServerException as error:
-        raise TritonModelError(name, "load", _error_text(error), _base_url(url)) from error
-    logger.info("Triton at %s loaded model %s", _base_url(url), name)
-
-
-def restart_model_instances(url: str, model: str, *, timeout: float = 600.0) -> float:
-    """Reload ``model`` with its current configuration plus a fresh parameter, so Triton
-    builds new instances (a plain load of an unchanged model does nothing). Seconds taken."""
-    from tritonclient.utils import InferenceServerException
-
-    try:
-        config = dict(_triton(url, 10.0, lambda client: client.get_model_config(model)))
-        config.setdefault("parameters", {})["genreops_restart"] = {"string_value": uuid.uuid4().hex}
-        started = time.monotonic()
-        _triton(url, timeout, lambda client: client.load_model(model, config=json.dumps(config)))
-    except InferenceServerException as error:
-        raise TritonModelError(model, "restart", _error_text(error), _base_url(url)) from error
-    return time.monotonic() - started
-
-
-def unload_model(
-    url: str, name: str, *, unload_dependents: bool = False, timeout: float = 120.0
-) -> None:
-    """Unload a model and wait until it is gone: in-flight requests done, ``finalize`` run.
-
-    Triton answers at once and unloads in the background (state UNLOADING, ~1 s even for a
-    trivial Python model while its stub shuts down).
-    """
-    from tritonclient.utils import InferenceServerException
-
-    try:
-        _triton(
-            url,
-            timeout,
-            lambda client: client.unload_model(name, unload_dependents=unload_dependents),
-        )
-    except InferenceServerException as error:
-        raise TritonModelError(name, "unload", _error_text(error), _base_url(url)) from error
-    deadline = time.monotonic() + timeout
-    while _model_states(url, name) & {"READY", "UNLOADING"}:
-        if time.monotonic() > deadline:
-            raise TritonModelError(
-                name, "unload", f"still unloading after {timeout:.0f} s", _base_url(url)
-            )
-        time.sleep(0.1)
-    logger.info("Triton at %s unloaded model %s", _base_url(url), name)
-
-
-def _model_states(url: str, name: str) -> set[str]:
-    return {str(e.get("state")) for e in repository_index(url) if e.get("name") == name}
-
-
-def repository_index(url: str) -> list[dict[str, Any]]:
-    """Every model of the repository with its ``state`` (absent: never loaded) and ``reason``."""
-    from tritonclient.utils import InferenceServerException
-
-    try:
-        entries = _triton(url, 10.0, lambda client: client.get_model_repository_index())
-    except InferenceServerException as error:
-        raise TritonError(
-            f"Triton at {_base_url(url)} cannot list its models: {_error_text(error)}"
-        ) from error
-    return [dict(entry) for entry in entries]
-
-
-def is_ready(url: str, timeout: float = 2.0) -> bool:
-    """True when the server answers ``/v2/health/ready`` with 200."""
-    try:
-        return bool(_triton(url, timeout, lambda client: client.is_server_ready()))
-    except TritonError:
-        return False
-
-
-def model_ready(url: str, name: str, timeout: float = 2.0) -> bool:
-    """True when some version of ``name`` is loaded and READY."""
-    try:
-        return bool(_triton(url, timeout, lambda client: client.is_model_ready(name)))
-    except TritonError:
-        return False

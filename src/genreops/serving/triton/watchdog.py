@@ -31,12 +31,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from genreops.core.processes import children, cmdline, pid_alive
-from genreops.serving.triton.server import is_ready, restart_model_instances
+from genreops.serving.triton.control import is_ready, restart_model_instances
+from genreops.serving.triton.install import STUB_NAME
 
 log = logging.getLogger("genreops.serving.triton.watchdog")
 RESTART_DONE = "has new instances"  # logged once a restart has swapped the new instances in
 
-STUB_NAME = "triton_python_backend_stub"
 POLL_SECONDS = 1.0
 # Triton reaps the stubs it stops within ~0.1 s (measured: <= 0.07 s over 12 reloads under
 # traffic); a zombie older than this died on its own
