@@ -63,10 +63,9 @@ from typing import Any
 
 import numpy as np
 
+from genreops.app.sample import TRAIN, SampleCorpus, render_sample_corpora, train_sample_models
 from genreops.core.settings import get_settings
-from genreops.data.extraction import ExtractOptions, extract_in_process
 from genreops.data.features import SCHEMA_HASH
-from genreops.data.synth import render_corpus
 from genreops.monitoring.drift import read_state
 from genreops.serving.publish import MODELS, ServingOptions, publish_registered
 from genreops.serving.triton.server import TritonPorts, start_triton, stop_triton
@@ -116,10 +115,6 @@ def build(
     home: Path, per_genre: int, served_per_genre: int, families: list[str], trials: int
 ) -> Setup:
     """Corpus, features, training and registration, or a finished earlier build in ``home``."""
-    from genreops.flows.registry import register_best
-    from genreops.flows.runtime import prefect_api
-    from genreops.flows.train import train_model
-
     params = {
         "per_genre": per_genre,
         "served_per_genre": served_per_genre,
@@ -131,20 +126,17 @@ def build(
     marker = home / MARKER
     started = time.perf_counter()
     say(f"rendering {per_genre}/genre training + {served_per_genre}/genre served clips")
-    render_corpus(home / "train", per_genre=per_genre, seconds=SECONDS, seed=0, workers=2)
-    render_corpus(home / "served", per_genre=served_per_genre, seconds=SECONDS, seed=5, workers=2)
-    train_clips = len(list((home / "train").glob("*/*.wav")))
-    served = sorted((home / "served").glob("*/*.wav"))
+    clips = render_sample_corpora(
+        home,
+        per_genre=per_genre,
+        seconds=SECONDS,
+        corpora=[SampleCorpus("served", per_genre=served_per_genre, seed=5)],
+    )
+    train_clips, served = len(clips[TRAIN]), clips["served"]
     if marker.exists() and json.loads(marker.read_text()) == params:
         say(f"{home}: reusing the trained and registered models of an earlier run")
         return Setup(home, train_clips, served)
-    say("extracting features (30 s window)")
-    options = ExtractOptions(window_seconds=SECONDS)
-    extract_in_process(str(home / "train"), str(home / "features"), options)
-    say(f"training {', '.join(families)} x {trials} trials, registering the best two")
-    with prefect_api():
-        train_model(features_url=str(home / "features"), families=families, trials=trials)
-        register_best(top=2)
+    train_sample_models(home, seconds=SECONDS, families=families, trials=trials, say=say)
     marker.write_text(json.dumps(params))
     return Setup(home, train_clips, served, train_seconds=time.perf_counter() - started)
 

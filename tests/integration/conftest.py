@@ -89,12 +89,8 @@ def published_ensemble(
 ) -> Iterator[PublishedEnsemble]:
     """Synthetic corpora → features → knn and random forest (3 trials) → the best two
     registered → a Triton repository. About 1.5 min on 2 cores; built once per session."""
-    from genreops.flows.registry import register_best
-    from genreops.flows.train import train_model
-
+    from genreops.app.sample import SampleCorpus, render_sample_corpora, train_sample_models
     from genreops.core.settings import get_settings
-    from genreops.data.extraction import ExtractOptions, extract_in_process
-    from genreops.data.synth import render_corpus
     from genreops.serving.publish import publish_registered
     from genreops.training.tracking import TrackingTarget
 
@@ -103,22 +99,18 @@ def published_ensemble(
         patch.setenv("GENREOPS_HOME", str(home))
         get_settings.cache_clear()
         try:
-            render_corpus(home / "train", per_genre=20, seconds=SERVING_SECONDS, seed=0, workers=2)
-            render_corpus(home / "clean", per_genre=3, seconds=SERVING_SECONDS, seed=5, workers=2)
-            render_corpus(
-                home / "drifted",
-                per_genre=5,
+            clips = render_sample_corpora(
+                home,
+                per_genre=20,
                 seconds=SERVING_SECONDS,
-                seed=6,
-                drift=True,
-                workers=2,
+                corpora=[
+                    SampleCorpus("clean", per_genre=3, seed=5),
+                    SampleCorpus("drifted", per_genre=5, seed=6, drift=True),
+                ],
             )
-            options = ExtractOptions(window_seconds=SERVING_SECONDS)
-            extract_in_process(str(home / "train"), str(home / "features"), options)
-            train_model(
-                features_url=str(home / "features"), families=["knn", "random_forest"], trials=3
+            train_sample_models(
+                home, seconds=SERVING_SECONDS, families=["knn", "random_forest"], trials=3
             )
-            register_best(top=2)
             settings = get_settings()
             published = publish_registered(
                 TrackingTarget.from_settings(settings),
@@ -132,8 +124,8 @@ def published_ensemble(
         home=home,
         repository=home / "repository",
         published=published,
-        clean=sorted(str(p) for p in (home / "clean").glob("*/*.wav")),
-        drifted=sorted(str(p) for p in (home / "drifted").glob("*/*.wav")),
+        clean=[str(p) for p in clips["clean"]],
+        drifted=[str(p) for p in clips["drifted"]],
     )
 
 
