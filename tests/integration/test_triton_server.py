@@ -28,7 +28,7 @@ from genreops.serving.triton.control import (
     repository_index,
     unload_model,
 )
-from genreops.serving.triton.errors import TritonError, TritonModelError
+from genreops.serving.triton.errors import TritonModelError, TritonServerError
 from genreops.serving.triton.install import (
     STAMP_NAME,
     STUB_NAME,
@@ -75,8 +75,8 @@ class TritonPythonModel:
         for request in requests:
             x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
             if (x < 0).any():
-                error = pb_utils.TritonError(
-                    f"{NEGATIVE} (got {{x.min()}})", pb_utils.TritonError.INVALID_ARG
+                error = pb_utils.TritonServerError(
+                    f"{NEGATIVE} (got {{x.min()}})", pb_utils.TritonServerError.INVALID_ARG
                 )
                 responses.append(pb_utils.InferenceResponse(error=error))
             else:
@@ -207,7 +207,7 @@ def test_the_wheel_holds_server_backends_and_our_pythons_stub() -> None:
 
 
 def test_a_missing_wheel_says_how_to_install_it() -> None:
-    with pytest.raises(TritonError, match=r"genreops-no-such-wheel is missing.*make setup"):
+    with pytest.raises(TritonServerError, match=r"genreops-no-such-wheel is missing.*make setup"):
         find_tritonserver("genreops-no-such-wheel")
 
 
@@ -338,7 +338,9 @@ def test_a_busy_port_is_refused_before_starting(
         grpc=taken["gRPC"] if kind == "gRPC" else spare.grpc,
         metrics=taken["metrics"] if kind == "metrics" else spare.metrics,
     )
-    with pytest.raises(TritonError, match=f"the {kind} port 127.0.0.1:{taken[kind]} is already"):
+    with pytest.raises(
+        TritonServerError, match=f"the {kind} port 127.0.0.1:{taken[kind]} is already"
+    ):
         start_triton(tritonserver.repository, state_dir=tmp_path, ports=ports, log_path=None)
     assert not live_processes(tmp_path)
     assert is_ready(tritonserver.url)
@@ -403,7 +405,7 @@ def test_a_damaged_pid_file_is_reported(tmp_path: Path) -> None:
     pid_path = tmp_path / "tritonserver.pid"
     assert read_pid_file(pid_path) is None
     pid_path.write_text("12345\n")
-    with pytest.raises(TritonError, match=r"tritonserver\.pid is unreadable or damaged"):
+    with pytest.raises(TritonServerError, match=r"tritonserver\.pid is unreadable or damaged"):
         stop_from_pid_file(pid_path)
 
 
@@ -428,11 +430,11 @@ def test_start_fails_and_cleans_up_when_a_requested_model_cannot_load(
 
 
 def test_start_refuses_unusable_arguments(repository: Path, tmp_path: Path) -> None:
-    with pytest.raises(TritonError, match="nowhere does not exist"):
+    with pytest.raises(TritonServerError, match="nowhere does not exist"):
         start_triton(tmp_path / "nowhere", state_dir=tmp_path, ports=free_ports(), log_path=None)
-    with pytest.raises(TritonError, match="unknown Triton model control mode 'bogus'"):
+    with pytest.raises(TritonServerError, match="unknown Triton model control mode 'bogus'"):
         start_triton(repository, state_dir=tmp_path, model_control="bogus", log_path=None)
-    with pytest.raises(TritonError, match="load_models needs model control 'explicit'"):
+    with pytest.raises(TritonServerError, match="load_models needs model control 'explicit'"):
         start_triton(
             repository,
             state_dir=tmp_path,
@@ -440,7 +442,7 @@ def test_start_refuses_unusable_arguments(repository: Path, tmp_path: Path) -> N
             load_models=["add_one"],
             log_path=None,
         )
-    with pytest.raises(TritonError, match="three different ports"):
+    with pytest.raises(TritonServerError, match="three different ports"):
         start_triton(repository, state_dir=tmp_path, ports=TritonPorts(9, 9, 9), log_path=None)
 
 
@@ -448,7 +450,7 @@ def test_the_http_helpers_on_a_url_where_nothing_listens() -> None:
     url = f"127.0.0.1:{free_port()}"
     assert not is_ready(url)
     assert not model_ready(url, "add_one")
-    with pytest.raises(TritonError, match=r"cannot reach Triton at http://127\.0\.0\.1"):
+    with pytest.raises(TritonServerError, match=r"cannot reach Triton at http://127\.0\.0\.1"):
         load_model(url, "add_one")
-    with pytest.raises(TritonError, match="cannot reach Triton"):
+    with pytest.raises(TritonServerError, match="cannot reach Triton"):
         repository_index(url)

@@ -18,7 +18,7 @@ from genreops.serving.triton.control import (
     repository_index,
     restart_model_instances,
 )
-from genreops.serving.triton.errors import TritonError, TritonModelError
+from genreops.serving.triton.errors import TritonModelError, TritonServerError
 
 pytestmark = pytest.mark.unit
 
@@ -120,5 +120,5 @@ def test_tritons_refusals_keep_the_url_and_its_reason(triton: str) -> None:
 
 def test_only_http_urls_are_taken() -> None:
     assert not is_ready("grpc://127.0.0.1:1")
-    with pytest.raises(TritonError, match="not an HTTP URL"):
+    with pytest.raises(TritonServerError, match="not an HTTP URL"):
         repository_index("grpc://127.0.0.1:1")

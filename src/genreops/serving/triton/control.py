@@ -10,7 +10,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from genreops.serving.triton.errors import TritonError, TritonModelError
+from genreops.serving.triton.errors import TritonModelError, TritonServerError
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def _base_url(url: str) -> str:
     if "://" not in url:
         url = f"http://{url}"
     if urllib.parse.urlsplit(url).scheme not in ("http", "https"):
-        raise TritonError(f"not an HTTP URL of a Triton server: {url}")
+        raise TritonServerError(f"not an HTTP URL of a Triton server: {url}")
     return url
 
 
@@ -42,7 +42,7 @@ def _triton(url: str, timeout: float, call: Callable[[Any], _T]) -> _T:
     """``call(client)`` with a ``tritonclient.http.InferenceServerClient`` for ``url``.
 
     Triton's own error answers propagate as ``InferenceServerException``; a server that
-    cannot be reached (refused, timed out, unresolvable) is a TritonError naming the URL.
+    cannot be reached (refused, timed out, unresolvable) is a TritonServerError naming the URL.
     """
     import tritonclient.http as httpclient
     from tritonclient.utils import InferenceServerException
@@ -62,7 +62,7 @@ def _triton(url: str, timeout: float, call: Callable[[Any], _T]) -> _T:
     except InferenceServerException:
         raise
     except Exception as error:  # socket, DNS, TLS and parse errors of geventhttpclient
-        raise TritonError(f"cannot reach Triton at {base}: {error}") from error
+        raise TritonServerError(f"cannot reach Triton at {base}: {error}") from error
     finally:
         if client is not None:
             client.close()
@@ -143,7 +143,7 @@ def repository_index(url: str) -> list[dict[str, Any]]:
     try:
         entries = _triton(url, 10.0, lambda client: client.get_model_repository_index())
     except InferenceServerException as error:
-        raise TritonError(
+        raise TritonServerError(
             f"Triton at {_base_url(url)} cannot list its models: {_error_text(error)}"
         ) from error
     return [dict(entry) for entry in entries]
@@ -153,7 +153,7 @@ def is_ready(url: str, timeout: float = 2.0) -> bool:
     """True when the server answers ``/v2/health/ready`` with 200."""
     try:
         return bool(_triton(url, timeout, lambda client: client.is_server_ready()))
-    except TritonError:
+    except TritonServerError:
         return False
 
 
@@ -161,5 +161,5 @@ def model_ready(url: str, name: str, timeout: float = 2.0) -> bool:
     """True when some version of ``name`` is loaded and READY."""
     try:
         return bool(_triton(url, timeout, lambda client: client.is_model_ready(name)))
-    except TritonError:
+    except TritonServerError:
         return False

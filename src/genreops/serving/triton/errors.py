@@ -5,11 +5,14 @@ from __future__ import annotations
 from genreops.core.errors import GenreopsError
 
 
-class TritonError(GenreopsError):
-    """The Triton server cannot be found, started, reached or stopped."""
+class TritonServerError(GenreopsError):
+    """The Triton server cannot be found, started, reached or stopped.
+
+    (Not ``triton_python_backend_utils.TritonError``, the per-request error our models return.)
+    """
 
 
-class TritonModelError(TritonError):
+class TritonModelError(TritonServerError):
     """Triton refused to load or unload a model; ``reason`` is Triton's own message."""
 
     def __init__(self, model: str, action: str, reason: str, url: str = "") -> None:

@@ -32,7 +32,7 @@ from importlib import metadata
 from pathlib import Path
 
 from genreops.serving.triton.allocator import SERVER_MALLOC_ENV
-from genreops.serving.triton.errors import TritonError
+from genreops.serving.triton.errors import TritonServerError
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def find_tritonserver(distribution: str = DISTRIBUTION) -> TritonInstall:
     try:
         dist = metadata.distribution(distribution)
     except metadata.PackageNotFoundError:
-        raise TritonError(
+        raise TritonServerError(
             f"tritonserver is not installed: the Python package {distribution} is missing "
             f"from {sys.prefix}; {_INSTALL_HINT}"
         ) from None
@@ -76,19 +76,21 @@ def find_tritonserver(distribution: str = DISTRIBUTION) -> TritonInstall:
     stub = stubs / _python_version() / STUB_NAME
     libs = Path(str(dist.locate_file("nvidia_pytriton.libs")))
     if not (binary.is_file() and os.access(binary, os.X_OK)):
-        raise TritonError(
+        raise TritonServerError(
             f"{distribution} {dist.version} has no runnable {binary}; {_INSTALL_HINT}"
         )
     if not (backends / "python" / "libtriton_python.so").is_file():
-        raise TritonError(f"{distribution} {dist.version} lacks the Python backend in {backends}")
+        raise TritonServerError(
+            f"{distribution} {dist.version} lacks the Python backend in {backends}"
+        )
     if not stub.is_file():
         available = sorted(p.name for p in stubs.iterdir()) if stubs.is_dir() else []
-        raise TritonError(
+        raise TritonServerError(
             f"{distribution} {dist.version} has no Python backend stub for Python "
             f"{_python_version()} (it has: {', '.join(available) or 'none'})"
         )
     if not libs.is_dir():
-        raise TritonError(f"{distribution} {dist.version}: library folder {libs} is missing")
+        raise TritonServerError(f"{distribution} {dist.version}: library folder {libs} is missing")
     return TritonInstall(
         binary=binary, backends=backends, stub=stub, libs=libs, version=dist.version
     )
@@ -126,7 +128,7 @@ def prepare_backends(state_dir: Path, *, install: TritonInstall | None = None) -
                 raise
         shutil.rmtree(old, ignore_errors=True)
     except OSError as error:
-        raise TritonError(f"cannot prepare Triton backends in {target}: {error}") from error
+        raise TritonServerError(f"cannot prepare Triton backends in {target}: {error}") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("prepared Triton backends in %s (%s %s)", target, DISTRIBUTION, install.version)

@@ -33,7 +33,7 @@ from genreops.core.processes import (
     stop_process,
 )
 from genreops.serving.triton.control import is_ready, model_ready, repository_index
-from genreops.serving.triton.errors import TritonError, TritonModelError
+from genreops.serving.triton.errors import TritonModelError, TritonServerError
 from genreops.serving.triton.install import find_tritonserver, prepare_backends, triton_environment
 
 logger = logging.getLogger(__name__)
@@ -116,20 +116,22 @@ def start_triton(
     these defaults (Triton keeps the last value of a repeated flag).
     """
     if model_control not in MODEL_CONTROL_MODES:
-        raise TritonError(
+        raise TritonServerError(
             f"unknown Triton model control mode {model_control!r} "
             f"(choose one of {', '.join(MODEL_CONTROL_MODES)})"
         )
     if load_models and model_control != "explicit":
-        raise TritonError(
+        raise TritonServerError(
             f"load_models needs model control 'explicit' (got {model_control!r}): "
             "in the other modes Triton loads the whole repository itself"
         )
     if host not in BIND_HOSTS:
-        raise TritonError(f"Triton binds {' or '.join(BIND_HOSTS)}, not {host!r}")
+        raise TritonServerError(f"Triton binds {' or '.join(BIND_HOSTS)}, not {host!r}")
     repository = Path(repository).resolve()
     if not repository.is_dir():
-        raise TritonError(f"Triton model repository {repository} does not exist or is no folder")
+        raise TritonServerError(
+            f"Triton model repository {repository} does not exist or is no folder"
+        )
     _check_ports(ports)
     install = find_tritonserver()
     backends = prepare_backends(state_dir, install=install)
@@ -208,12 +210,12 @@ def _start_watchdog(server_pid: int, http_url: str, log_path: Path) -> subproces
 def _check_ports(ports: TritonPorts) -> None:
     named = {"HTTP": ports.http, "gRPC": ports.grpc, "metrics": ports.metrics}
     if len(set(named.values())) != len(named):
-        raise TritonError(f"Triton needs three different ports, got {ports}")
+        raise TritonServerError(f"Triton needs three different ports, got {ports}")
     for kind, port in named.items():
         if not 0 < port < 65536:
-            raise TritonError(f"cannot start Triton: {kind} port {port} is not a valid port")
+            raise TritonServerError(f"cannot start Triton: {kind} port {port} is not a valid port")
         if port_in_use(HOST, port):
-            raise TritonError(
+            raise TritonServerError(
                 f"cannot start Triton: the {kind} port {HOST}:{port} is already in use "
                 "(another Triton or service listens there; stop it or pick other ports)"
             )
@@ -222,7 +224,7 @@ def _check_ports(ports: TritonPorts) -> None:
 def _reasons(url: str, models: Sequence[str]) -> str:
     try:
         index = {entry.get("name"): entry for entry in repository_index(url)}
-    except TritonError as error:
+    except TritonServerError as error:
         return str(error)
     parts = []
     for model in models:
@@ -256,7 +258,7 @@ def write_pid_file(
     """Record a running server so that another command can find and stop it."""
     started = start_ticks(process.pid)
     if started is None:
-        raise TritonError(f"cannot record Triton pid {process.pid}: the process is gone")
+        raise TritonServerError(f"cannot record Triton pid {process.pid}: the process is gone")
     info = TritonPidFile(
         pid=process.pid,
         started=started,
@@ -279,7 +281,7 @@ def write_pid_file(
 
 
 def read_pid_file(path: Path) -> TritonPidFile | None:
-    """The recorded server, or None without a file; a damaged file raises TritonError."""
+    """The recorded server, or None without a file; a damaged file raises TritonServerError."""
     try:
         record = load_record(Path(path), "triton")
         if record is None:
@@ -293,7 +295,9 @@ def read_pid_file(path: Path) -> TritonPidFile | None:
             log_path=Path(record.log_path) if record.log_path else None,
         )
     except (PidFileError, KeyError, TypeError, ValueError) as error:
-        raise TritonError(f"Triton pid file {path} is unreadable or damaged: {error}") from error
+        raise TritonServerError(
+            f"Triton pid file {path} is unreadable or damaged: {error}"
+        ) from error
 
 
 def server_pid_file(home: Path) -> Path:
@@ -327,7 +331,7 @@ def stop_from_pid_file(path: Path, timeout: float = STOP_TIMEOUT) -> bool:
     try:
         stopped = stop_record(record, timeout)
     except StopError as error:
-        raise TritonError(f"{error}; pid file {path} kept") from error
+        raise TritonServerError(f"{error}; pid file {path} kept") from error
     path.unlink(missing_ok=True)
     if stopped:
         logger.info("stopped Triton (pid %d) from %s", info.pid, path)
