@@ -70,3 +70,15 @@ def test_every_package_ships_in_the_wheel() -> None:
         for path in PACKAGE.rglob("__init__.py")
     }
     assert on_disk - listed == set()
+
+
+def test_the_readme_tour_names_every_package() -> None:
+    """The README's "A tour" table is where a newcomer looks for a change's home."""
+    readme = (PACKAGE.parents[1] / "README.md").read_text()
+    missing = [
+        str(folder.relative_to(PACKAGE.parents[1]))
+        for folder in (p.parent for p in PACKAGE.rglob("__init__.py"))
+        if f"`{folder.relative_to(PACKAGE.parents[1])}/`" not in readme
+        and f"`{folder.name}/`" not in readme
+    ]
+    assert missing == []
