@@ -41,7 +41,7 @@ import genreops
 from genreops.serving.publish import TEMPLATE_DIR
 from genreops.training.search_space import DEFAULT_SPACE_FILE
 names = [m.name for m in pkgutil.walk_packages(genreops.__path__, "genreops.")
-         if ".triton_models." not in m.name]
+         if ".triton_models." not in m.name and not m.name.endswith(".__main__")]
 for name in names:
     importlib.import_module(name)
 files = sorted(

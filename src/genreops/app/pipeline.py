@@ -16,13 +16,15 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from genreops.core.settings import Settings
-from genreops.data.extraction import ExtractionSummary
 from genreops.data.storage import S3Config, join_url, read_text, write_bytes
-from genreops.training.registry import RegistrySummary
-from genreops.training.studies import TrainingSummary
+
+if TYPE_CHECKING:  # annotations only: `genreops --help` should not import MLflow and librosa
+    from genreops.data.extraction import ExtractionSummary
+    from genreops.training.registry import RegistrySummary
+    from genreops.training.studies import TrainingSummary
 
 SUMMARY_NAME = "pipeline.json"  # written next to the feature table
 
