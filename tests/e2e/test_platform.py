@@ -1,4 +1,5 @@
-"""The product as a new user meets it: `genreops stack up`, `genreops demo` (the `pipeline`
+"""The product as a new user meets it: `genreops stack up` (healthy, idempotent, restarting a
+dead service, serving the deployments), `genreops demo` (the `pipeline`
 deployment triggered through the Prefect API, batch inference through Triton, the drift
 report), then what the store, the metrics, Prometheus, the drift UI and a real browser show,
 and `stack down` leaving nothing behind. A small corpus keeps it to a few minutes.
@@ -15,14 +16,18 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from uuid import UUID
 
 import pytest
 from genreops.flows.deployments import deployment_names
 from prefect.client.schemas.sorting import FlowRunSort
 
 from genreops.core.pidfiles import record_alive
+from genreops.core.processes import port_in_use
+from genreops.core.settings import Settings
 from genreops.monitoring.store import MonitoringStore
-from genreops.platform.stack.prefect_api import flow_names, prefect_client
+from genreops.platform.stack import SERVICES
+from genreops.platform.stack.prefect_api import flow_names, prefect_client, read_deployments
 from genreops.training.search_space import FAMILIES
 from helpers import Cli, api, recorded
 
@@ -30,7 +35,13 @@ pytestmark = pytest.mark.e2e
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "test-output" / "screenshots"
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CLEAN, DRIFTED = 2, 5  # clips per genre in the demo's test sets
+CLEAN, DRIFTED = 2, 5
+FINAL_STATES = {
+    "COMPLETED",
+    "FAILED",
+    "CRASHED",
+    "CANCELLED",
+}  # clips per genre in the demo's test sets
 
 
 def _get(url: str) -> str:
@@ -80,7 +91,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
         }
     )
     try:
-        cli("stack", "up")
+        up = cli("stack", "up")
+        assert "source" in up.stdout and "stack.env" in up.stdout  # how a shell finds the stack
         yield cli
     finally:
         cli("stack", "down", check=False)
@@ -96,6 +108,80 @@ def demo(platform: Cli) -> str:
         "--drifted-per-genre", str(DRIFTED), "--trials", "2",
     ]  # fmt: skip
     return platform("demo", *options).stdout
+
+
+def test_a_fresh_stack_is_healthy_idempotent_self_healing_and_serves_the_deployments(
+    platform: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before the demo (tests run in file order; the ``demo`` fixture starts with the first
+    test that asks for it): no model loaded yet, no training runs in MLflow."""
+    has_prometheus = Path("/usr/bin/prometheus").is_file()
+
+    # every service healthy, on the ports it was given
+    status = platform.status()
+    expected = set(SERVICES) if has_prometheus else set(SERVICES) - {"prometheus"}
+    assert {s for s, row in status.items() if row["healthy"]} == expected
+    assert all(row["state"] == "running" for s, row in status.items() if s in expected)
+    assert status["mlflow"]["url"] == f"http://127.0.0.1:{platform.ports['GENREOPS_MLFLOW_PORT']}"
+    assert status["triton"]["detail"] == "no model loaded: waiting for `genreops publish`"
+    assert status["deployments"]["detail"] == f"{len(deployment_names())} deployments served"
+    pids = {s: row["pid"] for s, row in status.items()}
+
+    # `up` again changes nothing
+    again = platform("stack", "up")
+    assert "already running" in again.stderr
+    assert {s: row["pid"] for s, row in platform.status().items()} == pids
+
+    # commands find the stack by themselves, through <home>/stack.env (when nothing explicit,
+    # like the test harness's own Prefect server, says otherwise)
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    found = Settings(_env_file=None, home=platform.home, use_stack_env=True)  # type: ignore[call-arg]
+    assert found.mlflow_uri == status["mlflow"]["url"]
+    assert found.triton_url == f"127.0.0.1:{platform.ports['GENREOPS_TRITON_GRPC_PORT']}"
+    assert found.prefect_api_url == platform.prefect_api
+
+    # a dead service with its pid file left behind: `up` restarts just that one
+    os.killpg(pids["s3"], signal.SIGKILL)
+    while record_alive(recorded(platform.home)["s3"]):
+        time.sleep(0.1)
+    assert platform.status()["s3"]["detail"].startswith("stale pid file")
+    platform("stack", "up")
+    restarted = {s: row["pid"] for s, row in platform.status().items()}
+    assert restarted["s3"] != pids["s3"]
+    assert {s: p for s, p in restarted.items() if s != "s3"} == {
+        s: p for s, p in pids.items() if s != "s3"
+    }
+    pids = restarted
+
+    # the deployments, as the Prefect UI lists them, with typed parameters (through Prefect's
+    # own client, which retries the 503s a loaded server answers now and then)
+    with prefect_client(platform.prefect_api) as client:
+        listed = read_deployments(client)
+        names = flow_names(client, [d.flow_id for d in listed])
+        flows = {str(flow_id): name for flow_id, name in names.items()}
+        deployments = [d.model_dump(mode="json") for d in listed]
+    named = {f"{flows[d['flow_id']]}/{d['name']}": d for d in deployments}
+    assert set(named) == set(deployment_names())
+    assert "register-best/register-best" in named
+    train = named["train-model/train-model"]
+    assert train["parameter_openapi_schema"]["properties"]["trials"]["type"] == "integer"
+    assert train["description"]
+    assert all(d["status"] == "READY" for d in deployments)
+
+    # a run triggered through the API is picked up and reaches a final state; with no training
+    # runs yet, register-best fails with the real reason, found in the stack's MLflow
+    register = named["register-best/register-best"]
+    with prefect_client(platform.prefect_api) as client:
+        run = client.create_flow_run_from_deployment(UUID(register["id"]))
+        state = run.state.model_dump(mode="json") if run.state else {"type": "PENDING"}
+        deadline = time.monotonic() + 300
+        while state["type"] not in FINAL_STATES and time.monotonic() < deadline:
+            time.sleep(1)
+            current = client.read_flow_run(run.id).state
+            state = current.model_dump(mode="json") if current else state
+    assert state["type"] == "FAILED", state
+    assert "no finished training runs" in state["message"]
+    assert status["mlflow"]["url"] in state["message"]
 
 
 def test_the_demo_runs_the_pipeline_deployment_and_prints_the_summary(
@@ -171,6 +257,11 @@ def test_a_second_demo_reuses_everything(platform: Cli, demo: str) -> None:
 def test_stack_down_leaves_no_process_behind(platform: Cli, demo: str) -> None:
     records = recorded(platform.home)
     assert records
-    platform("stack", "down")
+    down = platform("stack", "down")
+    assert "stopped:" in down.stdout
     alive = [service for service, record in records.items() if record_alive(record)]
     assert not alive, f"still running after `stack down`: {alive}"
+    assert recorded(platform.home) == {}
+    assert not (platform.home / "stack.env").exists()
+    assert not any(port_in_use("127.0.0.1", port) for port in platform.ports.values())
+    assert platform("stack", "status", check=False).returncode == 1
