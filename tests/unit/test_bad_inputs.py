@@ -27,10 +27,10 @@ from tests.badinputs import (
 )
 
 import genreops.data.audio as audio
-import genreops.serving.runtime as serving
+import genreops.serving.preprocess as serving
 from genreops.core.errors import AudioError, printable
 from genreops.data.audio import load_audio
-from genreops.serving.runtime import PreprocessOptions, featurize
+from genreops.serving.preprocess import PreprocessOptions, featurize
 from helpers import RELIABILITY_FULL, record_reliability
 
 pytestmark = [pytest.mark.unit, pytest.mark.reliability]

@@ -14,14 +14,9 @@ from genreops.data.synth import render_clip
 from genreops.monitoring.novelty import NoveltyMonitor, NoveltySettings
 from genreops.monitoring.store import MonitoringStore, MonitoringWriter
 from genreops.serving.client import Answer, expected_genre, list_inputs, render, summarize
-from genreops.serving.runtime import (
-    PredictorRuntime,
-    PreprocessOptions,
-    PublishedModel,
-    Router,
-    featurize,
-    genre_names,
-)
+from genreops.serving.labels import genre_names
+from genreops.serving.preprocess import PreprocessOptions, featurize
+from genreops.serving.runtime import PredictorRuntime, PublishedModel, Router
 
 pytestmark = pytest.mark.unit
 

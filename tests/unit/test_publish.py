@@ -13,6 +13,7 @@ import pytest
 from genreops.core.errors import SchemaError
 from genreops.data.feature_table import load_feature_table
 from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH
+from genreops.serving.labels import load_labels
 from genreops.serving.publish import (
     MODELS,
     ModelRef,
@@ -22,7 +23,7 @@ from genreops.serving.publish import (
     read_history,
     rollback,
 )
-from genreops.serving.runtime import load_labels, load_published_model
+from genreops.serving.runtime import load_published_model
 from genreops.training.models import GenreClassifier
 from genreops.training.search_space import load_search_spaces
 from genreops.training.tuning import tune
@@ -190,7 +191,8 @@ def test_the_drift_gate_settings_reach_the_predictor_from_the_environment(
     from tritonclient.grpc import model_config_pb2
 
     from genreops.core.settings import Settings
-    from genreops.serving.runtime import novelty_settings, parameters
+    from genreops.serving.preprocess import parameters
+    from genreops.serving.runtime import novelty_settings
 
     monkeypatch.setenv("GENREOPS_DRIFT_EXPECTED_RUN", "5000")
     monkeypatch.setenv("GENREOPS_DRIFT_KAPPA", "0.45")

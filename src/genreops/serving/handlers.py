@@ -13,23 +13,18 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
 from genreops.core.errors import AudioError, decode_name
 from genreops.data.features import FEATURE_NAMES
-from genreops.serving.runtime import (
-    Decision,
-    PredictorRuntime,
-    PreprocessOptions,
-    PublishedModel,
-    featurize,
-    genre_names,
-    load_labels,
-    load_published_model,
-    parameters,
-)
+from genreops.serving.labels import genre_names, load_labels
+from genreops.serving.preprocess import PreprocessOptions, featurize, parameters
+
+if TYPE_CHECKING:  # the predictor's runtime (scikit-learn, the drift record) is imported by the
+    # predictor and fallback models only, so the other stubs start quickly
+    from genreops.serving.runtime import Decision, PredictorRuntime, PublishedModel
 
 log = logging.getLogger(__name__)
 
@@ -271,6 +266,8 @@ class FallbackHandler:
     @classmethod
     def open(cls, args: Mapping[str, str]) -> FallbackHandler:
         # spelled out: the unpickling check traces the folder to Triton's own args
+        from genreops.serving.runtime import load_published_model
+
         return cls(load_published_model(Path(args["model_repository"]) / args["model_version"]))
 
     def handle(self, inputs: Inputs) -> Outputs:
@@ -368,6 +365,8 @@ class PredictorHandler:
     ) -> PredictorHandler:
         # spelled out: the unpickling check traces the folder to Triton's own args
         folder = Path(args["model_repository"]) / args["model_version"]
+        from genreops.serving.runtime import PredictorRuntime
+
         runtime = PredictorRuntime.open(folder, model_parameters(args))
         return cls(runtime, Metrics(PREDICTOR_METRICS, family), fallback, log_error)
 

@@ -33,6 +33,7 @@ from genreops.core.resources import triton_template_dir
 from genreops.core.settings import NoveltySettings, Settings, default
 from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH, SCHEMA_VERSION, serving_columns
 from genreops.monitoring.drift import REFERENCE_FILE
+from genreops.serving.labels import LABELS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,6 @@ HISTORY_FILE = "publish.json"
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
 CHALLENGER_FILE = "challenger.json"
-LABELS_FILE = "labels.json"
 KEEP_VERSIONS = 10
 
 

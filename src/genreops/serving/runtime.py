@@ -19,12 +19,11 @@ import numpy as np
 from sklearn.ensemble import RandomForestClassifier
 
 from genreops.core.errors import SchemaError
-from genreops.data.audio import load_audio
-from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH, extract_features, serving_columns
+from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH, serving_columns
 from genreops.monitoring.novelty import NoveltyMonitor, NoveltySettings
+from genreops.serving.labels import most_likely
 from genreops.serving.publish import (
     CHALLENGER_FILE,
-    LABELS_FILE,
     META_FILE,
     MODEL_FILE,
     REFERENCE_FILE,
@@ -33,14 +32,6 @@ from genreops.training.forest import FlatForest
 from genreops.training.models import GenreClassifier
 
 log = logging.getLogger(__name__)
-
-
-def parameters(model_config: dict[str, Any]) -> dict[str, str]:
-    """A model's ``parameters { key, value { string_value } }`` as a plain dict."""
-    return {
-        key: str(value.get("string_value", ""))
-        for key, value in (model_config.get("parameters") or {}).items()
-    }
 
 
 def novelty_settings(params: dict[str, str]) -> NoveltySettings:
@@ -53,42 +44,6 @@ def novelty_settings(params: dict[str, str]) -> NoveltySettings:
         kappa=float(params.get("drift_kappa", default.kappa)),
         close_fraction=float(params.get("drift_close_fraction", default.close_fraction)),
     )
-
-
-@dataclass(frozen=True)
-class PreprocessOptions:
-    window_seconds: float = 30.0
-    min_seconds: float = 5.0
-    max_seconds: float = 900.0
-    max_file_bytes: int = 200 * 1024 * 1024
-
-    @classmethod
-    def from_parameters(cls, params: dict[str, str]) -> PreprocessOptions:
-        expected = params.get("schema_hash", SCHEMA_HASH)
-        if expected != SCHEMA_HASH:
-            raise SchemaError(
-                f"the repository expects feature schema {expected}, this genreops computes "
-                f"{SCHEMA_HASH}; publish again with this version"
-            )
-        return cls(
-            window_seconds=float(params.get("window_seconds", cls.window_seconds)),
-            min_seconds=float(params.get("min_seconds", cls.min_seconds)),
-            max_seconds=float(params.get("max_seconds", cls.max_seconds)),
-            max_file_bytes=int(params.get("max_file_bytes", cls.max_file_bytes)),
-        )
-
-
-def featurize(audio: bytes, options: PreprocessOptions, name: str = "request") -> np.ndarray:
-    """Encoded file -> float32 feature vector; raises AudioError naming the item and reason."""
-    samples = load_audio(
-        bytes(audio),
-        duration=options.window_seconds,
-        name=name,
-        min_seconds=options.min_seconds,
-        max_seconds=options.max_seconds,
-        max_bytes=options.max_file_bytes,
-    )
-    return extract_features(samples).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -154,20 +109,6 @@ def load_published_model(folder: Path) -> PublishedModel:
     ):
         return PublishedModel.of(classifier, label, meta, FlatForest(estimator))
     return PublishedModel.of(classifier, label, meta)
-
-
-def load_labels(folder: Path) -> np.ndarray:
-    return np.asarray(json.loads((folder / LABELS_FILE).read_text()), dtype=object)
-
-
-def most_likely(probabilities: np.ndarray, labels: np.ndarray) -> list[str]:
-    """Row-wise most likely genre."""
-    return [str(g) for g in labels[np.argmax(probabilities, axis=1)]]
-
-
-def genre_names(probabilities: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Row-wise most likely genre, as bytes for a TYPE_STRING tensor of shape [n, 1]."""
-    return np.array([[g.encode()] for g in most_likely(probabilities, labels)], dtype=np.object_)
 
 
 class Router:
