@@ -75,8 +75,8 @@ class TritonPythonModel:
         for request in requests:
             x = pb_utils.get_input_tensor_by_name(request, "X").as_numpy()
             if (x < 0).any():
-                error = pb_utils.TritonServerError(
-                    f"{NEGATIVE} (got {{x.min()}})", pb_utils.TritonServerError.INVALID_ARG
+                error = pb_utils.TritonError(
+                    f"{NEGATIVE} (got {{x.min()}})", pb_utils.TritonError.INVALID_ARG
                 )
                 responses.append(pb_utils.InferenceResponse(error=error))
             else:
