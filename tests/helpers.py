@@ -11,7 +11,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -389,6 +389,7 @@ def running_ensemble(
     state_dir: Path | None = None,
     log_path: Path | None = None,
     timeout: float = 180.0,
+    extra_args: Sequence[str] = (),
 ) -> Iterator[tuple[subprocess.Popen[bytes], TritonPorts]]:
     """The ensemble of ``repository`` on a real tritonserver (free ports, every model loaded)
     whose Python stubs keep their state under ``home``: drift state and the monitoring store
@@ -411,6 +412,7 @@ def running_ensemble(
                 log_path=log_path or home / "triton.log",
                 load_models=list(MODELS),  # the fallback is not in the ensemble graph (BLS)
                 timeout=timeout,
+                extra_args=extra_args,
             )
         finally:
             get_settings.cache_clear()

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from genreops.flows.pipeline import pipeline
 
+from genreops.app.pipeline import summary_lines
 from genreops.data.synth import render_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
@@ -51,6 +52,11 @@ def test_a_second_run_on_the_same_data_redoes_nothing(
     assert second["registered"] == first["registered"]
     assert second["published"] == {"version": 1, "created": False, "current": 1}
     assert json.loads((home / "features" / "pipeline.json").read_text()) == second
+    # what `genreops pipeline` and `make demo` print of it
+    assert "Published repository version 1 (new)" in summary_lines(first)
+    lines = summary_lines(second)
+    assert sum("(reused: same table and settings)" in line for line in lines) == 2, lines
+    assert "Published repository version 1 (unchanged)" in lines
 
 
 def test_retrain_tunes_again_on_request(home: Path) -> None:

@@ -197,7 +197,12 @@ def served(
 ) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("faults-serving")
     with running_ensemble(
-        published_ensemble.repository, home, database_url=private_postgres.url()
+        published_ensemble.repository,
+        home,
+        database_url=private_postgres.url(),
+        # a version whose stub was killed mid-request never finishes unloading (see the stub
+        # test), so the stop waits out the whole exit timeout (Triton's default: 30 s)
+        extra_args=["--exit-timeout-secs=5"],
     ) as (process, ports):
         yield Served(
             home,

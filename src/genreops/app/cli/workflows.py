@@ -33,6 +33,7 @@ from genreops.app.cli.training import (
     StudyStorageOption,
     chosen_families,
 )
+from genreops.app.demo import DRIFT_REPORTS
 from genreops.app.pipeline import SUMMARY_NAME
 from genreops.core.settings import get_settings
 from genreops.data.storage import join_url
@@ -133,6 +134,14 @@ def demo(
     clean_per_genre: Annotated[int, typer.Option(min=1, help="Clean test clips/genre.")] = 5,
     drifted_per_genre: Annotated[int, typer.Option(min=1, help="Drifted test clips/genre.")] = 10,
     trials: Annotated[int, typer.Option(min=1, help="Optuna trials per family.")] = 10,
+    drift_reports: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Evidently drift reports to build for the drift views (seconds each); "
+            "the rest are built by the scheduled drift-report run.",
+        ),
+    ] = DRIFT_REPORTS,
 ) -> None:
     """The whole platform once, through the running stack (`genreops stack up` first).
 
@@ -150,6 +159,7 @@ def demo(
         clean_per_genre=clean_per_genre,
         drifted_per_genre=drifted_per_genre,
         trials=trials,
+        drift_reports=drift_reports,
     )
     with user_errors():
         result = run_demo(settings, plan, say=out.print)
