@@ -44,17 +44,17 @@ pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
 ENSEMBLE = "genre_ensemble"
 OUTPUTS = ("GENRE", "PROBABILITIES", "MODEL", "DRIFT")
-# fast (`make test`): ~1.5 min of load after the server start; full: the size (~10 min)
-CAPACITY_SECONDS = 20.0 if RELIABILITY_FULL else 10.0
+# fast (`make test`): ~1 min of load after the server start; full: the size (~10 min)
+CAPACITY_SECONDS = 20.0 if RELIABILITY_FULL else 8.0
 CAPACITY_CLIENTS = 4
-SOAK_SECONDS = 300.0 if RELIABILITY_FULL else 30.0
+SOAK_SECONDS = 300.0 if RELIABILITY_FULL else 20.0
 SOAK_WARMUP_SECONDS = 30.0 if RELIABILITY_FULL else 5.0  # at the soak rate, before "start"
 SOAK_SHARE = 0.75 if RELIABILITY_FULL else 0.7  # of capacity (fast: margin for a busy machine)
-OVERLOAD_SECONDS = 60.0 if RELIABILITY_FULL else 20.0
+OVERLOAD_SECONDS = 60.0 if RELIABILITY_FULL else 12.0
 OVERLOAD_FACTOR = 2.0
-RECOVERY_SECONDS = 30.0 if RELIABILITY_FULL else 10.0
+RECOVERY_SECONDS = 30.0 if RELIABILITY_FULL else 8.0
 RECOVERY_SHARE = 0.25
-# Memory may settle during a 30 s run (allocator arenas, caches); 5 min must stay flat.
+# Memory may settle during a 20 s run (allocator arenas, caches); 5 min must stay flat.
 MEMORY_GROWTH_LIMIT_PCT = 5.0 if RELIABILITY_FULL else 15.0
 CLIENT_TIMEOUT = 120.0  # s: only a request the server never answers gets near it
 
