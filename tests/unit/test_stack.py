@@ -106,6 +106,55 @@ def test_only_pulls_in_what_a_service_needs_and_keeps_start_order() -> None:
     assert select_services(["drift-ui", " triton "]) == ["triton", "drift-ui"]
 
 
+def test_services_start_side_by_side_once_what_they_need_is_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow waits for S3 and the deployments for Prefect; the rest start at once. After a
+    failure nothing new starts, what was starting finishes, and the first error is raised."""
+    import threading
+    import time
+
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    s3_failed = threading.Event()
+
+    def bring_up(self: Stack, service: str, timeout: float | None, emit: object) -> None:
+        with lock:
+            events.append(("start", service))
+        time.sleep(0.3 if service == "s3" else 0.05)
+        if service == "prefect" and failing:  # Prefect comes up only once S3 has failed
+            s3_failed.wait(timeout=30)
+            time.sleep(0.2)
+        if service == failing:
+            s3_failed.set()
+            raise StackError(f"{service} broke")
+        with lock:
+            events.append(("up", service))
+
+    monkeypatch.setattr(Stack, "_bring_up", bring_up)
+    s = Stack(settings_for(tmp_path))
+    failing = None
+    s._bring_up_all(list(SERVICES), None, lambda *event: None)
+    order = [service for kind, service in events if kind == "start"]
+    assert sorted(order) == sorted(SERVICES)
+    for service, needs in stack.DEPENDENCIES.items():
+        for dependency in needs:
+            assert events.index(("up", dependency)) < events.index(("start", service))
+    # side by side: the independent services started before S3 was up
+    assert events.index(("start", "drift-ui")) < events.index(("up", "s3"))
+
+    events.clear()
+    failing = "s3"
+    with pytest.raises(StackError, match="s3 broke"):
+        s._bring_up_all(list(SERVICES), None, lambda *event: None)
+    started = {service for kind, service in events if kind == "start"}
+    assert "mlflow" not in started  # its dependency failed
+    assert {"prefect", "triton", "prometheus", "drift-ui"} <= started
+    # the deployments wait for Prefect, up only after S3 failed: not started then
+    assert "deployments" not in started
+    assert ("up", "prefect") in events  # what was starting finished
+
+
 def test_only_rejects_an_unknown_service_naming_the_known_ones() -> None:
     with pytest.raises(StackError, match=r"unknown service grafana \(known: s3, mlflow"):
         select_services(["grafana"])
