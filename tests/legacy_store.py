@@ -14,6 +14,8 @@ from collections.abc import Callable
 from typing import Any
 
 # columns the drift gate added (commit b27b0be); the first release had none of them
+# the tables a database made before Alembic has (later revisions add others, e.g. labels)
+LEGACY_TABLES = ("predictions", "drift_tests", "model_events")
 GATE_COLUMNS = {"predictions": ("ood", "ood_score"), "drift_tests": ("statistic", "ood_share")}
 
 _SQLITE = [

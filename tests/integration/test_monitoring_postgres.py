@@ -26,7 +26,7 @@ from genreops.monitoring.store import (
 )
 from genreops.monitoring.store.migrate import head_revision
 from helpers import TcpProxy, ensure_schema_at_once, free_port, postgres_url
-from legacy_store import GATE_COLUMNS, first_release, insert_rows, today
+from legacy_store import GATE_COLUMNS, LEGACY_TABLES, first_release, insert_rows, today
 
 pytestmark = pytest.mark.integration
 
@@ -77,7 +77,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
 def test_schema_inserts_and_idempotent_replay(make_schema: Callable[[], str]) -> None:
     schema = make_schema()
     with MonitoringStore(postgres_url(schema)) as store:
-        assert len(store.ensure_schema()) == 3
+        assert len(store.ensure_schema()) == len(TABLE_NAMES)
         assert store.ensure_schema() == []
         rows = [dict(prediction(i), request_id=f"r-{i}") for i in range(1200)]
         store.insert_predictions(rows)
@@ -103,6 +103,21 @@ def test_schema_inserts_and_idempotent_replay(make_schema: Callable[[], str]) ->
         assert newest["served_at"].utcoffset().total_seconds() == 0
         assert store.recent_drift_tests(1)[0]["column_scores"] == {"tempo": 0.001}
         assert store.model_events()[0]["champion"] == "g/2"
+
+
+def test_labels_join_predictions_by_clip_latest_first(make_schema: Callable[[], str]) -> None:
+    """Ground truth on PostgreSQL: the latest label of each clip, joined to its predictions."""
+    from genreops.monitoring.feedback import record_feedback
+
+    with MonitoringStore(postgres_url(make_schema())) as store:
+        store.ensure_schema()
+        store.insert_predictions([prediction(i) for i in range(3)])
+        first = record_feedback(store, [("clip-0.wav", "rock"), ("nope.wav", "pop")], "a", [])
+        assert (first.stored, first.unknown) == (2, ["nope.wav"])
+        time.sleep(0.01)  # a later label of the same clip wins
+        record_feedback(store, [("clip-0.wav", "metal"), ("clip-2.wav", "jazz")], "b", [])
+        joined = {row["clip_id"]: row["true_genre"] for row in store.labeled_predictions()}
+        assert joined == {"clip-0.wav": "metal", "clip-2.wav": "jazz"}
 
 
 def test_an_old_table_gets_its_missing_columns(make_schema: Callable[[], str]) -> None:
@@ -223,7 +238,7 @@ def _columns(store: MonitoringStore) -> dict[str, list[str]]:
     from sqlalchemy import inspect
 
     inspector = inspect(store.engine)
-    return {t: [c["name"] for c in inspector.get_columns(t)] for t in TABLE_NAMES}
+    return {t: [c["name"] for c in inspector.get_columns(t)] for t in LEGACY_TABLES}
 
 
 def _legacy(store: MonitoringStore, statements: list[str]) -> None:
@@ -263,7 +278,7 @@ def test_a_schema_made_before_alembic_upgrades_in_place(
     results, errors = ensure_schema_at_once(postgres_url(schema))
     assert errors == []
     added = sorted(f"added column {t}.{c}" for t, names in GATE_COLUMNS.items() for c in names)
-    expected = [] if layout == "today" else added
+    expected = sorted(["created table labels", *([] if layout == "today" else added)])
     assert sorted(sorted(r) for r in results) == [[]] * 3 + [expected]  # said once
 
     with MonitoringStore(postgres_url(schema)) as store:

@@ -1,7 +1,8 @@
 """The monitoring store: every served prediction, every drift test and every model event, in SQL.
 
-SQLite under ``GENREOPS_HOME`` by default, PostgreSQL by URL. Three tables: ``predictions``,
-``drift_tests``, ``model_events``. One module per concern:
+SQLite under ``GENREOPS_HOME`` by default, PostgreSQL by URL. Four tables: ``predictions``,
+``drift_tests``, ``model_events`` and ``labels`` (the ground truth, by clip id). One module
+per concern:
 
 =============  ==============================================================================
 ``schema``     the tables (SQLAlchemy Core), their column types, ids, times and JSON values
@@ -25,6 +26,8 @@ from genreops.monitoring.store.rows import prepare_row, with_identity
 from genreops.monitoring.store.schema import (
     DRIFT_TESTS,
     DRIFT_TESTS_TABLE,
+    LABELS,
+    LABELS_TABLE,
     METADATA,
     MODEL_EVENTS,
     MODEL_EVENTS_TABLE,
@@ -51,6 +54,8 @@ from genreops.monitoring.store.writer import MonitoringWriter, WriterStats
 __all__ = [
     "DRIFT_TESTS",
     "DRIFT_TESTS_TABLE",
+    "LABELS",
+    "LABELS_TABLE",
     "METADATA",
     "MODEL_EVENTS",
     "MODEL_EVENTS_TABLE",

@@ -28,9 +28,12 @@ from genreops.monitoring.store.errors import (
 from genreops.monitoring.store.rows import prepare_row
 from genreops.monitoring.store.schema import (
     DRIFT_TESTS,
+    LABELS,
+    LABELS_TABLE,
     MODEL_EVENTS,
     MODEL_EVENTS_TABLE,
     PREDICTIONS,
+    PREDICTIONS_TABLE,
     get_table,
 )
 
@@ -251,6 +254,9 @@ class MonitoringStore:
     def insert_model_events(self, rows: Iterable[Mapping[str, Any]]) -> int:
         return self.insert(MODEL_EVENTS, rows)
 
+    def insert_labels(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self.insert(LABELS, rows)
+
     # -- queries
 
     def _query(self, statement: Any, doing: str) -> list[dict[str, Any]]:
@@ -277,6 +283,41 @@ class MonitoringStore:
     def recent_drift_tests(self, limit: int = 100) -> list[dict[str, Any]]:
         """Newest first; ``column_scores`` decoded."""
         return self._recent(DRIFT_TESTS, limit)
+
+    def predicted_clip_ids(self, clip_ids: Iterable[str]) -> set[str]:
+        """Those of ``clip_ids`` that have at least one stored prediction."""
+        wanted = sorted(set(clip_ids))
+        found: set[str] = set()
+        column = PREDICTIONS_TABLE.c.clip_id
+        for start in range(0, len(wanted), 500):  # bounded IN lists
+            chunk = wanted[start : start + 500]
+            statement = select(column).where(column.in_(chunk)).distinct()
+            found.update(row["clip_id"] for row in self._query(statement, "read predictions"))
+        return found
+
+    def labeled_predictions(self) -> list[dict[str, Any]]:
+        """Every prediction of a labeled clip with its clip's latest label (``true_genre``,
+        ``labeled_at``), oldest prediction first."""
+        latest = (
+            select(
+                LABELS_TABLE.c.clip_id,
+                LABELS_TABLE.c.genre.label("true_genre"),
+                LABELS_TABLE.c.labeled_at,
+                func.row_number()
+                .over(
+                    partition_by=LABELS_TABLE.c.clip_id,
+                    order_by=(LABELS_TABLE.c.labeled_at.desc(), LABELS_TABLE.c.id.desc()),
+                )
+                .label("rank"),
+            )
+        ).subquery()
+        p = PREDICTIONS_TABLE
+        statement = (
+            select(p, latest.c.true_genre, latest.c.labeled_at)
+            .join(latest, (latest.c.clip_id == p.c.clip_id) & (latest.c.rank == 1))
+            .order_by(p.c.served_at, p.c.id)
+        )
+        return self._query(statement, "read labeled predictions")
 
     def model_events(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Oldest first (the publish/rollback history); the newest ``limit`` when given."""

@@ -36,7 +36,8 @@ from genreops.monitoring.store.errors import MonitoringError
 PREDICTIONS = "predictions"
 DRIFT_TESTS = "drift_tests"
 MODEL_EVENTS = "model_events"
-TABLE_NAMES = (PREDICTIONS, DRIFT_TESTS, MODEL_EVENTS)
+LABELS = "labels"
+TABLE_NAMES = (PREDICTIONS, DRIFT_TESTS, MODEL_EVENTS, LABELS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -212,6 +213,24 @@ MODEL_EVENTS_TABLE = Table(
     Index("uq_model_events_event_id", "event_id", unique=True),
     Index("ix_model_events_at", "at"),
     info={"key": "event_id", "time": "at"},
+)
+
+
+# Ground truth: what a served clip really was, said after the fact (`genreops feedback`). A
+# clip may be labeled again; its latest label is the one that counts.
+LABELS_TABLE = Table(
+    LABELS,
+    METADATA,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("label_id", String(128), nullable=False),
+    Column("labeled_at", UTCDateTime(timezone=True), nullable=False),
+    Column("clip_id", String(512), nullable=False),
+    Column("genre", String(128), nullable=False),
+    Column("source", String(1024)),  # where the label came from: a file, a folder, a run
+    Index("uq_labels_label_id", "label_id", unique=True),
+    Index("ix_labels_clip_id", "clip_id"),
+    Index("ix_labels_labeled_at", "labeled_at"),
+    info={"key": "label_id", "time": "labeled_at"},
 )
 
 
