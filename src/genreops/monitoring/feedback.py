@@ -19,11 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from genreops.core.errors import GenreopsError
-from genreops.monitoring.store import MonitoringStore
+from genreops.monitoring.store import LABELS_TABLE, MonitoringStore
 
 CLIP_COLUMNS = ("clip_id", "clip", "path", "file", "filename")
 GENRE_COLUMNS = ("genre", "label", "true_genre")
 MAX_FEEDBACK_BYTES = 64 * 1024 * 1024  # a label is a line; 64 MB is millions of them
+CLIP_LENGTH = int(getattr(LABELS_TABLE.c.clip_id.type, "length", 512))
+GENRE_LENGTH = int(getattr(LABELS_TABLE.c.genre.type, "length", 128))
 
 
 class FeedbackError(GenreopsError):
@@ -69,11 +71,11 @@ def parse_feedback(text: str, source: str) -> tuple[list[tuple[str, str]], list[
             rows = [row if isinstance(row, dict) else {"": row} for row in data]
         else:
             raise FeedbackError(f"{source}: JSON must be a list of objects or one object")
-        names: set[str] = set()
-        for row in rows:
-            names.update(row)
-        clip_key = _pick(names or CLIP_COLUMNS[:1], CLIP_COLUMNS, "clip", source)
-        genre_key = _pick(names or GENRE_COLUMNS[:1], GENRE_COLUMNS, "genre", source)
+        if not rows:
+            return [], []
+        names = {name for row in rows for name in row}
+        clip_key = _pick(names, CLIP_COLUMNS, "clip", source)
+        genre_key = _pick(names, GENRE_COLUMNS, "genre", source)
     else:
         reader = csv.DictReader(io.StringIO(text))
         if not reader.fieldnames:
@@ -89,7 +91,8 @@ def parse_feedback(text: str, source: str) -> tuple[list[tuple[str, str]], list[
             refused.append(f"row {number}: no clip")
         elif not isinstance(genre, str) or not genre.strip():
             refused.append(f"row {number} ({clip.strip()}): no genre")
-        elif len(genre.strip()) > 128 or len(clip.strip()) > 512:
+        elif len(clip.strip()) > CLIP_LENGTH or len(genre.strip()) > GENRE_LENGTH:
+            # the store would cut them, and a cut clip id matches no prediction
             refused.append(f"row {number}: clip or genre longer than the store keeps")
         else:
             pairs.append((clip.strip(), genre.strip()))
@@ -114,14 +117,12 @@ def record_feedback(
     store: MonitoringStore, pairs: list[tuple[str, str]], source: str, refused: list[str]
 ) -> FeedbackReport:
     """Store every pair as a label; a local path is matched as given, else as absolute."""
-    known = store.predicted_clip_ids(clip for clip, _ in pairs)
-    unmatched = {clip for clip, _ in pairs if clip not in known and "://" not in clip}
-    absolute = {clip: str(Path(clip).resolve()) for clip in unmatched}
-    known_absolute = store.predicted_clip_ids(absolute.values())
+    absolute = {clip: str(Path(clip).resolve()) for clip, _ in pairs if "://" not in clip}
+    known = store.predicted_clip_ids([*(clip for clip, _ in pairs), *absolute.values()])
     rows = []
     report = FeedbackReport(source=source, refused=list(refused))
     for clip, genre in pairs:
-        if clip not in known and absolute.get(clip) in known_absolute:
+        if clip not in known and absolute.get(clip) in known:
             clip = absolute[clip]
         elif clip not in known:
             report.unknown.append(clip)
