@@ -20,6 +20,7 @@ from typing import Any, cast
 
 from genreops.flows.drift import drift_report
 from genreops.flows.extract import dask_runner, extract_features
+from genreops.flows.feedback import record_feedback
 from genreops.flows.pipeline import pipeline
 from genreops.flows.registry import register_best
 from genreops.flows.serving import batch_predict, publish
@@ -103,6 +104,12 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         "(also every 5 minutes on its own).",
         ("monitoring",),
         interval_seconds=300,
+    ),
+    DeploymentSpec(
+        record_feedback,
+        "Store the true genres of served clips from a labels file (CSV or JSON, local or "
+        "s3://) in the monitoring store, joined to their predictions by clip id.",
+        ("monitoring",),
     ),
 ]
 

@@ -12,6 +12,7 @@ from prefect import flow, get_run_logger
 
 from genreops.core.settings import get_settings
 from genreops.data.storage import join_url, write_bytes
+from genreops.monitoring.feedback import save_labels
 from genreops.serving import client
 from genreops.serving.publish import publish_and_record, read_history
 
@@ -73,7 +74,8 @@ def batch_predict(
         protocol: grpc or http.
         batch_size: files per request.
         concurrency: requests in flight.
-        expect_labels_from_folders: each file's folder is its true genre (adds accuracy).
+        expect_labels_from_folders: each file's folder is its true genre: adds accuracy, and
+            stores the genres as labels in the monitoring store.
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -93,11 +95,18 @@ def batch_predict(
         if not answer.ok:
             logger.warning("%s: %s", answer.path, answer.error)
     summary = client.summarize(answers)
+    result = asdict(summary)
+    if expect_labels_from_folders:  # the folders' genres are ground truth: keep it
+        labels_saved = save_labels(
+            settings, client.folder_labels(answers), f"batch-predict {input_url}", check_known=False
+        )
+        result["labels_stored"] = labels_saved.stored
+        result["labels_spooled"] = labels_saved.spooled
     write_bytes(
         join_url(output_url, "results.csv"), client.render(answers, labels, "csv"), s3=settings.s3
     )
     write_bytes(
-        join_url(output_url, "summary.json"), json.dumps(asdict(summary), indent=2).encode(),
+        join_url(output_url, "summary.json"), json.dumps(result, indent=2).encode(),
         s3=settings.s3,
     )  # fmt: skip
     logger.info(
@@ -107,4 +116,4 @@ def batch_predict(
         summary.by_model,
         "-" if summary.accuracy is None else f"{summary.accuracy:.3f}",
     )
-    return asdict(summary)
+    return result

@@ -195,6 +195,44 @@ def test_foreign_clips_are_flagged_in_the_predict_output(served: Served, tmp_pat
         assert float(rows[path]["ood_score"]) >= 0.0
 
 
+def test_folder_genres_become_labels_and_live_quality_agrees_with_predict(
+    served: Served, tmp_path: Path
+) -> None:
+    """`predict --expect-labels-from-folders` stores the folders' genres as ground truth; the
+    store's answers scored against them give the accuracy predict itself reported."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from genreops.app.cli import app
+    from genreops.monitoring.quality import ALL_VERSIONS, live_quality
+
+    clips = []  # clips never sent before (new ids), in their genre folders
+    for source in map(Path, served.more_clean[::3][:8]):
+        (tmp_path / source.parent.name).mkdir(exist_ok=True)
+        clips.append(str(shutil.copy(source, tmp_path / source.parent.name / source.name)))
+    result = CliRunner().invoke(
+        app,
+        ["predict", *clips, "--url", served.ports.grpc_url, "--expect-labels-from-folders",
+         "-o", "json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    reported = json.loads(result.stdout)
+    served.answered += reported["summary"]["answered"]
+    assert (reported["labels"]["stored"], reported["labels"]["spooled"]) == (8, 0)
+    store = MonitoringStore(get_settings().monitoring_db_url)
+
+    def joined() -> list[dict[str, object]]:
+        return [row for row in store.labeled_predictions() if row["clip_id"] in clips]
+
+    assert wait_until(lambda: len(joined()) == 8, timeout=60), joined()
+    assert all(row["true_genre"] == Path(str(row["clip_id"])).parent.name for row in joined())
+    (pooled,) = [q for q in live_quality(joined()) if q.model_version == ALL_VERSIONS]
+    assert pooled.labeled == 8
+    assert pooled.accuracy == pytest.approx(reported["summary"]["accuracy"])
+    assert pooled.gmean == pytest.approx(reported["summary"]["gmean"])
+
+
 def test_bad_files_fail_alone_with_their_reason(served: Served, tmp_path: Path) -> None:
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
     (tmp_path / "empty.wav").write_bytes(b"")

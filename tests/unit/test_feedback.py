@@ -15,7 +15,7 @@ from genreops.monitoring.feedback import (
     FeedbackError,
     parse_feedback,
     read_feedback,
-    record_feedback,
+    record_labels,
 )
 from genreops.monitoring.store import (
     LABELS,
@@ -55,7 +55,7 @@ def test_every_label_read_is_stored_and_clips_without_a_prediction_are_named(
         "path,label\na.wav,jazz\nb.wav,pop\nnever-served.wav,rock\n,blues\nc.wav,\n"
     )
     pairs, refused = read_feedback(feedback)
-    report = record_feedback(store, pairs, str(feedback), refused)
+    report = record_labels(store, tmp_path / "spool", pairs, str(feedback), refused)
     assert report.stored == 3 == store.count(LABELS)
     assert report.unknown == ["never-served.wav"]  # stored too: its prediction may come later
     assert report.refused == ["row 4: no clip", "row 5 (c.wav): no genre"]
@@ -84,7 +84,8 @@ def test_a_relative_path_matches_the_absolute_clip_id(
     clip = tmp_path / "blues" / "x.wav"
     store.insert_predictions([prediction(str(clip), "blues", 0)])
     monkeypatch.chdir(tmp_path)
-    report = record_feedback(store, [(os.path.join("blues", "x.wav"), "blues")], "cli", [])
+    pairs = [(os.path.join("blues", "x.wav"), "blues")]
+    report = record_labels(store, tmp_path / "spool", pairs, "cli")
     assert report.unknown == []
     assert store.labeled_predictions()[0]["true_genre"] == "blues"
 
@@ -156,10 +157,31 @@ def test_the_cli_stores_a_feedback_file_and_reports_as_json(
         result = CliRunner().invoke(app, ["feedback", str(feedback), "-o", "json"])
         assert result.exit_code == 0, result.output
         report = json.loads(result.stdout)
-        assert (report["stored"], report["received"]) == (1, 2)
+        assert (report["stored"], report["spooled"], report["received"]) == (1, 0, 2)
         assert report["unknown"] == ["a.wav"] and report["refused"] == ["row 2 (b.wav): no genre"]
         missing = CliRunner().invoke(app, ["feedback", str(tmp_path / "nope.csv")])
         assert missing.exit_code == 1
-        assert "nope.csv: cannot read (No such file" in " ".join(missing.output.split())
+        assert "nope.csv: no such file" in " ".join(missing.output.split())
     finally:
         get_settings.cache_clear()
+
+
+def test_with_the_database_away_labels_spool_and_are_stored_when_it_is_back(
+    tmp_path: Path,
+) -> None:
+    """No label lost: labels stored later equal labels sent (the folder stands for the store)."""
+    from genreops.monitoring.store import replay_spool, spool_status
+
+    folder = tmp_path / "not-mounted-yet"
+    url, spool = f"sqlite:///{folder / 'monitoring.db'}", tmp_path / "spool"
+    pairs = [(f"clip-{number}.wav", "rock") for number in range(25)]
+    with MonitoringStore(url) as away:
+        report = record_labels(away, spool, pairs, "labels.csv", ["row 26: no genre"])
+    assert (report.stored, report.spooled, report.received) == (0, 25, 26)
+    assert not report.checked and report.unknown == []  # not looked up, not guessed
+    assert spool_status(spool).rows == 25
+    folder.mkdir()
+    with MonitoringStore(url) as back:
+        replayed = replay_spool(back, spool)
+        assert replayed.rows == 25 and back.count(LABELS) == 25
+    assert spool_status(spool).rows == 0

@@ -10,16 +10,24 @@ counted as unknown; nothing read is dropped without a reason.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from genreops.core.errors import GenreopsError
-from genreops.monitoring.store import LABELS_TABLE, MonitoringStore
+from genreops.core.settings import Settings
+from genreops.data.storage import S3Config, read_bytes
+from genreops.monitoring.store import (
+    LABELS_TABLE,
+    MonitoringStore,
+    MonitoringUnavailableError,
+    MonitoringWriter,
+)
 
 CLIP_COLUMNS = ("clip_id", "clip", "path", "file", "filename")
 GENRE_COLUMNS = ("genre", "label", "true_genre")
@@ -34,16 +42,19 @@ class FeedbackError(GenreopsError):
 
 @dataclass
 class FeedbackReport:
-    """What one feedback file gave: labels stored, clips unknown so far, rows refused."""
+    """What one feedback source gave: labels stored or spooled, unknown clips, rows refused."""
 
     source: str
     stored: int = 0
+    spooled: int = 0  # the database was away: kept on disk, replayed by the next writer
     unknown: list[str] = field(default_factory=list)  # stored, but no prediction has that id
     refused: list[str] = field(default_factory=list)  # "row N: reason"
+    rejected: int = 0  # refused by the database itself: in the spool folder's rejected file
+    checked: bool = True  # False: the database was away, so unknown clips were not looked up
 
     @property
     def received(self) -> int:
-        return self.stored + len(self.refused)
+        return self.stored + self.spooled + self.rejected + len(self.refused)
 
 
 def _pick(names: Iterable[str], wanted: tuple[str, ...], what: str, source: str) -> str:
@@ -99,33 +110,67 @@ def parse_feedback(text: str, source: str) -> tuple[list[tuple[str, str]], list[
     return pairs, refused
 
 
-def read_feedback(path: Path) -> tuple[list[tuple[str, str]], list[str]]:
-    """``parse_feedback`` of a file, refusing one over MAX_FEEDBACK_BYTES before reading it."""
+def read_feedback(
+    location: str | Path, *, s3: S3Config | None = None
+) -> tuple[list[tuple[str, str]], list[str]]:
+    """``parse_feedback`` of a file or s3:// object, refused over MAX_FEEDBACK_BYTES unread."""
+    data = read_bytes(location, s3=s3, max_bytes=MAX_FEEDBACK_BYTES)  # errors name the file
     try:
-        size = path.stat().st_size
-        if size > MAX_FEEDBACK_BYTES:
-            raise FeedbackError(f"{path}: {size} bytes is over the {MAX_FEEDBACK_BYTES}-byte limit")
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as error:
-        raise FeedbackError(f"{path}: cannot read ({error.strerror or error})") from error
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        raise FeedbackError(f"{path}: not UTF-8 text ({error.reason})") from error
-    return parse_feedback(text, str(path))
+        raise FeedbackError(f"{location}: not UTF-8 text ({error.reason})") from error
+    return parse_feedback(text, str(location))
 
 
-def record_feedback(
-    store: MonitoringStore, pairs: list[tuple[str, str]], source: str, refused: list[str]
+def save_labels(
+    settings: Settings,
+    pairs: Sequence[tuple[str, str]],
+    source: str,
+    refused: Sequence[str] = (),
+    *,
+    check_known: bool = True,
 ) -> FeedbackReport:
-    """Store every pair as a label; a local path is matched as given, else as absolute."""
-    absolute = {clip: str(Path(clip).resolve()) for clip, _ in pairs if "://" not in clip}
-    known = store.predicted_clip_ids([*(clip for clip, _ in pairs), *absolute.values()])
-    rows = []
+    """``record_labels`` into the monitoring store and spool folder of ``settings``."""
+    with MonitoringStore(settings.monitoring_db_url) as store:
+        with contextlib.suppress(MonitoringUnavailableError):
+            store.ensure_schema()  # a first use makes the SQLite folder; away: labels spool
+        return record_labels(
+            store, settings.monitoring_spool_dir, pairs, source, refused, check_known=check_known
+        )
+
+
+def record_labels(
+    store: MonitoringStore,
+    spool_dir: Path,
+    pairs: Sequence[tuple[str, str]],
+    source: str,
+    refused: Sequence[str] = (),
+    *,
+    check_known: bool = True,
+) -> FeedbackReport:
+    """Store every pair as a label, through the same writer (and spool) as predictions.
+
+    A local path is matched as given, else as absolute. With the database away the labels
+    are spooled and replayed like predictions; unknown clips are then not looked up.
+    """
     report = FeedbackReport(source=source, refused=list(refused))
-    for clip, genre in pairs:
-        if clip not in known and absolute.get(clip) in known:
-            clip = absolute[clip]
-        elif clip not in known:
-            report.unknown.append(clip)
-        rows.append({"clip_id": clip, "genre": genre, "source": source})
-    report.stored = store.insert_labels(rows)
+    known: set[str] | None = None
+    absolute = {clip: str(Path(clip).resolve()) for clip, _ in pairs if "://" not in clip}
+    if check_known and pairs:
+        try:
+            store.ensure_schema(create_parent=False)  # a missing folder is a store away
+            known = store.predicted_clip_ids([*(clip for clip, _ in pairs), *absolute.values()])
+        except MonitoringUnavailableError:
+            report.checked = False
+    with MonitoringWriter(store, spool_dir) as writer:
+        for clip, genre in pairs:
+            if known is not None and clip not in known:
+                if absolute.get(clip) in known:
+                    clip = absolute[clip]
+                else:
+                    report.unknown.append(clip)
+            writer.submit_label({"clip_id": clip, "genre": genre, "source": source})
+    stats = writer.stats()
+    report.stored, report.spooled = stats.stored, stats.spooled
+    report.rejected = stats.rejected + stats.lost
     return report

@@ -90,6 +90,11 @@ def expected_genre(path: str) -> str:
     return PurePosixPath(path.replace("\\", "/")).parent.name
 
 
+def folder_labels(answers: Iterable[Answer]) -> list[tuple[str, str]]:
+    """``(clip id, genre)`` of every input whose genre its folder says: labels to store."""
+    return [(a.path, a.expected) for a in answers if a.expected]
+
+
 def _retryable(error: BaseException) -> bool:
     """Worth sending again: the server never ran the request.
 

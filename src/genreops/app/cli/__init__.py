@@ -2,7 +2,7 @@
 
 One module per command group, each command parsing its options, calling the library and
 printing: ``data`` (synth, upload, extract), ``training`` (train, register, models),
-``serving`` (publish, rollback, serve, predict), ``monitoring`` (drift-report, feedback),
+``serving`` (publish, rollback, serve, predict), ``monitoring`` (drift-report, feedback, quality),
 ``workflows`` (pipeline, demo) and ``platform`` (s3-server, stack). What they share is in
 ``common``. The commands are registered below, in the order ``genreops --help`` lists them.
 """
@@ -89,6 +89,7 @@ app.command()(serving.serve)
 app.command()(serving.predict)
 app.command("drift-report")(monitoring.drift_report)
 app.command("feedback")(monitoring.feedback)
+app.command()(monitoring.quality)
 app.command()(workflows.pipeline)
 app.command()(workflows.demo)
 platform.stack_app.command("up")(platform.stack_up)

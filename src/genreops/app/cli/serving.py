@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Annotated
 
 import typer
@@ -24,6 +25,7 @@ from genreops.app.cli.common import (
     triton_http_address,
     user_errors,
 )
+from genreops.app.cli.monitoring import print_labels_report, store_labels
 from genreops.core.settings import get_settings
 
 # publish's and rollback's old spelling of --url
@@ -156,7 +158,8 @@ def predict(
         bool,
         typer.Option(
             "--expect-labels-from-folders",
-            help="Each file's parent folder is its true genre: report accuracy and G-mean.",
+            help="Each file's parent folder is its true genre: report accuracy and G-mean, and "
+            "store the genres as labels (ground truth) in the monitoring store.",
         ),
     ] = False,
     save: Annotated[
@@ -175,7 +178,14 @@ def predict(
 ) -> None:
     """Classify audio files with the served genre_ensemble; one answer or error per file."""
     from genreops.data.storage import write_bytes
-    from genreops.serving.client import EnsembleClient, list_inputs, render, rows, summarize
+    from genreops.serving.client import (
+        EnsembleClient,
+        folder_labels,
+        list_inputs,
+        render,
+        rows,
+        summarize,
+    )
     from genreops.serving.client import predict as run_predictions
 
     settings = get_settings()
@@ -217,8 +227,19 @@ def predict(
             write_bytes(absolute(save), render(answers, labels, fmt), s3=settings.s3)
     failed = [a for a in answers if not a.ok]
     summary = summarize(answers)
+    stored = None
+    if expect_labels_from_folders:  # the folders' genres are ground truth: keep it
+        stored = store_labels(
+            folder_labels(answers), "predict --expect-labels-from-folders", [], check_known=False
+        )
     if as_json:
-        print_json({"summary": summary, "answers": rows(answers, labels)})
+        print_json(
+            {
+                "summary": summary,
+                "answers": rows(answers, labels),
+                **({"labels": asdict(stored)} if stored else {}),
+            }
+        )
         if save:
             console.print(f"results: {save}")
         raise typer.Exit(1 if failed else 0)
@@ -234,6 +255,8 @@ def predict(
     )
     if summary.accuracy is not None:
         out.print(f"accuracy {summary.accuracy:.3f}, G-mean {summary.gmean:.3f}")
+    if stored is not None:
+        print_labels_report(stored)
     if save:
         out.print(f"results: {save}")
     if failed:

@@ -12,6 +12,7 @@ import hashlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from genreops.monitoring.store.schema import (
     PREDICTIONS,
     PREDICTIONS_TABLE,
     get_table,
+    to_utc,
 )
 
 log = logging.getLogger(__name__)
@@ -295,9 +297,9 @@ class MonitoringStore:
             found.update(row["clip_id"] for row in self._query(statement, "read predictions"))
         return found
 
-    def labeled_predictions(self) -> list[dict[str, Any]]:
-        """Every prediction of a labeled clip with its clip's latest label (``true_genre``,
-        ``labeled_at``), oldest prediction first."""
+    def labeled_predictions(self, since: datetime | None = None) -> list[dict[str, Any]]:
+        """Every prediction (served at or after ``since``) of a labeled clip with its clip's
+        latest label (``true_genre``, ``labeled_at``), oldest prediction first."""
         latest = (
             select(
                 LABELS_TABLE.c.clip_id,
@@ -317,6 +319,8 @@ class MonitoringStore:
             .join(latest, (latest.c.clip_id == p.c.clip_id) & (latest.c.rank == 1))
             .order_by(p.c.served_at, p.c.id)
         )
+        if since is not None:
+            statement = statement.where(p.c.served_at >= to_utc(since))
         return self._query(statement, "read labeled predictions")
 
     def model_events(self, limit: int | None = None) -> list[dict[str, Any]]:

@@ -51,7 +51,13 @@ from genreops.monitoring.store.errors import (
     MonitoringUnavailableError,
 )
 from genreops.monitoring.store.rows import prepare_row, with_identity
-from genreops.monitoring.store.schema import DRIFT_TESTS, MODEL_EVENTS, PREDICTIONS, get_table
+from genreops.monitoring.store.schema import (
+    DRIFT_TESTS,
+    LABELS,
+    MODEL_EVENTS,
+    PREDICTIONS,
+    get_table,
+)
 from genreops.monitoring.store.spool import (
     Entry,
     Refusal,
@@ -196,6 +202,10 @@ class MonitoringWriter:
     def submit_model_event(self, row: Mapping[str, Any]) -> str:
         """Queue one model event (publish, rollback, ...); returns its event_id."""
         return self._submit(MODEL_EVENTS, row)
+
+    def submit_label(self, row: Mapping[str, Any]) -> str:
+        """Queue one label (a clip's true genre); returns its label_id."""
+        return self._submit(LABELS, row)
 
     def _submit(self, table: str, row: Mapping[str, Any]) -> str:
         with self._cond:
