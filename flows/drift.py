@@ -17,7 +17,8 @@ def drift_report(limit: int | None = 20) -> dict[str, Any]:
 
     Each report compares the window a drift test saw with the served version's training
     reference; the drift UI (`genreops stack`, port GENREOPS_DRIFT_UI_PORT) shows them and
-    the drifted share over time.
+    the drifted share over time. When new labels came back, it also adds quality reports
+    (accuracy, recall per genre, confusion matrix) of the last day's labeled answers.
 
     Args:
         limit: most reports to build in this run (each costs seconds of CPU); None: all.
@@ -29,4 +30,6 @@ def drift_report(limit: int | None = 20) -> dict[str, Any]:
     for line in summary.failed:
         logger.error("failed %s", line)
     logger.info("%d drift report(s) added to project %s", len(summary.added), summary.project_id)
+    if summary.quality:
+        logger.info("quality reports added: %s", ", ".join(summary.quality))
     return asdict(summary)

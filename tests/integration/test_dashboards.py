@@ -28,6 +28,8 @@ import yaml
 
 from genreops.core.settings import get_settings
 from genreops.data.synth import render_corpus
+from genreops.monitoring.feedback import record_labels
+from genreops.monitoring.quality import live_quality
 from genreops.monitoring.store import MonitoringStore
 from genreops.platform.observability import (
     ALERT_RULES,
@@ -37,7 +39,7 @@ from genreops.platform.observability import (
     start_prometheus,
     stop,
 )
-from genreops.serving.client import Answer, EnsembleClient, predict
+from genreops.serving.client import Answer, EnsembleClient, folder_labels, predict
 from genreops.serving.publish import MODELS, record_event
 from genreops.serving.triton.control import unload_model
 from genreops.serving.triton.server import TritonPorts, start_triton, stop_triton
@@ -73,6 +75,7 @@ class Observed:
     database_url: str | None  # the monitoring store Triton wrote to (PostgreSQL), if any
     answered: int = 0  # successful answers, each one a stored prediction
     fallback_failed: list[Answer] = field(default_factory=list)
+    answers: list[Answer] = field(default_factory=list)  # every answer, in order
 
 
 def _value(observed: Observed, expr: str) -> float | None:
@@ -163,6 +166,7 @@ def observed(
         def ask(paths: list[str]) -> list[Answer]:
             answers = predict(paths, client, labels_from_folders=True)
             observed.answered += sum(a.ok for a in answers)
+            observed.answers += answers
             return answers
 
         assert all(a.ok for a in ask(published_ensemble.clean))
@@ -194,6 +198,10 @@ def observed(
         if database_url:
             entry = published_ensemble.published.history[-1]
             record_event(database_url, base / "spool", "publish", entry)
+            with MonitoringStore(database_url) as store:  # ground truth: the clips' folders
+                labels = folder_labels(a for a in observed.answers if a.ok)
+                report = record_labels(store, base / "spool", labels, "folders", check_known=False)
+                assert report.stored == len(labels)
         yield observed
     get_settings.cache_clear()
 
@@ -316,7 +324,7 @@ def test_every_sql_query_runs_on_the_monitoring_store(observed: Observed) -> Non
         queries = [
             q for q in dashboard_queries(DASHBOARD) if q.datasource_type in POSTGRES_DATASOURCES
         ]
-        assert len(queries) >= 6
+        assert len(queries) >= 10
         end = datetime.now(UTC) + timedelta(seconds=5)
         with store.engine.connect() as connection:
             for query in queries:
@@ -327,6 +335,15 @@ def test_every_sql_query_runs_on_the_monitoring_store(observed: Observed) -> Non
                 columns = list(result.keys())
                 rows = result.fetchall()
                 assert rows, f"{query.panel}: no rows from\n{sql}"
+                if query.panel == "Live accuracy per model version":
+                    # the panel's SQL scores what genreops quality scores
+                    shown = {row[0]: (row[1], row[2]) for row in rows}
+                    expected = {
+                        q.model_version: (q.labeled, q.correct)
+                        for q in live_quality(store.labeled_predictions())
+                        if q.model_version != "all"
+                    }
+                    assert shown == expected and len(expected) >= 2
                 if query.format != "time_series":
                     continue
                 # What Grafana needs of a time series: a time column, sorted, numeric values

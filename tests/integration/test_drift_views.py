@@ -56,3 +56,51 @@ def test_each_kept_window_becomes_one_timestamped_snapshot(tmp_path: Path) -> No
     again = publish_drift_views(drift_root, repository, workspace_dir)
     assert again.added == [] and again.skipped == [] and again.project_id == first.project_id
     assert len(workspace.list_runs(project.id)) == 2
+
+
+def test_new_labels_become_classification_reports_per_model_version(tmp_path: Path) -> None:
+    """Quality views: one Evidently ClassificationPreset report per version and one pooled,
+    recomputed only when labels or labeled answers changed."""
+    from datetime import UTC, datetime, timedelta
+
+    from evidently.ui.workspace import Workspace
+
+    from genreops.monitoring.store import MonitoringStore
+    from genreops.monitoring.views import QUALITY_PROJECT_NAME, publish_quality_views
+
+    now = datetime(2026, 12, 4, 15, 0, tzinfo=UTC)
+    genres = ["rock", "jazz", "pop", "rock", "jazz", "rock"]  # version 3: only two genres
+    answers = ["rock", "rock", "pop", "rock", "jazz", "jazz"]
+    with MonitoringStore(f"sqlite:///{tmp_path / 'monitoring.db'}") as store:
+        store.ensure_schema()
+        store.insert_predictions(
+            {
+                "clip_id": f"{number}.wav",
+                "genre": answer,
+                "model_version": "genre-classifier/2" if number < 3 else "genre-classifier/3",
+                "served_at": now - timedelta(minutes=30 - number),
+            }
+            for number, answer in enumerate(answers)
+        )
+        store.insert_labels(
+            {"clip_id": f"{number}.wav", "genre": genre} for number, genre in enumerate(genres)
+        )
+        workspace_dir = tmp_path / "ws"
+        added = publish_quality_views(store.labeled_predictions(), workspace_dir, now=now)
+        assert added == ["genre-classifier/2 (3)", "genre-classifier/3 (3)", "all (6)"]
+        assert publish_quality_views(store.labeled_predictions(), workspace_dir, now=now) == []
+        store.insert_labels([{"clip_id": "5.wav", "genre": "jazz"}])  # a corrected label
+        assert publish_quality_views(store.labeled_predictions(), workspace_dir, now=now) != []
+
+    workspace = Workspace(str(workspace_dir))
+    [project] = [p for p in workspace.list_projects() if p.name == QUALITY_PROJECT_NAME]
+    runs = [workspace.get_run(project.id, run) for run in workspace.list_runs(project.id)]
+    assert len(runs) == 6
+    pooled = [run.dict() for run in runs if "all" in run.tags]
+    accuracies = sorted(
+        result["value"]
+        for run in pooled
+        for result in run["metric_results"].values()
+        if result["metric_value_location"]["metric"]["params"]["type"].endswith(":Accuracy")
+    )
+    assert accuracies == [pytest.approx(4 / 6), pytest.approx(5 / 6)]  # before and after

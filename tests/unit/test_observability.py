@@ -91,6 +91,9 @@ def test_dashboard_is_a_grafana_11_dashboard_with_the_promised_panels() -> None:
         "recent drift tests",
         "predictions per model per hour",
         "model events",
+        "live accuracy per model version",
+        "recall per true genre",
+        "labels received per hour",
     ):
         assert promised in titles, promised
 

@@ -1,4 +1,6 @@
-"""Drift over time in Evidently's own UI: one snapshot per drift test the gate ran.
+"""Drift and live quality over time in Evidently's own UI.
+
+Drift: one snapshot per drift test the gate ran.
 
 The drift record's worker keeps every tested window
 (``genreops.monitoring.drift.worker``); here each window that has
@@ -7,15 +9,22 @@ reference, timestamped with the test's time, in the workspace project ``genreops
 A report costs seconds of CPU, so this runs apart from serving: the ``drift-report`` flow
 (scheduled by the stack) or ``genreops drift-report``. ``evidently ui --workspace DIR`` then
 shows the reports and a dashboard of the drifted share over time.
+
+Quality: when new labels have arrived (``genreops feedback``), a ClassificationPreset report
+per model version (and one pooling them, tagged ``all``) over the labeled answers of the last
+day, in the project ``genreops quality``: accuracy, precision, recall and F1 per genre, the
+confusion matrix; its dashboard plots the pooled live accuracy over time. (Evidently treats
+a group whose answers and labels name only two genres as a binary task.)
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +49,9 @@ log = logging.getLogger(__name__)
 
 PROJECT_NAME = "genreops drift"
 PUBLISHED_FILE = "genreops-published.json"  # test ids already in the workspace
+QUALITY_PROJECT_NAME = "genreops quality"
+QUALITY_FILE = "genreops-quality.json"  # what the last quality reports covered
+QUALITY_PERIOD = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -59,6 +71,7 @@ class ViewsSummary:
     added: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # "test id: reason"
     failed: list[str] = field(default_factory=list)
+    quality: list[str] = field(default_factory=list)  # quality reports added: "version (n)"
 
 
 def pending_tests(drift_root: Path, repository: Path, published: set[str]) -> Iterator[PendingTest]:
@@ -195,12 +208,119 @@ def publish_drift_views(
     return summary
 
 
+def ensure_quality_project(workspace: Any) -> Any:
+    """The ``genreops quality`` project, created with its dashboard the first time."""
+    from evidently.sdk.models import PanelMetric
+    from evidently.sdk.panels import counter_panel, line_plot_panel
+
+    existing = [p for p in workspace.list_projects() if p.name == QUALITY_PROJECT_NAME]
+    if existing:
+        return existing[0]
+    project = workspace.create_project(
+        QUALITY_PROJECT_NAME,
+        description="Served answers scored against the labels that came back (ground truth)",
+    )
+    accuracy = PanelMetric(legend="accuracy", metric="evidently:metric_v2:Accuracy", tags=["all"])
+    project.dashboard.add_panel(counter_panel("Live accuracy, last day", [accuracy], size="half"))
+    project.dashboard.add_panel(line_plot_panel("Live accuracy over time", [accuracy]))
+    return project
+
+
+def classification_report(labeled: pd.DataFrame, timestamp: datetime, tag: str) -> Any:
+    """Evidently's ClassificationPreset snapshot of answers (``genre``) against labels."""
+    import_evidently()
+    from evidently import (
+        BinaryClassification,
+        DataDefinition,
+        Dataset,
+        MulticlassClassification,
+        Report,
+    )
+    from evidently.presets import ClassificationPreset
+
+    frame = pd.DataFrame(
+        {"target": labeled["true_genre"].astype(str), "prediction": labeled["genre"].astype(str)}
+    )
+    genres = sorted(set(frame["target"]) | set(frame["prediction"]))
+    task: Any
+    if len(genres) == 2:  # Evidently 0.7 reads two classes as binary, and needs a positive one
+        task = BinaryClassification(
+            target="target", prediction_labels="prediction", pos_label=genres[1]
+        )
+    else:
+        task = MulticlassClassification(target="target", prediction_labels="prediction")
+    definition = DataDefinition(classification=[task], categorical_columns=["target", "prediction"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # ill-defined precision of genres never predicted
+        return Report([ClassificationPreset()]).run(
+            Dataset.from_pandas(frame, data_definition=definition),
+            None,
+            timestamp=timestamp,
+            tags=[tag],
+        )
+
+
+def publish_quality_views(
+    labeled: list[dict[str, Any]],
+    workspace_dir: Path,
+    *,
+    now: datetime,
+    ui_url: str | None = None,
+) -> list[str]:
+    """Quality reports of ``labeled`` answers, unless nothing changed since the last ones.
+
+    ``labeled`` are ``labeled_predictions`` rows (the caller picks the period). Returns the
+    reports added as "version (n labeled)".
+    """
+    import_evidently()
+    from evidently.ui.workspace import RemoteWorkspace, Workspace
+
+    if not labeled:
+        return []
+    frame = pd.DataFrame(labeled)
+    covered = [len(frame), str(frame["labeled_at"].max()), str(frame["served_at"].max())]
+    ledger = workspace_dir / QUALITY_FILE
+    if ledger.exists() and json.loads(ledger.read_text()) == covered:
+        return []  # no new label and no new labeled answer
+    workspace_dir.mkdir(parents=True, exist_ok=True)
+    workspace = RemoteWorkspace(ui_url) if ui_url else Workspace(str(workspace_dir))
+    project = ensure_quality_project(workspace)
+    groups = [(str(v), group) for v, group in frame.groupby("model_version", sort=True)]
+    added = []
+    for tag, group in [*groups, ("all", frame)]:
+        snapshot = classification_report(group, now, tag)
+        workspace.add_run(project.id, snapshot, name=f"{tag}: {len(group)} labeled answers")
+        added.append(f"{tag} ({len(group)})")
+    ledger.write_text(json.dumps(covered))
+    return added
+
+
 def publish_for(settings: Settings, limit: int | None = None) -> ViewsSummary:
-    """``publish_drift_views`` on the settings' serving state, through the UI if it runs."""
-    return publish_drift_views(
+    """Drift views of the settings' serving state, then quality views of the last day's
+    labeled answers in the monitoring store; through the UI if it runs."""
+    from genreops.monitoring.store import MonitoringStore, MonitoringUnavailableError, utc_now
+
+    ui_url = running_ui(settings.drift_ui_port)
+    summary = publish_drift_views(
         settings.serving_dir / "drift",
         settings.repository,
         settings.drift_workspace,
         limit=limit,
-        ui_url=running_ui(settings.drift_ui_port),
+        ui_url=ui_url,
     )
+    now = utc_now()
+    try:
+        with MonitoringStore(settings.monitoring_db_url) as store:
+            store.ensure_schema()
+            labeled = store.labeled_predictions(since=now - QUALITY_PERIOD)
+    except MonitoringUnavailableError as error:
+        summary.failed.append(f"quality: {error}")
+        return summary
+    try:
+        summary.quality = publish_quality_views(
+            labeled, settings.drift_workspace, now=now, ui_url=ui_url
+        )
+    except Exception as error:  # the drift views above are kept
+        log.exception("quality views failed")
+        summary.failed.append(f"quality: {type(error).__name__}: {error}")
+    return summary

@@ -26,7 +26,8 @@ def drift_report(
         int | None, typer.Option(min=1, help="Most reports to build now (each costs seconds).")
     ] = None,
 ) -> None:
-    """Turn the drift gate's new drift tests into Evidently reports for the drift UI."""
+    """Turn the drift gate's new drift tests into Evidently reports for the drift UI, and new
+    labels into quality reports (project "genreops quality")."""
     from genreops.monitoring.views import publish_for
 
     settings = get_settings()
@@ -40,6 +41,10 @@ def drift_report(
         f"{len(summary.added)} report(s) added to {settings.drift_workspace} "
         f"(project {summary.project_id}); `genreops stack up` serves the drift UI"
     )
+    if summary.quality:
+        out.print(
+            f"quality reports of the last day's labeled answers: {', '.join(summary.quality)}"
+        )
 
 
 def feedback(
