@@ -10,7 +10,8 @@ UV_VERSION := 0.13.9
 STAMP := $(VENV)/.installed
 # command -> Debian package providing it
 APT_PACKAGES := ffmpeg:ffmpeg node:nodejs npm:npm prometheus:prometheus \
-  prometheus-node-exporter:prometheus-node-exporter chromium:chromium \
+  prometheus-node-exporter:prometheus-node-exporter \
+  prometheus-alertmanager:prometheus-alertmanager chromium:chromium \
   docker-compose:docker-compose espeak-ng:espeak-ng sox:sox
 S3_SERVER := tools/s3/node_modules/.package-lock.json
 PYTEST_ARGS ?=
@@ -35,7 +36,7 @@ system-deps:
 	    echo "setup: installing apt packages:$$missing"; \
 	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	  else echo "setup: WARNING: please install:$$missing (ffmpeg: mp4/m4a; node+npm: the S3 server;" \
-	    "prometheus: metrics; chromium: UI checks; docker-compose: Compose validation)"; fi; \
+	    "prometheus, prometheus-alertmanager: metrics and alerts; chromium: UI checks; docker-compose: Compose validation)"; fi; \
 	fi
 
 $(STAMP): requirements/lock.txt pyproject.toml

@@ -56,6 +56,8 @@ EXPECTED_SERVICES = {
     "dask-worker-1",
     "dask-worker-2",
     "triton",
+    "monitor",
+    "alertmanager",
     "prometheus",
     "grafana",
     "node-exporter",
@@ -70,6 +72,8 @@ MONITORING_FILES = [
     "configs/grafana/provisioning/datasources/datasources.yml",
     "configs/grafana/provisioning/dashboards/dashboards.yml",
     "configs/grafana/provisioning/alerting/drift.yml",
+    "configs/grafana/provisioning/alerting/contact-points.yml",
+    "configs/alertmanager/alertmanager.compose.yml",
     "dashboards/genreops.json",
 ]
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?err}; `$$` is a literal dollar.

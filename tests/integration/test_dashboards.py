@@ -2,19 +2,24 @@
 
 A real Triton serves the published ensemble and gets clean traffic, drifted traffic (the
 gate opens), bad files (bad-input counters and failed requests) and, with its fallback model
-unloaded, drifted traffic again (fallback errors). A real Prometheus (Debian's, free port,
-1 s scrapes, configs/prometheus/alerts.yml loaded) scrapes it, a real node exporter and
-itself. Then every PromQL expression of the dashboard and of both rule files must evaluate
-and return series, every alert must go active while its condition holds (Triton down at the
-very end, by stopping it), and every SQL query of the dashboard must run on the monitoring
-store, which that Triton filled on the machine's PostgreSQL.
+unloaded, drifted traffic again (fallback errors); then the clips' folders come back as
+labels, three of them corrected. A real Prometheus (Debian's, free port, 1 s scrapes,
+configs/prometheus/alerts.yml loaded with every ``for:`` at 0 s) scrapes it, a real node
+exporter, the monitor service (live-quality gauges) and itself, and sends firing alerts to a
+real Alertmanager, which delivers them to the monitor. Then every PromQL expression of the
+dashboard and of both rule files must evaluate and return series, every alert must fire while
+its condition holds (Triton down at the very end, by stopping it) and be recorded by the
+monitor in the store, and every SQL query of the dashboard must run on the monitoring store,
+which that Triton filled on the machine's PostgreSQL.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -26,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from genreops.core.processes import http_answers, start_process
 from genreops.core.settings import get_settings
 from genreops.data.synth import render_corpus
 from genreops.monitoring.feedback import record_labels
@@ -34,7 +40,9 @@ from genreops.monitoring.store import MonitoringStore
 from genreops.platform.observability import (
     ALERT_RULES,
     ObservabilityError,
+    render_alertmanager_config,
     render_prometheus_config,
+    start_alertmanager,
     start_node_exporter,
     start_prometheus,
     stop,
@@ -73,6 +81,8 @@ class Observed:
     triton: subprocess.Popen[bytes]
     champion: str  # model label of the champion
     database_url: str | None  # the monitoring store Triton wrote to (PostgreSQL), if any
+    store_url: str  # that store, or the SQLite file Triton wrote to without PostgreSQL
+    alertmanager: str  # base URL
     answered: int = 0  # successful answers, each one a stored prediction
     fallback_failed: list[Answer] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)  # every answer, in order
@@ -108,6 +118,39 @@ def _postgres_url(request: pytest.FixtureRequest) -> str | None:
     return postgres_url(make_schema())
 
 
+def _start_monitor(base: Path, store_url: str, port: int) -> subprocess.Popen[bytes]:
+    """The monitor service as the stack runs it; any wrong labeled answer fires the rule."""
+    env = {
+        **os.environ,
+        "GENREOPS_HOME": str(base / "home"),
+        "GENREOPS_DATABASE_URL": store_url,
+        "GENREOPS_MONITOR_PORT": str(port),
+        "GENREOPS_MIN_LIVE_ACCURACY": "1.0",
+        "GENREOPS_QUALITY_MIN_ANSWERS": "5",
+        "GENREOPS_USE_STACK_ENV": "false",
+    }
+    url = f"http://127.0.0.1:{port}"
+    return start_process(
+        "the monitor service",
+        [sys.executable, "-m", "genreops.app.cli", "monitor", "--port", str(port)],
+        ready=lambda: http_answers(f"{url}/healthz", expect="{"),
+        url=url,
+        log_path=base / "monitor.log",
+        env=env,
+    )
+
+
+def _rules_firing_at_once(path: Path) -> Path:
+    """The shipped rules with every ``for:`` at 0 s: an alert fires (and reaches Alertmanager)
+    as soon as its condition holds. The durations themselves are promtool-tested."""
+    rules = yaml.safe_load(ALERT_RULES.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule["for"] = "0s"
+    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    return path
+
+
 @pytest.fixture(scope="module")
 def observed(
     published_ensemble: PublishedEnsemble,
@@ -116,10 +159,28 @@ def observed(
 ) -> Iterator[Observed]:
     base = tmp_path_factory.mktemp("dashboards")
     database_url = _postgres_url(request)
+    # the store Triton writes to: the PostgreSQL schema, else the SQLite file of its home
+    store_url = database_url or f"sqlite:///{base / 'home' / 'monitoring.db'}"
     with contextlib.ExitStack() as stack:
         node_port, prometheus_port = free_port(), free_port()
+        monitor_port, alertmanager_port = free_port(), free_port()
         node = start_node_exporter(port=node_port, log_path=base / "node-exporter.log")
         stack.callback(stop, node)
+        monitor = _start_monitor(base, store_url, monitor_port)
+        stack.callback(stop, monitor)
+        alertmanager_config = base / "alertmanager.yml"
+        alertmanager_config.write_text(
+            render_alertmanager_config(
+                f"http://127.0.0.1:{monitor_port}/alerts", group_wait="1s", group_interval="5s"
+            )
+        )
+        alertmanager = start_alertmanager(
+            alertmanager_config,
+            base / "alertmanager",
+            port=alertmanager_port,
+            log_path=base / "alertmanager.log",
+        )
+        stack.callback(stop, alertmanager)
 
         ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
         with pytest.MonkeyPatch.context() as patch:
@@ -143,10 +204,12 @@ def observed(
                     "prometheus": [f"127.0.0.1:{prometheus_port}"],
                     "triton": [f"127.0.0.1:{ports.metrics}"],
                     "node": [f"127.0.0.1:{node_port}"],
+                    "monitor": [f"127.0.0.1:{monitor_port}"],
                 },
-                rules_path=ALERT_RULES,
+                rules_path=_rules_firing_at_once(base / "alerts.yml"),
                 scrape_interval="1s",
                 evaluation_interval="1s",
+                alertmanagers=[f"127.0.0.1:{alertmanager_port}"],
             )
         )
         prometheus = start_prometheus(
@@ -160,6 +223,8 @@ def observed(
             triton=triton,
             champion=published_ensemble.published.champion.label,
             database_url=database_url,
+            store_url=store_url,
+            alertmanager=f"http://127.0.0.1:{alertmanager_port}",
         )
         client = EnsembleClient(ports.grpc_url, "grpc")
 
@@ -198,10 +263,15 @@ def observed(
         if database_url:
             entry = published_ensemble.published.history[-1]
             record_event(database_url, base / "spool", "publish", entry)
-            with MonitoringStore(database_url) as store:  # ground truth: the clips' folders
-                labels = folder_labels(a for a in observed.answers if a.ok)
-                report = record_labels(store, base / "spool", labels, "folders", check_known=False)
-                assert report.stored == len(labels)
+        with MonitoringStore(store_url) as store:  # ground truth: the clips' folders...
+            labels = folder_labels(a for a in observed.answers if a.ok)
+            # ...and, later, three corrections: those answers are now wrong for sure
+            genres = sorted({genre for _, genre in labels})
+            labels += [
+                (clip, genres[(genres.index(g) + 1) % len(genres)]) for clip, g in labels[:3]
+            ]
+            report = record_labels(store, base / "spool", labels, "folders", check_known=False)
+            assert report.stored == len(labels)
         yield observed
     get_settings.cache_clear()
 
@@ -230,13 +300,15 @@ def test_start_prometheus_refuses_a_port_in_use(tmp_path: Path) -> None:
 # --- Prometheus ---------------------------------------------------------------------------
 
 
-def test_prometheus_scrapes_triton_the_node_exporter_and_itself(observed: Observed) -> None:
+def test_prometheus_scrapes_triton_the_node_exporter_the_monitor_and_itself(
+    observed: Observed,
+) -> None:
     def health() -> dict[str, str]:
         data = prometheus_api(observed.prometheus, "/api/v1/targets")
         return {t["labels"]["job"]: t["health"] for t in data["activeTargets"]}
 
     assert wait_until(lambda: set(health().values()) == {"up"}, timeout=60), health()
-    assert health().keys() == {"prometheus", "triton", "node"}
+    assert health().keys() == {"prometheus", "triton", "node", "monitor"}
 
 
 def test_every_dashboard_expression_returns_series(observed: Observed) -> None:
@@ -269,8 +341,8 @@ def _active_alerts(observed: Observed) -> dict[str, dict[str, Any]]:
 
 
 def test_each_alert_goes_active_while_its_condition_holds(observed: Observed) -> None:
-    """Gate open, failing requests, refused files, failing fallback: each rule's expression
-    returns series and its alert is pending (the ``for:`` durations are minutes long)."""
+    """Gate open, failing requests, refused files, failing fallback, wrong labeled answers:
+    each rule's expression returns series and its alert is active."""
     rules = {r["alert"]: r for r in _alert_rules() if r["alert"] != "GenreopsTritonDown"}
     assert wait_until(lambda: rules.keys() <= _active_alerts(observed).keys(), timeout=60), (
         f"active: {sorted(_active_alerts(observed))}"
@@ -280,6 +352,42 @@ def test_each_alert_goes_active_while_its_condition_holds(observed: Observed) ->
         assert instant_query(observed.prometheus, rule["expr"]), name
         assert active[name]["labels"]["severity"] == rule["labels"]["severity"]
         assert active[name]["annotations"]["summary"]
+
+
+def _recorded_alerts(observed: Observed) -> dict[str, dict[str, Any]]:
+    """What the monitor service recorded: the latest notification of each alert."""
+    with MonitoringStore(observed.store_url) as store:
+        rows = store.recent_alerts(1000)
+    return {row["alertname"]: row for row in reversed(rows)}
+
+
+def test_alertmanager_delivers_prometheus_alerts_to_the_receivers_record(
+    observed: Observed,
+) -> None:
+    """Prometheus -> Alertmanager -> the monitor service -> the store's alerts table."""
+    expected = {r["alert"] for r in _alert_rules() if r["alert"] != "GenreopsTritonDown"}
+    assert wait_until(lambda: expected <= _recorded_alerts(observed).keys(), timeout=90), (
+        f"recorded: {sorted(_recorded_alerts(observed))}"
+    )
+    recorded = _recorded_alerts(observed)
+    for name in expected:
+        row = recorded[name]
+        assert (row["source"], row["receiver"], row["status"]) == (
+            "alertmanager", "genreops-monitor", "firing"
+        ), row  # fmt: skip
+        assert row["summary"] and row["starts_at"] is not None and row["fingerprint"]
+    low = recorded["GenreopsLiveAccuracyLow"]
+    assert low["labels"]["instance"] and "below the minimum" in low["summary"]
+    alertmanager_sees = {a["labels"]["alertname"] for a in _alertmanager_alerts(observed)}
+    assert expected <= alertmanager_sees
+
+
+def _alertmanager_alerts(observed: Observed) -> list[dict[str, Any]]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(f"{observed.alertmanager}/api/v2/alerts", timeout=5) as answer:
+        return list(json.loads(answer.read()))
 
 
 def test_the_fallback_failure_was_answered_by_the_champion(observed: Observed) -> None:
@@ -372,3 +480,5 @@ def test_triton_down_fires_the_server_down_alert(observed: Observed) -> None:
     alert = _active_alerts(observed)["GenreopsTritonDown"]
     assert alert["labels"]["severity"] == "critical"
     assert f"127.0.0.1:{observed.ports.metrics}" in alert["annotations"]["summary"]
+    assert wait_until(lambda: "GenreopsTritonDown" in _recorded_alerts(observed), timeout=60)
+    assert _recorded_alerts(observed)["GenreopsTritonDown"]["severity"] == "critical"

@@ -169,7 +169,8 @@ def test_the_monitoring_store_migrates_from_the_wheel(installed: Path, tmp_path:
     out = _run([str(installed / "python"), "-c", MIGRATE, url], cwd=tmp_path, env=env).stdout
     found = json.loads(out.strip().splitlines()[-1])
     assert sorted(found["changes"]) == [
-        "created table drift_tests", "created table labels", "created table model_events",
+        "created table alerts", "created table drift_tests", "created table labels",
+        "created table model_events",
         "created table predictions",
     ]  # fmt: skip
     assert found["again"] == []

@@ -134,7 +134,7 @@ def test_a_database_at_the_first_revision_gains_the_labels_table(tmp_path: Path)
     assert LABELS not in inspect(engine).get_table_names()
     engine.dispose()
     with MonitoringStore(url) as store:
-        assert store.ensure_schema() == ["created table labels"]
+        assert store.ensure_schema() == ["created table alerts", "created table labels"]
         assert store.count(PREDICTIONS) == 1  # kept
         store.insert_labels([{"clip_id": "a.wav", "genre": "rock"}])
         assert [row["true_genre"] for row in store.labeled_predictions()] == ["rock"]

@@ -20,6 +20,7 @@ import yaml
 
 from genreops.platform.observability import (
     ALERT_RULES,
+    NATIVE_ALERTMANAGERS,
     NATIVE_TARGETS,
     ObservabilityError,
     render_prometheus_config,
@@ -258,7 +259,11 @@ def test_grafana_drift_rule_is_consistent() -> None:
 
 
 def test_native_config_is_what_the_renderer_writes_for_the_default_ports() -> None:
-    rendered = yaml.safe_load(render_prometheus_config(NATIVE_TARGETS, rules_path="alerts.yml"))
+    rendered = yaml.safe_load(
+        render_prometheus_config(
+            NATIVE_TARGETS, rules_path="alerts.yml", alertmanagers=NATIVE_ALERTMANAGERS
+        )
+    )
     assert _yaml(PROMETHEUS_DIR / "prometheus.yml") == rendered
 
 
@@ -277,8 +282,16 @@ def test_compose_config_has_the_native_jobs_on_compose_hosts() -> None:
         "prometheus": ["localhost:9090"],
         "triton": ["triton:8002"],
         "node": ["node-exporter:9100"],
+        "monitor": ["monitor:9095"],
     }
     assert jobs(compose).keys() == jobs(native).keys()
+
+    def alertmanagers(config: dict[str, Any]) -> list[str]:
+        (group,) = config["alerting"]["alertmanagers"]
+        return [t for s in group["static_configs"] for t in s["targets"]]
+
+    assert alertmanagers(native) == ["127.0.0.1:9093"]
+    assert alertmanagers(compose) == ["alertmanager:9093"]
 
 
 def test_renderer_skips_empty_jobs_and_refuses_a_bare_string() -> None:
@@ -350,6 +363,7 @@ def test_alerts_fire_after_their_for_duration_and_not_on_healthy_series(tmp_path
     promtool = _promtool()
     ensemble = 'model="genre_ensemble",version="1",job="triton",instance="t:8002"'
     gate = 'genreops_drift_gate_open{job="triton",instance="t:8002"}'
+    monitor, other = 'job="monitor",instance="m:9095"', 'job="monitor",instance="o:9095"'
     tests = [
         {  # the gate opens: pending for 15 minutes, then firing; a closed gate stays quiet
             "interval": "1m",
@@ -437,6 +451,40 @@ def test_alerts_fire_after_their_for_duration_and_not_on_healthy_series(tmp_path
                     "GenreopsBadInputShareHigh",
                     "GenreopsFallbackFailing",
                 )
+            ],
+        },
+        {  # live accuracy under the minimum for 10 minutes; a version's own low score and
+            # the pooled score of another monitor above its minimum stay quiet
+            "interval": "1m",
+            "input_series": [
+                {
+                    "series": f'genreops_live_accuracy{{{monitor},model_version="all"}}',
+                    "values": "0.9 0.9 0.5x20",
+                },
+                {
+                    "series": f'genreops_live_accuracy{{{monitor},model_version="m/2"}}',
+                    "values": "0.1x22",
+                },
+                {"series": f"genreops_live_accuracy_minimum{{{monitor}}}", "values": "0.6x22"},
+                {
+                    "series": f'genreops_live_accuracy{{{other},model_version="all"}}',
+                    "values": "0.7x22",
+                },
+                {"series": f"genreops_live_accuracy_minimum{{{other}}}", "values": "0.6x22"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "8m", "alertname": "GenreopsLiveAccuracyLow", "exp_alerts": []},
+                {
+                    "eval_time": "14m",
+                    "alertname": "GenreopsLiveAccuracyLow",
+                    "exp_alerts": [
+                        _expect(
+                            "GenreopsLiveAccuracyLow",
+                            "Live accuracy 50% is below the minimum",
+                            instance="m:9095",
+                        )
+                    ],
+                },
             ],
         },
         {  # Triton stops answering scrapes: critical after a minute

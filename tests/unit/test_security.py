@@ -307,7 +307,11 @@ COVERED_STARTERS = {
     "src/genreops/platform/mlflow_server.py": "start_mlflow_server",
     "src/genreops/serving/triton/server.py": "start_triton (and `genreops serve`); its watchdog "
     "(genreops.serving.triton.watchdog) only calls the server's HTTP port, it opens no socket",
-    "src/genreops/platform/observability.py": "start_prometheus, start_node_exporter",
+    "src/genreops/platform/observability.py": "start_prometheus, start_alertmanager (no "
+    "cluster gossip), start_node_exporter",
+    "src/genreops/monitoring/service.py": "serve (uvicorn): its default host",
+    "src/genreops/app/cli/monitoring.py": "`genreops monitor`: its default --host, and the "
+    "stack's monitor starter passes --host",
     "src/genreops/monitoring/drift/monitor.py": "the drift worker: a child on pipes, it opens no "
     "socket",
     "flows/runtime.py": "Prefect's temporary server (SubprocessASGIServer)",
@@ -364,6 +368,7 @@ def launches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Launches:
     monkeypatch.setattr(triton_server, "_WATCHDOGS", {})  # the fake one is never stopped
     monkeypatch.setattr(observability, "find_prometheus", lambda: "prometheus")
     monkeypatch.setattr(observability, "find_node_exporter", lambda: "node_exporter")
+    monkeypatch.setattr(observability, "find_alertmanager", lambda: "alertmanager")
     monkeypatch.setattr(starters, "venv_tool", lambda name: name)
     for name in list(os.environ):  # default settings: nothing from this shell
         if name.startswith(("GENREOPS_", "PREFECT_SERVER_", "PREFECT_RUNNER_")):
@@ -378,9 +383,11 @@ def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
     from prefect.server.api import server as prefect_server
     from prefect.settings import Settings as PrefectSettings
 
+    from genreops.app.cli import monitoring as cli_monitoring
     from genreops.app.cli import serving as cli_serving
     from genreops.core.errors import GenreopsError
     from genreops.core.settings import Settings
+    from genreops.monitoring import service
     from genreops.platform import mlflow_server, observability, s3server, stack
     from genreops.platform.stack import starters
     from genreops.serving.triton import server as triton_server
@@ -396,6 +403,8 @@ def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
         "stack mlflow": lambda: starters.start_mlflow(the_stack, 1.0),
         "stack prefect": lambda: starters.start_prefect(the_stack, 1.0),
         "stack triton": lambda: starters.start_triton(the_stack, 1.0),
+        "stack monitor": lambda: starters.start_monitor(the_stack, 1.0),
+        "stack alertmanager": lambda: starters.start_alertmanager(the_stack, 1.0),
         "stack prometheus": lambda: starters.start_prometheus(the_stack, 1.0),
         "stack drift-ui": lambda: starters.start_drift_ui(the_stack, 1.0),
     }
@@ -415,6 +424,11 @@ def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
     seen["observability.start_prometheus"] = bind_addresses(launches.take()[1])
     observability.start_node_exporter()
     seen["observability.start_node_exporter"] = bind_addresses(launches.take()[1])
+    observability.start_alertmanager(tmp_path / "alertmanager.yml", tmp_path / "am")
+    alertmanager_argv = launches.take()[1]
+    seen["observability.start_alertmanager"] = bind_addresses(alertmanager_argv)
+    # Alertmanager's HA gossip listens on 0.0.0.0:9094 unless told not to listen at all
+    assert "--cluster.listen-address=" in alertmanager_argv
 
     # Prefect's temporary server (flows/runtime.py) and its settings' defaults
     popen: list[list[str]] = []
@@ -439,9 +453,12 @@ def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
         kwargs["dashboard_address"].rpartition(":")[0],
     ]
 
-    # `genreops serve` without --host
+    # `genreops serve` and `genreops monitor` without --host, and the monitor's own default
     host_default = inspect.signature(cli_serving.serve).parameters["host"].default
     seen["genreops serve (default --host)"] = [host_default]
+    host_default = inspect.signature(cli_monitoring.monitor).parameters["host"].default
+    seen["genreops monitor (default --host)"] = [host_default]
+    seen["monitoring.service.serve"] = [inspect.signature(service.serve).parameters["host"].default]
 
     # settings defaults and the endpoints the stack advertises
     bad_defaults = [

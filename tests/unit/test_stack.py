@@ -92,6 +92,8 @@ def test_services_start_in_dependency_order() -> None:
         "prefect",
         "deployments",
         "triton",
+        "monitor",
+        "alertmanager",
         "prometheus",
         "drift-ui",
     )
@@ -104,6 +106,7 @@ def test_only_pulls_in_what_a_service_needs_and_keeps_start_order() -> None:
     assert select_services(None) == list(SERVICES)
     assert select_services(["deployments", "mlflow"]) == ["s3", "mlflow", "prefect", "deployments"]
     assert select_services(["drift-ui", " triton "]) == ["triton", "drift-ui"]
+    assert select_services(["alertmanager"]) == ["monitor", "alertmanager"]
 
 
 def test_services_start_side_by_side_once_what_they_need_is_up(
@@ -164,7 +167,7 @@ def test_default_ports_do_not_clash(tmp_path: Path) -> None:
     ports = service_ports(settings_for(tmp_path))
     assert duplicate_ports(ports) == []
     numbers = {p.number for service in ports.values() for p in service}
-    assert numbers == {4568, 5000, 4200, 8000, 8001, 8002, 9090, 8085}
+    assert numbers == {4568, 5000, 4200, 8000, 8001, 8002, 9095, 9093, 9090, 8085}
 
 
 def test_two_services_on_one_port_is_reported_before_anything_starts(tmp_path: Path) -> None:

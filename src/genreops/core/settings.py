@@ -186,6 +186,27 @@ class Settings(BaseSettings):
     )
     dask_workers: int = Field(default=2, ge=1, description="Workers of the local Dask cluster.")
 
+    # Live quality and alerts (labels that came back; the monitor service, Alertmanager).
+    quality_recent_answers: int = Field(
+        default=100, ge=1, description="Newest labeled answers the live accuracy gauge covers."
+    )
+    quality_min_answers: int = Field(
+        default=20,
+        ge=1,
+        description="Labeled answers needed before the live accuracy gauge is published.",
+    )
+    min_live_accuracy: float = Field(
+        default=0.6,
+        ge=0,
+        le=1,
+        description="Live accuracy over the newest labeled answers below this fires an alert.",
+    )
+    alert_webhook_url: str | None = Field(
+        default=None,
+        description="Where the monitor forwards every alert notification it records (JSON "
+        "POST, Alertmanager's payload); None keeps them in the store only.",
+    )
+
     # Audio limits, enforced before and during decoding.
     window_seconds: float = Field(default=30.0, gt=0, description="Analysis window length.")
     min_seconds: float = Field(default=5.0, gt=0, description="Shortest usable clip.")
@@ -213,6 +234,15 @@ class Settings(BaseSettings):
     )
     prometheus_port: int = Field(default=9090, ge=1, le=65535, description="Prometheus port.")
     drift_ui_port: int = Field(default=8085, ge=1, le=65535, description="Evidently UI port.")
+    alertmanager_port: int = Field(
+        default=9093, ge=1, le=65535, description="Alertmanager port (native stack)."
+    )
+    monitor_port: int = Field(
+        default=9095,
+        ge=1,
+        le=65535,
+        description="The monitor service: quality gauges and the alert receiver.",
+    )
     mlflow_backend_store_uri: str | None = Field(
         default=None,
         description="Database of the stack's MLflow server (e.g. postgresql://...); "

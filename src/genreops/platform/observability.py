@@ -1,10 +1,12 @@
-"""Prometheus and node exporter as plain processes, and Prometheus's scrape configuration.
+"""Prometheus, Alertmanager and the node exporter as plain processes, and their configuration.
 
 The native stack runs Debian's ``prometheus`` (scraping Triton's metrics port, itself and,
 when installed, ``prometheus-node-exporter`` for host CPU and memory) with the alert rules of
-``configs/prometheus/alerts.yml``. Ports are configurable, so the scrape configuration is
-rendered here rather than copied: ``configs/prometheus/prometheus.yml`` is exactly what
-``render_prometheus_config(NATIVE_TARGETS, rules_path="alerts.yml")`` produces.
+``configs/prometheus/alerts.yml``, sending firing alerts to Debian's ``prometheus-alertmanager``,
+which delivers them to genreops' monitor service (``genreops.monitoring.service``). Ports are
+configurable, so the configurations are rendered here rather than copied:
+``configs/prometheus/prometheus.yml`` is exactly what ``render_prometheus_config(NATIVE_TARGETS,
+rules_path="alerts.yml", alertmanagers=NATIVE_ALERTMANAGERS)`` produces.
 
 The dashboards' queries are checked against a real Prometheus and PostgreSQL by the tests
 (tests/grafana_macros.py renders them as Grafana would; tests/prometheus_http.py asks
@@ -32,15 +34,22 @@ ALERT_RULES = config_file("prometheus", "alerts.yml")  # shipped as genreops.con
 JOB_PROMETHEUS = "prometheus"
 JOB_TRITON = "triton"
 JOB_NODE = "node"
+JOB_MONITOR = "monitor"  # genreops' monitor service: live-quality gauges
 NATIVE_TARGETS: dict[str, list[str]] = {
     JOB_PROMETHEUS: [f"{HOST}:9090"],
     JOB_TRITON: [f"{HOST}:8002"],
     JOB_NODE: [f"{HOST}:9100"],
+    JOB_MONITOR: [f"{HOST}:9095"],
 }
+NATIVE_ALERTMANAGERS = [f"{HOST}:9093"]
 
 PROMETHEUS_BINARIES = ("prometheus",)
+ALERTMANAGER_BINARIES = ("prometheus-alertmanager", "alertmanager")  # Debian, upstream
 NODE_EXPORTER_BINARIES = ("prometheus-node-exporter", "node_exporter")  # Debian, upstream
 PROMETHEUS_HINT = "install Debian's package: apt-get install prometheus (or run `make setup`)"
+ALERTMANAGER_HINT = (
+    "install Debian's package: apt-get install prometheus-alertmanager (or run `make setup`)"
+)
 NODE_EXPORTER_HINT = (
     "install Debian's package: apt-get install prometheus-node-exporter (or run `make setup`)"
 )
@@ -59,11 +68,13 @@ def render_prometheus_config(
     rules_path: str | Path | None = None,
     scrape_interval: str = "15s",
     evaluation_interval: str = "15s",
+    alertmanagers: Sequence[str] = (),
 ) -> str:
     """A ``prometheus.yml`` with one static scrape job per entry of ``targets``.
 
     ``targets`` maps a job name to ``host:port`` addresses (``{"triton": ["127.0.0.1:8002"]}``);
-    a relative ``rules_path`` is resolved by Prometheus next to the config file.
+    a relative ``rules_path`` is resolved by Prometheus next to the config file; firing alerts
+    are sent to the ``alertmanagers`` (``host:port``).
     """
     jobs = []
     for job, addresses in targets.items():
@@ -75,10 +86,45 @@ def render_prometheus_config(
     config: dict[str, Any] = {
         "global": {"scrape_interval": scrape_interval, "evaluation_interval": evaluation_interval}
     }
+    if alertmanagers:
+        config["alerting"] = {
+            "alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]
+        }
     if rules_path is not None:
         config["rule_files"] = [str(rules_path)]
     config["scrape_configs"] = jobs
     header = "# Rendered by genreops.platform.observability.render_prometheus_config.\n"
+    return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
+def render_alertmanager_config(
+    receiver_url: str,
+    *,
+    group_wait: str = "10s",
+    group_interval: str = "1m",
+    repeat_interval: str = "4h",
+) -> str:
+    """An ``alertmanager.yml`` sending every alert (and its resolution) to one webhook.
+
+    The webhook is genreops' monitor service (``POST /alerts``), which records each alert and
+    forwards it to the user's own URL; people add e-mail or chat receivers here.
+    """
+    config = {
+        "route": {
+            "receiver": "genreops-monitor",
+            "group_by": ["alertname"],
+            "group_wait": group_wait,
+            "group_interval": group_interval,
+            "repeat_interval": repeat_interval,
+        },
+        "receivers": [
+            {
+                "name": "genreops-monitor",
+                "webhook_configs": [{"url": receiver_url, "send_resolved": True}],
+            }
+        ],
+    }
+    header = "# Rendered by genreops.platform.observability.render_alertmanager_config.\n"
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
@@ -98,6 +144,11 @@ def _find(names: Sequence[str], hint: str) -> str:
 def find_prometheus() -> str:
     """The ``prometheus`` binary; ObservabilityError saying how to install it otherwise."""
     return _find(PROMETHEUS_BINARIES, PROMETHEUS_HINT)
+
+
+def find_alertmanager() -> str:
+    """The Alertmanager binary (Debian's ``prometheus-alertmanager`` or ``alertmanager``)."""
+    return _find(ALERTMANAGER_BINARIES, ALERTMANAGER_HINT)
 
 
 def find_node_exporter() -> str:
@@ -148,6 +199,41 @@ def start_prometheus(
             "Prometheus",
             argv,
             ready=lambda: http_answers(f"{url}/-/ready", expect="Prometheus"),
+            url=url,
+            log_path=log_path,
+            timeout=timeout,
+        )
+    except GenreopsError as error:
+        raise ObservabilityError(str(error)) from error
+
+
+def start_alertmanager(
+    config_path: Path,
+    data_dir: Path,
+    *,
+    port: int = 9093,
+    host: str = HOST,
+    log_path: Path | None = None,
+    timeout: float = 60.0,
+) -> subprocess.Popen[bytes]:
+    """Run Alertmanager on ``config_path`` alone (no cluster gossip) and wait until ready."""
+    binary = find_alertmanager()
+    _check_port("Alertmanager", host, port)
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    url = f"http://{host}:{port}"
+    argv = [
+        binary,
+        f"--config.file={Path(config_path).resolve()}",
+        f"--storage.path={data_dir.resolve()}",
+        f"--web.listen-address={host}:{port}",
+        "--cluster.listen-address=",  # a single instance: no gossip port on 0.0.0.0:9094
+    ]
+    try:
+        return start_process(
+            "Alertmanager",
+            argv,
+            ready=lambda: http_answers(f"{url}/-/ready", expect="OK"),
             url=url,
             log_path=log_path,
             timeout=timeout,

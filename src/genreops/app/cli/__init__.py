@@ -2,9 +2,10 @@
 
 One module per command group, each command parsing its options, calling the library and
 printing: ``data`` (synth, upload, extract), ``training`` (train, register, models),
-``serving`` (publish, rollback, serve, predict), ``monitoring`` (drift-report, feedback, quality),
-``workflows`` (pipeline, demo) and ``platform`` (s3-server, stack). What they share is in
-``common``. The commands are registered below, in the order ``genreops --help`` lists them.
+``serving`` (publish, rollback, serve, predict), ``monitoring`` (drift-report, feedback,
+quality, monitor), ``workflows`` (pipeline, demo) and ``platform`` (s3-server, stack). What
+they share is in ``common``. The commands are registered below, in the order ``genreops
+--help`` lists them.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ app.command()(serving.predict)
 app.command("drift-report")(monitoring.drift_report)
 app.command("feedback")(monitoring.feedback)
 app.command()(monitoring.quality)
+app.command()(monitoring.monitor)
 app.command()(workflows.pipeline)
 app.command()(workflows.demo)
 platform.stack_app.command("up")(platform.stack_up)

@@ -1,4 +1,4 @@
-"""Commands of the monitoring stage: ``drift-report``, ``feedback``, ``quality``."""
+"""Commands of the monitoring stage: ``drift-report``, ``feedback``, ``quality``, ``monitor``."""
 
 from __future__ import annotations
 
@@ -165,3 +165,26 @@ def quality(
             cells.insert(0, f"{q.window_start:%Y-%m-%d %H:%M}" if q.window_start else "-")
         table.add_row(*cells)
     out.print(table)
+
+
+def monitor(
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; 0.0.0.0 only inside a container.")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int | None,
+        typer.Option(min=1, max=65535, help="Port; default GENREOPS_MONITOR_PORT (9095)."),
+    ] = None,
+) -> None:
+    """Serve the monitor: live-quality gauges for Prometheus and the alert receiver.
+
+    GET /metrics: accuracy over the newest labeled answers per model version and pooled;
+    POST /alerts: Alertmanager's (or Grafana's) webhook, each alert recorded in the monitoring
+    store and forwarded to GENREOPS_ALERT_WEBHOOK_URL; GET /alerts: the newest recorded.
+    `genreops stack up` runs it; this is for Compose and for running it alone.
+    """
+    from genreops.monitoring.service import serve
+
+    settings = get_settings()
+    out.print(f"monitor on http://{host}:{port or settings.monitor_port} (Ctrl-C stops it)")
+    serve(settings, host=host, port=port)

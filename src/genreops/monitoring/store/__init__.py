@@ -1,7 +1,8 @@
 """The monitoring store: every served prediction, every drift test and every model event, in SQL.
 
-SQLite under ``GENREOPS_HOME`` by default, PostgreSQL by URL. Four tables: ``predictions``,
-``drift_tests``, ``model_events`` and ``labels`` (the ground truth, by clip id). One module
+SQLite under ``GENREOPS_HOME`` by default, PostgreSQL by URL. Five tables: ``predictions``,
+``drift_tests``, ``model_events``, ``labels`` (the ground truth, by clip id) and ``alerts``
+(every alert notification the monitor received). One module
 per concern:
 
 =============  ==============================================================================
@@ -24,6 +25,8 @@ from genreops.monitoring.store.errors import (
 )
 from genreops.monitoring.store.rows import prepare_row, with_identity
 from genreops.monitoring.store.schema import (
+    ALERTS,
+    ALERTS_TABLE,
     DRIFT_TESTS,
     DRIFT_TESTS_TABLE,
     LABELS,
@@ -52,6 +55,8 @@ from genreops.monitoring.store.spool import (
 from genreops.monitoring.store.writer import MonitoringWriter, WriterStats
 
 __all__ = [
+    "ALERTS",
+    "ALERTS_TABLE",
     "DRIFT_TESTS",
     "DRIFT_TESTS_TABLE",
     "LABELS",

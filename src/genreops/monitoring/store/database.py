@@ -28,6 +28,7 @@ from genreops.monitoring.store.errors import (
 )
 from genreops.monitoring.store.rows import prepare_row
 from genreops.monitoring.store.schema import (
+    ALERTS,
     DRIFT_TESTS,
     LABELS,
     LABELS_TABLE,
@@ -259,6 +260,9 @@ class MonitoringStore:
     def insert_labels(self, rows: Iterable[Mapping[str, Any]]) -> int:
         return self.insert(LABELS, rows)
 
+    def insert_alerts(self, rows: Iterable[Mapping[str, Any]]) -> int:
+        return self.insert(ALERTS, rows)
+
     # -- queries
 
     def _query(self, statement: Any, doing: str) -> list[dict[str, Any]]:
@@ -282,6 +286,10 @@ class MonitoringStore:
         """Newest first; ``probabilities`` decoded to a dict, ``served_at`` aware UTC."""
         return self._recent(PREDICTIONS, limit)
 
+    def recent_alerts(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest alert notifications received, newest first."""
+        return self._recent(ALERTS, limit)
+
     def recent_drift_tests(self, limit: int = 100) -> list[dict[str, Any]]:
         """Newest first; ``column_scores`` decoded."""
         return self._recent(DRIFT_TESTS, limit)
@@ -297,9 +305,16 @@ class MonitoringStore:
             found.update(row["clip_id"] for row in self._query(statement, "read predictions"))
         return found
 
-    def labeled_predictions(self, since: datetime | None = None) -> list[dict[str, Any]]:
-        """Every prediction (served at or after ``since``) of a labeled clip with its clip's
-        latest label (``true_genre``, ``labeled_at``), oldest prediction first."""
+    def labeled_predictions(
+        self,
+        since: datetime | None = None,
+        *,
+        newest: int | None = None,
+        model_version: str | None = None,
+    ) -> list[dict[str, Any]]:
+        """Every prediction of a labeled clip with its clip's latest label (``true_genre``,
+        ``labeled_at``), oldest prediction first; only those served at or after ``since``, by
+        ``model_version``, or the ``newest`` that many, when given."""
         latest = (
             select(
                 LABELS_TABLE.c.clip_id,
@@ -314,14 +329,28 @@ class MonitoringStore:
             )
         ).subquery()
         p = PREDICTIONS_TABLE
-        statement = (
-            select(p, latest.c.true_genre, latest.c.labeled_at)
-            .join(latest, (latest.c.clip_id == p.c.clip_id) & (latest.c.rank == 1))
-            .order_by(p.c.served_at, p.c.id)
+        statement = select(p, latest.c.true_genre, latest.c.labeled_at).join(
+            latest, (latest.c.clip_id == p.c.clip_id) & (latest.c.rank == 1)
         )
         if since is not None:
             statement = statement.where(p.c.served_at >= to_utc(since))
-        return self._query(statement, "read labeled predictions")
+        if model_version is not None:
+            statement = statement.where(p.c.model_version == model_version)
+        if newest is None:
+            return self._query(statement.order_by(p.c.served_at, p.c.id), "read labeled answers")
+        statement = statement.order_by(p.c.served_at.desc(), p.c.id.desc()).limit(newest)
+        return list(reversed(self._query(statement, "read labeled answers")))
+
+    def model_versions(self, since: datetime) -> list[str]:
+        """The model versions that answered at or after ``since``."""
+        column = PREDICTIONS_TABLE.c.model_version
+        statement = (
+            select(column)
+            .where(PREDICTIONS_TABLE.c.served_at >= to_utc(since))
+            .distinct()
+            .order_by(column)
+        )
+        return [row["model_version"] for row in self._query(statement, "read model versions")]
 
     def model_events(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Oldest first (the publish/rollback history); the newest ``limit`` when given."""

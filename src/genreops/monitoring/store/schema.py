@@ -37,7 +37,8 @@ PREDICTIONS = "predictions"
 DRIFT_TESTS = "drift_tests"
 MODEL_EVENTS = "model_events"
 LABELS = "labels"
-TABLE_NAMES = (PREDICTIONS, DRIFT_TESTS, MODEL_EVENTS, LABELS)
+ALERTS = "alerts"
+TABLE_NAMES = (PREDICTIONS, DRIFT_TESTS, MODEL_EVENTS, LABELS, ALERTS)
 
 
 # --------------------------------------------------------------------------------------------
@@ -231,6 +232,32 @@ LABELS_TABLE = Table(
     Index("ix_labels_clip_id", "clip_id"),
     Index("ix_labels_labeled_at", "labeled_at"),
     info={"key": "label_id", "time": "labeled_at"},
+)
+
+
+# Every alert notification the monitor service received, one row per alert in it (Alertmanager
+# repeats a firing alert every repeat interval and sends "resolved" once: each is a row).
+ALERTS_TABLE = Table(
+    ALERTS,
+    METADATA,
+    Column("id", _ID, primary_key=True, autoincrement=True),
+    Column("alert_id", String(128), nullable=False),
+    Column("received_at", UTCDateTime(timezone=True), nullable=False),
+    Column("source", String(32), nullable=False),  # alertmanager or grafana
+    Column("receiver", String(256)),
+    Column("status", String(32), nullable=False),  # firing or resolved
+    Column("alertname", String(256), nullable=False),
+    Column("severity", String(64)),
+    Column("fingerprint", String(128)),  # the same alert across notifications
+    Column("starts_at", UTCDateTime(timezone=True)),
+    Column("ends_at", UTCDateTime(timezone=True)),
+    Column("summary", String(1024)),
+    Column("labels", JSONText),
+    Column("annotations", JSONText),
+    Index("uq_alerts_alert_id", "alert_id", unique=True),
+    Index("ix_alerts_received_at", "received_at"),
+    Index("ix_alerts_alertname", "alertname"),
+    info={"key": "alert_id", "time": "received_at"},
 )
 
 

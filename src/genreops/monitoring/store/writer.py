@@ -52,6 +52,7 @@ from genreops.monitoring.store.errors import (
 )
 from genreops.monitoring.store.rows import prepare_row, with_identity
 from genreops.monitoring.store.schema import (
+    ALERTS,
     DRIFT_TESTS,
     LABELS,
     MODEL_EVENTS,
@@ -206,6 +207,10 @@ class MonitoringWriter:
     def submit_label(self, row: Mapping[str, Any]) -> str:
         """Queue one label (a clip's true genre); returns its label_id."""
         return self._submit(LABELS, row)
+
+    def submit_alert(self, row: Mapping[str, Any]) -> str:
+        """Queue one received alert notification; returns its alert_id."""
+        return self._submit(ALERTS, row)
 
     def _submit(self, table: str, row: Mapping[str, Any]) -> str:
         with self._cond:

@@ -9,7 +9,11 @@ prefect       Prefect server: SQLite under home (or ``GENREOPS_PREFECT_DATABASE_
 deployments   ``python -m genreops.flows.deployments``: serves every flow as a Prefect deployment
 triton        Triton on the published repository, explicit model control (``genreops publish``
               hot-loads into it); with nothing published it runs with no model loaded
-prometheus    Debian's prometheus scraping Triton; skipped (with how to get it) when absent
+monitor       ``genreops monitor``: live-quality gauges, the alert receiver
+alertmanager  Debian's prometheus-alertmanager, delivering every alert to the monitor; skipped
+              (with how to get it) when absent
+prometheus    Debian's prometheus scraping Triton and the monitor, alerting through
+              Alertmanager; skipped (with how to get it) when absent
 drift-ui      ``evidently ui`` on ``<home>/drift/workspace``
 ============  ==============================================================================
 

@@ -106,6 +106,8 @@ class Stack:
         """Why a service cannot run here (it is then skipped), or None."""
         if service == "prometheus":
             return starters.prometheus_missing()
+        if service == "alertmanager":
+            return starters.alertmanager_missing()
         return None
 
     # health
@@ -123,6 +125,10 @@ class Stack:
             from genreops.serving.triton.control import is_ready
 
             return is_ready(ends.triton_http)
+        if service == "monitor":
+            return http_answers(ends.monitor + "/healthz", expect="{")
+        if service == "alertmanager":
+            return http_answers(ends.alertmanager + "/-/ready", expect="OK")
         if service == "prometheus":
             return http_answers(ends.prometheus + "/-/ready")
         if service == "drift-ui":
@@ -146,6 +152,10 @@ class Stack:
             return f"data in {self.home / 's3'}"
         if service == "drift-ui":
             return f"workspace {self.drift_workspace}"
+        if service == "monitor":
+            return "alert receiver at /alerts, quality gauges at /metrics"
+        if service == "alertmanager":
+            return f"notifies {self.endpoints.monitor}/alerts"
         return ""
 
     def _triton_detail(self) -> str:
@@ -351,6 +361,8 @@ class Stack:
             "prefect": lambda t: starters.start_prefect(self, t),
             "deployments": lambda t: starters.start_deployments(self, t, launched),
             "triton": lambda t: starters.start_triton(self, t),
+            "monitor": lambda t: starters.start_monitor(self, t),
+            "alertmanager": lambda t: starters.start_alertmanager(self, t),
             "prometheus": lambda t: starters.start_prometheus(self, t),
             "drift-ui": lambda t: starters.start_drift_ui(self, t),
         }

@@ -15,15 +15,31 @@ from genreops.core.settings import Settings
 from genreops.platform import s3server
 
 HOST = "127.0.0.1"
-SERVICES = ("s3", "mlflow", "prefect", "deployments", "triton", "prometheus", "drift-ui")
+SERVICES = (
+    "s3",
+    "mlflow",
+    "prefect",
+    "deployments",
+    "triton",
+    "monitor",
+    "alertmanager",
+    "prometheus",
+    "drift-ui",
+)
 # What must run before a service can start (``--only`` pulls these in).
-DEPENDENCIES: dict[str, tuple[str, ...]] = {"mlflow": ("s3",), "deployments": ("prefect",)}
+DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "mlflow": ("s3",),
+    "deployments": ("prefect",),
+    "alertmanager": ("monitor",),  # its one receiver
+}
 TITLES = {
     "s3": "S3 (s3rver)",
     "mlflow": "MLflow",
     "prefect": "Prefect server",
     "deployments": "Prefect deployments",
     "triton": "Triton",
+    "monitor": "Monitor (quality gauges, alert receiver)",
+    "alertmanager": "Alertmanager",
     "prometheus": "Prometheus",
     "drift-ui": "Evidently UI",
 }
@@ -33,6 +49,8 @@ TIMEOUTS = {  # seconds to get healthy on a busy 2-core machine
     "prefect": 240.0,
     "deployments": 240.0,
     "triton": 300.0,
+    "monitor": 60.0,
+    "alertmanager": 60.0,
     "prometheus": 60.0,
     "drift-ui": 120.0,
 }
@@ -74,6 +92,8 @@ class Endpoints:
     triton_http: str
     triton_grpc: str  # host:port, the form tritonclient.grpc and GENREOPS_TRITON_URL take
     triton_metrics: str
+    monitor: str
+    alertmanager: str
     prometheus: str
     drift_ui: str
 
@@ -94,6 +114,8 @@ class Endpoints:
             triton_http=url(settings.triton_http_port),
             triton_grpc=f"{HOST}:{settings.triton_grpc_port}",
             triton_metrics=f"{url(settings.triton_metrics_port)}/metrics",
+            monitor=url(settings.monitor_port),
+            alertmanager=url(settings.alertmanager_port),
             prometheus=url(settings.prometheus_port),
             drift_ui=url(settings.drift_ui_port),
         )
@@ -106,6 +128,8 @@ class Endpoints:
             "prefect": self.prefect,
             "deployments": f"{self.prefect}/deployments",
             "triton": self.triton_http,
+            "monitor": self.monitor,
+            "alertmanager": self.alertmanager,
             "prometheus": self.prometheus,
             "drift-ui": self.drift_ui,
         }[service]
@@ -123,6 +147,8 @@ def service_ports(settings: Settings) -> dict[str, list[Port]]:
             Port("gRPC", settings.triton_grpc_port, "GENREOPS_TRITON_GRPC_PORT"),
             Port("metrics", settings.triton_metrics_port, "GENREOPS_TRITON_METRICS_PORT"),
         ],
+        "monitor": [Port("http", settings.monitor_port, "GENREOPS_MONITOR_PORT")],
+        "alertmanager": [Port("http", settings.alertmanager_port, "GENREOPS_ALERTMANAGER_PORT")],
         "prometheus": [Port("http", settings.prometheus_port, "GENREOPS_PROMETHEUS_PORT")],
         "drift-ui": [Port("http", settings.drift_ui_port, "GENREOPS_DRIFT_UI_PORT")],
     }

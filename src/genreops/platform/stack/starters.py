@@ -164,6 +164,54 @@ def start_drift_ui(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
     )
 
 
+def start_monitor(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
+    """genreops' monitor service: live-quality gauges and the alert receiver."""
+    env = dict(os.environ)
+    env.update(stack_environment(stack.settings))  # the stack's monitoring store
+    env.update(PYTHONUNBUFFERED="1")
+    argv = [
+        sys.executable, "-m", "genreops.app.cli", "monitor",
+        "--host", HOST, "--port", str(stack.settings.monitor_port),
+    ]  # fmt: skip
+    return start_process(
+        "the monitor service",
+        argv,
+        ready=lambda: http_answers(stack.endpoints.monitor + "/healthz", expect="{"),
+        url=stack.endpoints.monitor,
+        log_path=stack.log_file("monitor"),
+        env=env,
+        timeout=limit,
+    )
+
+
+def alertmanager_missing() -> str | None:
+    from genreops.platform.observability import ObservabilityError, find_alertmanager
+
+    try:
+        find_alertmanager()
+    except ObservabilityError as error:
+        return str(error)
+    return None
+
+
+def start_alertmanager(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
+    """Alertmanager delivering every alert to the monitor service (config in ``<home>``)."""
+    from genreops.platform import observability
+
+    base = stack.home / "alertmanager"
+    base.mkdir(parents=True, exist_ok=True)
+    config = base / "alertmanager.yml"
+    config.write_text(observability.render_alertmanager_config(f"{stack.endpoints.monitor}/alerts"))
+    return observability.start_alertmanager(
+        config,
+        base / "data",
+        port=stack.settings.alertmanager_port,
+        host=HOST,
+        log_path=stack.log_file("alertmanager"),
+        timeout=limit,
+    )
+
+
 # --- Prometheus ---------------------------------------------------------------------------
 
 
@@ -178,7 +226,8 @@ def prometheus_missing() -> str | None:
 
 
 def start_prometheus(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
-    """Prometheus scraping itself and the stack's Triton, with the project's alert rules.
+    """Prometheus scraping itself, the stack's Triton and monitor, with the project's alert
+    rules, sending firing alerts to the stack's Alertmanager.
 
     The config is rendered for the stack's ports into ``<home>/prometheus`` (data there too),
     through genreops.platform.observability, which also renders configs/prometheus/prometheus.yml.
@@ -187,16 +236,22 @@ def start_prometheus(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
 
     base = stack.home / "prometheus"
     base.mkdir(parents=True, exist_ok=True)
+    settings = stack.settings
     targets = {
-        observability.JOB_PROMETHEUS: [f"{HOST}:{stack.settings.prometheus_port}"],
-        observability.JOB_TRITON: [f"{HOST}:{stack.settings.triton_metrics_port}"],
+        observability.JOB_PROMETHEUS: [f"{HOST}:{settings.prometheus_port}"],
+        observability.JOB_TRITON: [f"{HOST}:{settings.triton_metrics_port}"],
+        observability.JOB_MONITOR: [f"{HOST}:{settings.monitor_port}"],
     }
     rules = None
     if observability.ALERT_RULES.is_file():  # shipped in the package (genreops.configs)
         shutil.copyfile(observability.ALERT_RULES, base / "alerts.yml")
         rules = "alerts.yml"
     config = base / "prometheus.yml"
-    config.write_text(observability.render_prometheus_config(targets, rules_path=rules))
+    config.write_text(
+        observability.render_prometheus_config(
+            targets, rules_path=rules, alertmanagers=[f"{HOST}:{settings.alertmanager_port}"]
+        )
+    )
     return observability.start_prometheus(
         config,
         base / "data",
