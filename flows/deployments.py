@@ -23,6 +23,7 @@ from genreops.flows.extract import dask_runner, extract_features
 from genreops.flows.feedback import record_feedback
 from genreops.flows.pipeline import pipeline
 from genreops.flows.registry import register_best
+from genreops.flows.retrain import retrain
 from genreops.flows.serving import batch_predict, publish
 from genreops.flows.train import train_model
 from prefect import Flow, serve
@@ -104,6 +105,13 @@ DEPLOYMENTS: list[DeploymentSpec] = [
         "(also every 5 minutes on its own).",
         ("monitoring",),
         interval_seconds=300,
+    ),
+    DeploymentSpec(
+        retrain,
+        "Train on the champion's table plus every labeled clip and register the best as the "
+        "canary version; the monitor service starts it when drift persists or live accuracy "
+        "falls.",
+        ("training",),
     ),
     DeploymentSpec(
         record_feedback,

@@ -355,6 +355,27 @@ def recorded(home: Path) -> dict[str, Any]:
     return records
 
 
+# --- memory over repeated hostile input (issue 14) ---------------------------------------
+
+EARLY_PASSES = 5  # their highest reading is the high-water mark a process may return to
+LATE_PASSES = 3  # their lowest reading must not be above it...
+GROWTH_TOLERANCE = 0.10  # ...by more than this: a process keeping ~20 MB a pass fails
+
+
+def memory_grew(by_pass: Sequence[Sequence[float]]) -> bool:
+    """A leak lifts even the lowest late reading above every earlier one; a high-water mark
+    (reached, left and reached again) or overlap-dependent buffers do not.
+
+    ``by_pass``: one process's readings of each pass (one or more per pass). tritonserver's
+    RSS moves between levels with how many requests happen to overlap (seen: 250, 203, 207,
+    232, 226, 266 MB; and 350, 286 x 4, 313, 355, 354, 354 MB: pass 1's level, left, then
+    reached again), so any rule on single readings or on floors alone trips on it. A leak keeps
+    growing (before issue 14's fix: 46 -> 903 MB over seven passes) and fails this."""
+    early = max(value for reading in by_pass[:EARLY_PASSES] for value in reading)
+    late = min(value for reading in by_pass[-LATE_PASSES:] for value in reading)
+    return late > early * (1 + GROWTH_TOLERANCE)
+
+
 # --- reliability figures (docs/RELIABILITY.md, issue 6) -------------------------------
 
 # `make test` runs every reliability test in its fast size; `make reliability` sets "full".

@@ -41,6 +41,7 @@ from genreops.serving.triton.control import is_ready, model_ready
 from genreops.serving.triton.server import TritonPorts
 from helpers import (
     RELIABILITY_FULL,
+    memory_grew,
     postgres_url,
     record_reliability,
     running_ensemble,
@@ -60,10 +61,7 @@ WINDOW = 10.0  # the published repository's window (tests/integration/conftest.p
 # is cheap: the corpus's 2 h wav (57.6 MB, a real header over a sparse file) is over it.
 SERVER_MAX_BYTES = 16 * 1024 * 1024
 SERVER_MEMORY_GROWTH_MB = 150.0  # tritonserver + 5 Python stubs + the drift worker, together
-MEMORY_PASSES = 9  # issue 14: no process's RSS keeps growing over the passes (see _grew)
-EARLY_PASSES = 5  # their highest reading is the high-water mark a process may return to
-LATE_PASSES = 3  # their lowest reading must not be above it...
-GROWTH_TOLERANCE = 0.10  # ...by more than this: a process keeping ~20 MB a pass fails
+MEMORY_PASSES = 9  # issue 14: no process's RSS keeps growing over the passes (memory_grew)
 ENSEMBLE = "genre_ensemble"
 REASON = re.compile(r"\[([a-z_]+)\]")
 
@@ -548,20 +546,6 @@ def _forty_minute_wav(folder: Path) -> BadItem:
     return BadItem(path, "long_clip", "40min-8khz.wav", frozenset({"too_large"}), "40 min wav")
 
 
-def _grew(by_pass: list[list[float]]) -> bool:
-    """A leak lifts even the lowest late reading above every earlier one; a high-water mark
-    (reached, left and reached again) or overlap-dependent buffers do not.
-
-    ``by_pass``: one process's readings of each pass (after either part). tritonserver's RSS
-    moves between levels with how many requests happen to overlap (seen: 250, 203, 207, 232,
-    226, 266 MB; and 350, 286 x 4, 313, 355, 354, 354 MB: pass 1's level, left, then reached
-    again), so any rule on single readings or on floors alone trips on it. A leak keeps growing
-    (before issue 14's fix: 46 -> 903 MB over seven passes) and fails this."""
-    early = max(value for reading in by_pass[:EARLY_PASSES] for value in reading)
-    late = min(value for reading in by_pass[-LATE_PASSES:] for value in reading)
-    return late > early * (1 + GROWTH_TOLERANCE)
-
-
 def test_memory_stays_flat_over_passes_of_oversized_and_hostile_requests(
     served: Served, corpus: Corpus, tmp_path: Path
 ) -> None:
@@ -570,7 +554,7 @@ def test_memory_stays_flat_over_passes_of_oversized_and_hostile_requests(
     Each pass sends the files over the server's limit (the 40-min 8 kHz wav, the corpus's 2 h
     wav), then the whole hostile batch with good files mixed in, four in flight. The lowest
     RSS of passes 7-9 of tritonserver, of every Python stub and of the drift worker (after
-    either part) must not be more than 10% above the highest of passes 1-5 (see _grew). What
+    either part) must not be more than 10% above the highest of passes 1-5 (memory_grew). What
     stays is a high-water mark, reached early (imports, caches, the first drift test, buffer
     pools): each preprocessor instance's shared-memory region (Triton's Python backend grows
     it to hold the largest input it was handed, and never shrinks it), and the stubs' heaps
@@ -616,7 +600,7 @@ def test_memory_stays_flat_over_passes_of_oversized_and_hostile_requests(
             [rss[kind][n].get(name) or 0.0 for kind in ("oversized", "hostile")]
             for n in range(MEMORY_PASSES)
         ]
-        if _grew(by_pass):
+        if memory_grew(by_pass):
             grown.append(f"{name}: RSS by pass (after the oversized, the hostile part) {by_pass}")
     for kind, items in (("oversized", over), ("hostile", rest)):
         by_process = {p: [m.get(p) for m in rss[kind]] for p in processes}

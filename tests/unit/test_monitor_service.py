@@ -126,6 +126,7 @@ def test_grafana_notifications_are_recorded_as_grafanas(
     [
         (b"{not json", 400, "not JSON"),
         (b'{"status": "firing"}', 400, "no list of alerts"),
+        (b"[" * 200_000, 400, "nested too deeply"),
         (b"[" + b" " * MAX_NOTIFICATION_BYTES + b"]", 413, "byte limit"),
     ],
 )

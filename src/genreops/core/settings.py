@@ -201,6 +201,27 @@ class Settings(BaseSettings):
         le=1,
         description="Live accuracy over the newest labeled answers below this fires an alert.",
     )
+    retrain_gate_open_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="Retrain once the drift gate has stayed open this long (seconds).",
+    )
+    retrain_cooldown_seconds: float = Field(
+        default=3600.0,
+        ge=0,
+        description="Least time between two retraining runs the monitor starts (seconds).",
+    )
+    retrain_check_seconds: float = Field(
+        default=30.0, gt=0, description="How often the monitor checks whether to retrain."
+    )
+    retrain_auto: bool = Field(
+        default=True,
+        description="The monitor starts retraining runs by itself (needs a Prefect server "
+        "with the deployments served, as `genreops stack up` runs them).",
+    )
+    retrain_trials: int = Field(
+        default=5, ge=1, description="Optuna trials per family in a retraining run."
+    )
     alert_webhook_url: str | None = Field(
         default=None,
         description="Where the monitor forwards every alert notification it records (JSON "

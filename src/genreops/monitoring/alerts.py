@@ -61,6 +61,8 @@ def read_notification(body: bytes) -> ReadNotification:
         payload = json.loads(body)
     except ValueError as error:
         raise NotificationError(f"notification is not JSON ({error})") from error
+    except RecursionError as error:  # "[[[[..." deeper than the parser's stack
+        raise NotificationError("notification is nested too deeply to be a webhook") from error
     if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
         raise NotificationError("notification has no list of alerts (not a webhook payload?)")
     # Grafana's contact point adds orgId/state/title to Alertmanager's fields

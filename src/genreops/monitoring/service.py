@@ -17,7 +17,12 @@ One small HTTP process (FastAPI on uvicorn, bound to 127.0.0.1 by default) next 
 ``GET /alerts``
     The newest recorded alerts, as JSON.
 ``GET /healthz``
-    200 while the process serves.
+    200 while the process serves; says whether it starts retraining runs.
+
+Given a way to start retraining runs (``genreops monitor`` passes the Prefect deployment
+``retrain``), it also runs ``genreops.monitoring.retraining.RetrainWatcher``: a check every
+``GENREOPS_RETRAIN_CHECK_SECONDS``, and one at once when a notification reports
+GenreopsDriftGateOpen or GenreopsLiveAccuracyLow firing.
 """
 
 from __future__ import annotations
@@ -42,6 +47,13 @@ from tenacity import Retrying, stop_after_attempt, wait_exponential
 from genreops.core.settings import Settings
 from genreops.monitoring.alerts import MAX_NOTIFICATION_BYTES, NotificationError, read_notification
 from genreops.monitoring.quality import ALL_VERSIONS, score
+from genreops.monitoring.retraining import (
+    RETRAIN_ALERTS,
+    RetrainPolicy,
+    RetrainWatcher,
+    RunActive,
+    StartRun,
+)
 from genreops.monitoring.store import (
     LABELS,
     MonitoringError,
@@ -173,8 +185,13 @@ def forward(url: str, body: bytes, failures: Counter) -> None:
         log.error("alert notification not forwarded to %s: %s", url, error)
 
 
-def create_app(settings: Settings, store: MonitoringStore | None = None) -> FastAPI:
-    """The service for ``settings`` (its store, spool, quality policy and forward URL)."""
+def create_app(
+    settings: Settings,
+    store: MonitoringStore | None = None,
+    retraining: tuple[StartRun, RunActive] | None = None,
+) -> FastAPI:
+    """The service for ``settings`` (its store, spool, quality policy and forward URL);
+    ``retraining`` starts runs and tells whether one is still active (none: never retrain)."""
     store = store or MonitoringStore(settings.monitoring_db_url)
     registry = CollectorRegistry()
     gauges = QualityGauges(store, QualityPolicy.from_settings(settings))
@@ -195,20 +212,32 @@ def create_app(settings: Settings, store: MonitoringStore | None = None) -> Fast
         "genreops_alert_forward_failures", "Notifications not forwarded.", registry=registry
     )
     writer: dict[str, MonitoringWriter] = {}
+    watcher: dict[str, RetrainWatcher] = {}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         writer["store"] = MonitoringWriter(store, settings.monitoring_spool_dir)
+        if retraining is not None and settings.retrain_auto:
+            watcher["retrain"] = RetrainWatcher(
+                store,
+                writer["store"],
+                RetrainPolicy.from_settings(settings),
+                *retraining,
+                every_seconds=settings.retrain_check_seconds,
+            )
+            watcher["retrain"].start()
         try:
             yield
         finally:
+            if "retrain" in watcher:
+                watcher["retrain"].stop()
             writer["store"].close()
 
     app = FastAPI(title="genreops monitor", lifespan=lifespan)
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"status": "ok", "store": store.display}
+        return {"status": "ok", "store": store.display, "retraining": "retrain" in watcher}
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -243,6 +272,10 @@ def create_app(settings: Settings, store: MonitoringStore | None = None) -> Fast
         if read.refused:
             refused.labels("bad_alert").inc(len(read.refused))
             log.warning("alerts refused in a notification: %s", "; ".join(read.refused))
+        if "retrain" in watcher and any(
+            row["status"] == "firing" and row["alertname"] in RETRAIN_ALERTS for row in read.rows
+        ):
+            watcher["retrain"].wake()
         if settings.alert_webhook_url:
             background.add_task(forward, settings.alert_webhook_url, bytes(body), forward_failures)
         return JSONResponse({"recorded": ids, "refused": read.refused})
@@ -254,12 +287,17 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-def serve(settings: Settings, host: str = HOST, port: int | None = None) -> None:
+def serve(
+    settings: Settings,
+    host: str = HOST,
+    port: int | None = None,
+    retraining: tuple[StartRun, RunActive] | None = None,
+) -> None:
     """Run the service in the foreground until interrupted."""
     import uvicorn
 
     uvicorn.run(
-        create_app(settings),
+        create_app(settings, retraining=retraining),
         host=host,
         port=port or settings.monitor_port,
         log_level="warning",

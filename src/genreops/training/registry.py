@@ -347,6 +347,58 @@ def register_with_settings(
     )
 
 
+CANARY = "canary"  # a retrained version on trial beside the champion (not in ALIASES)
+
+
+def register_canary(
+    target: TrackingTarget,
+    table: str,
+    *,
+    model_name: str = "genre-classifier",
+    families: Sequence[str] = FAMILIES,
+    reason: str = "",
+) -> Assignment:
+    """Register the best run trained on ``table`` and point the ``canary`` alias at it.
+
+    The champion and challenger aliases stay: a canary earns its promotion on live traffic
+    first. It must know the champion's genres, as it answers in the champion's place.
+    """
+    name = _check_name(model_name)
+    target.activate()
+    client = mlflow.MlflowClient()
+    try:
+        ranked = [c for c in collect_candidates(client, families) if matches_table(c, table)]
+        chosen, _skipped = choose(ranked, 1)
+        if not chosen:
+            raise RegistryError(f"no finished training run on table {table!r} to register")
+        best = chosen[0]
+        _ensure_registered_model(client, name, [])
+        aliases = client.get_registered_model(name).aliases or {}
+        if "champion" in aliases:
+            champion = client.get_model_version(name, aliases["champion"])
+            run = client.get_run(str(champion.run_id))
+            genres = run.data.tags.get(TAG_GENRES)
+            if genres and best.genres is not None and tuple(json.loads(genres)) != best.genres:
+                raise RegistryError(
+                    f"the retrained run {best.run_id} knows genres {list(best.genres)}, the "
+                    f"champion {json.loads(genres)}: it cannot answer in its place"
+                )
+        existing = [v for v in client.search_model_versions(f"name='{name}'")
+                    if v.run_id == best.run_id]  # fmt: skip
+        version = (
+            existing[0]
+            if existing
+            else mlflow.register_model(best.model_uri, name, tags=_version_tags(best))
+        )
+        why = _reason(1, best, len(ranked)) + (f"; retrained because {reason}" if reason else "")
+        client.set_model_version_tag(name, version.version, TAG_ROLE, CANARY)
+        client.set_model_version_tag(name, version.version, TAG_REASON, why)
+        client.set_registered_model_alias(name, CANARY, version.version)
+        return Assignment(1, CANARY, str(version.version), best, why)
+    except MlflowException as error:
+        raise RegistryError(f"model registry at {target.tracking_uri}: {error.message}") from error
+
+
 def _current_aliases(client: Any, name: str) -> dict[str, str]:
     aliases = client.get_registered_model(name).aliases or {}
     return {alias: str(version) for alias, version in aliases.items() if alias in ALIASES}

@@ -181,10 +181,24 @@ def monitor(
     GET /metrics: accuracy over the newest labeled answers per model version and pooled;
     POST /alerts: Alertmanager's (or Grafana's) webhook, each alert recorded in the monitoring
     store and forwarded to GENREOPS_ALERT_WEBHOOK_URL; GET /alerts: the newest recorded.
+    With a Prefect server (PREFECT_API_URL; the stack's) it also starts the `retrain`
+    deployment when drift persists or live accuracy falls (GENREOPS_RETRAIN_*).
     `genreops stack up` runs it; this is for Compose and for running it alone.
     """
     from genreops.monitoring.service import serve
 
     settings = get_settings()
-    out.print(f"monitor on http://{host}:{port or settings.monitor_port} (Ctrl-C stops it)")
-    serve(settings, host=host, port=port)
+    retraining = None
+    if settings.retrain_auto and settings.prefect_api_url:
+        from genreops.flows.retrain import retrain_run_active, start_retrain_run
+
+        retraining = (start_retrain_run, retrain_run_active)
+    out.print(
+        f"monitor on http://{host}:{port or settings.monitor_port} (Ctrl-C stops it); "
+        + (
+            f"starts retraining runs on {settings.prefect_api_url}"
+            if retraining
+            else "does not retrain (GENREOPS_RETRAIN_AUTO off, or no Prefect server)"
+        )
+    )
+    serve(settings, host=host, port=port, retraining=retraining)

@@ -305,6 +305,26 @@ class MonitoringStore:
             found.update(row["clip_id"] for row in self._query(statement, "read predictions"))
         return found
 
+    def _latest_labels(self) -> Any:
+        """Each clip's labels ranked newest first (``rank`` 1 is the one that counts)."""
+        return select(
+            LABELS_TABLE.c.clip_id,
+            LABELS_TABLE.c.genre.label("true_genre"),
+            LABELS_TABLE.c.labeled_at,
+            func.row_number()
+            .over(
+                partition_by=LABELS_TABLE.c.clip_id,
+                order_by=(LABELS_TABLE.c.labeled_at.desc(), LABELS_TABLE.c.id.desc()),
+            )
+            .label("rank"),
+        ).subquery()
+
+    def latest_labels(self) -> dict[str, str]:
+        """Every labeled clip's latest genre, by clip id."""
+        latest = self._latest_labels()
+        statement = select(latest.c.clip_id, latest.c.true_genre).where(latest.c.rank == 1)
+        return {row["clip_id"]: row["true_genre"] for row in self._query(statement, "read labels")}
+
     def labeled_predictions(
         self,
         since: datetime | None = None,
@@ -315,19 +335,7 @@ class MonitoringStore:
         """Every prediction of a labeled clip with its clip's latest label (``true_genre``,
         ``labeled_at``), oldest prediction first; only those served at or after ``since``, by
         ``model_version``, or the ``newest`` that many, when given."""
-        latest = (
-            select(
-                LABELS_TABLE.c.clip_id,
-                LABELS_TABLE.c.genre.label("true_genre"),
-                LABELS_TABLE.c.labeled_at,
-                func.row_number()
-                .over(
-                    partition_by=LABELS_TABLE.c.clip_id,
-                    order_by=(LABELS_TABLE.c.labeled_at.desc(), LABELS_TABLE.c.id.desc()),
-                )
-                .label("rank"),
-            )
-        ).subquery()
+        latest = self._latest_labels()
         p = PREDICTIONS_TABLE
         statement = select(p, latest.c.true_genre, latest.c.labeled_at).join(
             latest, (latest.c.clip_id == p.c.clip_id) & (latest.c.rank == 1)

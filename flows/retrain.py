@@ -1,0 +1,160 @@
+"""Prefect flow ``retrain``: the champion's table plus the labeled clips, trained and registered
+as the ``canary`` version; and how the monitor service starts it.
+
+The monitor (genreops.monitoring.retraining) decides when; ``start_retrain_run`` creates a
+flow run of the deployment ``retrain/retrain`` on the Prefect server (Prefect 3's open-source
+server runs deployments on demand through its API; its automations could also react to
+events, but the decision needs the monitoring store, which the monitor already reads, and one
+place that rate-limits). ``retrain_run_active`` tells the monitor whether that run is still
+scheduled or running, so it never starts a second one.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from genreops.flows.train import train_model
+from prefect import flow, get_run_logger
+
+from genreops.core.errors import RegistryError
+from genreops.core.settings import Settings, get_settings
+from genreops.data.augment import augment_table
+from genreops.data.extraction import ExtractOptions
+from genreops.data.storage import is_s3_url
+from genreops.monitoring.retraining import RetrainReason
+from genreops.monitoring.store import MonitoringStore, MonitoringWriter
+from genreops.training import registry
+from genreops.training.tracking import TAG_FAMILY, TAG_TABLE_URL, TrackingTarget
+
+DEPLOYMENT = "retrain/retrain"
+
+
+def _served_pair(settings: Settings) -> tuple[str, list[str]]:
+    """The champion's training table and the families of the champion and challenger."""
+    import mlflow
+
+    target = TrackingTarget.from_settings(settings)
+    target.activate()
+    client = mlflow.MlflowClient()
+    aliases = client.get_registered_model(settings.model_name).aliases or {}
+    if "champion" not in aliases:
+        raise RegistryError(
+            f"no champion registered for {settings.model_name}: nothing to retrain yet"
+        )
+    tags = []
+    for alias in ("champion", "challenger"):
+        if alias in aliases:
+            version = client.get_model_version(settings.model_name, aliases[alias])
+            tags.append(client.get_run(str(version.run_id)).data.tags)
+    table = tags[0].get(TAG_TABLE_URL, "")
+    if not table:
+        raise RegistryError("the champion's run does not say which table it trained on")
+    return table, list(dict.fromkeys(t.get(TAG_FAMILY, "") for t in tags if t.get(TAG_FAMILY)))
+
+
+def _output_url(settings: Settings, base_table: str, stamp: str) -> str:
+    if is_s3_url(base_table):
+        bucket = base_table.split("/", 3)[2]
+        return f"s3://{bucket}/retrain/{stamp}"
+    return str(settings.data_dir.resolve() / "retrain" / stamp)
+
+
+def _event(settings: Settings, event: str, detail: dict[str, Any]) -> None:
+    with MonitoringWriter(settings.monitoring_db_url, settings.monitoring_spool_dir) as writer:
+        writer.submit_model_event({"event": event, "detail": detail})
+
+
+@flow(name="retrain")
+def retrain(
+    reason: str = "asked for",
+    features_url: str | None = None,
+    families: list[str] | None = None,
+    trials: int | None = None,
+) -> dict[str, Any]:
+    """Train on the champion's table plus every labeled clip; register the best as ``canary``.
+
+    Each labeled clip (`genreops feedback`, `predict --expect-labels-from-folders`) is read
+    from where it was served from (a path or s3:// URL), extracted like any other clip and
+    added with its latest label; clips that cannot be read, or whose genre the table does not
+    know, are listed and left out. The grown table is written next to the base (under
+    `retrain/<time>/`) and is the MLflow dataset input of the new runs.
+
+    Args:
+        reason: why (the monitor says: drift that persisted, or accuracy that fell).
+        features_url: the base table; default: the one the champion was trained on.
+        families: model families to tune; default: the champion's and the challenger's.
+        trials: Optuna trials per family; default GENREOPS_RETRAIN_TRIALS.
+    """
+    logger = get_run_logger()
+    settings = get_settings()
+    champion_table, served_families = _served_pair(settings)
+    base = features_url or champion_table
+    with MonitoringStore(settings.monitoring_db_url) as store:
+        labels = store.latest_labels()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    _event(settings, "retrain-started", {"reason": reason, "labels": len(labels), "base": base})
+    grown = augment_table(
+        base,
+        sorted(labels.items()),
+        _output_url(settings, base, stamp),
+        options=ExtractOptions(
+            window_seconds=settings.window_seconds,
+            min_seconds=settings.min_seconds,
+            max_seconds=settings.max_seconds,
+            max_file_bytes=settings.max_file_bytes,
+        ),
+        s3=settings.s3,
+    )
+    for line in grown.left_out:
+        logger.warning("left out %s", line)
+    logger.info(
+        "%s: %d base rows + %d labeled clips (%d relabeled, %d left out)",
+        grown.url, grown.base_rows, grown.added, grown.replaced, len(grown.left_out),
+    )  # fmt: skip
+    train_model(
+        grown.url,
+        families=families or served_families,
+        trials=trials or settings.retrain_trials,
+    )
+    canary = registry.register_canary(
+        TrackingTarget.from_settings(settings),
+        grown.url,
+        model_name=settings.model_name,
+        reason=reason,
+    )
+    detail = {
+        "reason": reason,
+        "table": grown.url,
+        "base_rows": grown.base_rows,
+        "added": grown.added,
+        "relabeled": grown.replaced,
+        "left_out": len(grown.left_out),
+        "canary": f"{settings.model_name}/{canary.version}",
+        "family": canary.candidate.family,
+        "val_gmean": canary.candidate.score,
+        "run_id": canary.candidate.run_id,
+    }
+    _event(settings, "retrain-finished", detail)
+    logger.info("canary: version %s (%s)", canary.version, canary.reason)
+    return detail
+
+
+def start_retrain_run(reason: RetrainReason) -> str:
+    """A flow run of the ``retrain`` deployment, started now; returns its id."""
+    from prefect.deployments import run_deployment
+
+    run = run_deployment(
+        DEPLOYMENT, parameters={"reason": reason.message}, timeout=0, as_subflow=False
+    )
+    return str(run.id)  # type: ignore[union-attr]
+
+
+def retrain_run_active(run_id: str) -> bool:
+    """Whether that flow run is still scheduled, pending or running."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(run_id))
+    return run.state is None or not run.state.is_final()

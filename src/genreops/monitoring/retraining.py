@@ -1,0 +1,205 @@
+"""When to retrain by itself: drift that persists, or live accuracy that falls, rate-limited.
+
+The monitor service asks ``why_retrain`` every ``GENREOPS_RETRAIN_CHECK_SECONDS`` (and at once
+when Alertmanager reports GenreopsDriftGateOpen or GenreopsLiveAccuracyLow firing):
+
+* **drift persists**: the recorded drift tests say the gate has been open, without a closed
+  test in between, for ``GENREOPS_RETRAIN_GATE_OPEN_SECONDS`` or more;
+* **accuracy falls**: over the newest ``GENREOPS_QUALITY_RECENT_ANSWERS`` labeled answers (at
+  least ``GENREOPS_QUALITY_MIN_ANSWERS`` of them) fewer than ``GENREOPS_MIN_LIVE_ACCURACY``
+  matched their labels.
+
+``RetrainWatcher`` then starts a run through the callable it is given (the Prefect deployment
+``retrain``, wired by ``genreops monitor``; this module knows nothing of Prefect) and records
+a ``retrain-triggered`` model event with the reason and the run. It starts at most one run at a
+time (a run the callable still reports active blocks the next) and none within
+``GENREOPS_RETRAIN_COOLDOWN_SECONDS`` of the last trigger, whatever the reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from genreops.core.settings import Settings
+from genreops.monitoring.quality import score
+from genreops.monitoring.store import MonitoringError, MonitoringStore, MonitoringWriter, utc_now
+
+log = logging.getLogger(__name__)
+
+TRIGGERED = "retrain-triggered"  # the model event of a run the monitor started
+STREAK_TESTS = 5000  # drift tests read back to find where the current open streak began
+RETRAIN_ALERTS = frozenset({"GenreopsDriftGateOpen", "GenreopsLiveAccuracyLow"})
+
+
+@dataclass(frozen=True)
+class RetrainPolicy:
+    """The settings that decide, in one place."""
+
+    gate_open_seconds: float
+    min_accuracy: float
+    recent_answers: int
+    min_answers: int
+    cooldown_seconds: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetrainPolicy:
+        return cls(
+            gate_open_seconds=settings.retrain_gate_open_seconds,
+            min_accuracy=settings.min_live_accuracy,
+            recent_answers=settings.quality_recent_answers,
+            min_answers=settings.quality_min_answers,
+            cooldown_seconds=settings.retrain_cooldown_seconds,
+        )
+
+
+@dataclass(frozen=True)
+class RetrainReason:
+    """Why a run should start: ``drift`` or ``accuracy``, said for people and as figures."""
+
+    kind: str
+    message: str
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def gate_open_since(store: MonitoringStore) -> datetime | None:
+    """When the current run of open-gate drift tests began; None while the gate is closed."""
+    since = None
+    for test in store.recent_drift_tests(STREAK_TESTS):  # newest first
+        if not test["gate_open"]:
+            break
+        since = test["tested_at"]
+    return since
+
+
+def why_retrain(
+    store: MonitoringStore, policy: RetrainPolicy, now: datetime | None = None
+) -> RetrainReason | None:
+    """The reason to retrain now, if there is one (drift first: it is the earlier signal)."""
+    now = now or utc_now()
+    since = gate_open_since(store)
+    if since is not None:
+        seconds = (now - since).total_seconds()
+        if seconds >= policy.gate_open_seconds:
+            return RetrainReason(
+                "drift",
+                f"the drift gate has been open for {seconds:.0f} s "
+                f"(GENREOPS_RETRAIN_GATE_OPEN_SECONDS={policy.gate_open_seconds:g})",
+                {"gate_open_since": since.isoformat(), "gate_open_seconds": round(seconds, 1)},
+            )
+    rows = store.labeled_predictions(newest=policy.recent_answers)
+    if len(rows) >= policy.min_answers:
+        accuracy, gmean, _recall = score(
+            [str(r["true_genre"]) for r in rows], [str(r["genre"]) for r in rows]
+        )
+        if accuracy < policy.min_accuracy:
+            return RetrainReason(
+                "accuracy",
+                f"live accuracy {accuracy:.3f} over the newest {len(rows)} labeled answers is "
+                f"below GENREOPS_MIN_LIVE_ACCURACY={policy.min_accuracy:g}",
+                {"accuracy": round(accuracy, 4), "gmean": round(gmean, 4), "answers": len(rows)},
+            )
+    return None
+
+
+def last_trigger(store: MonitoringStore) -> dict[str, Any] | None:
+    """The newest ``retrain-triggered`` model event, if any."""
+    for event in reversed(store.model_events(limit=200)):
+        if event["event"] == TRIGGERED:
+            return event
+    return None
+
+
+StartRun = Callable[[RetrainReason], str]  # starts a retraining run, returns its id
+RunActive = Callable[[str], bool]  # is that run still scheduled or running?
+
+
+class RetrainWatcher:
+    """The monitor's background check: decide, rate-limit, start, record."""
+
+    def __init__(
+        self,
+        store: MonitoringStore,
+        writer: MonitoringWriter,
+        policy: RetrainPolicy,
+        start_run: StartRun,
+        run_active: RunActive,
+        every_seconds: float,
+    ) -> None:
+        self.store, self.writer, self.policy = store, writer, policy
+        self.start_run, self.run_active = start_run, run_active
+        self.every_seconds = every_seconds
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="genreops-retrain", daemon=True)
+        self.started: list[str] = []  # run ids started by this watcher
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def wake(self) -> None:
+        """Check now (an alert that may call for retraining arrived)."""
+        self._wake.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.check()
+            except Exception:  # the next check may succeed: never let the thread die
+                log.exception("retraining check failed")
+            self._wake.wait(self.every_seconds)
+            self._wake.clear()
+
+    def blocked(self, now: datetime) -> str | None:
+        """Why no run may start now (a run still going, or the cool-down), or None."""
+        last = last_trigger(self.store)
+        if last is None:
+            return None
+        run_id = str((last.get("detail") or {}).get("run_id", ""))
+        if run_id and self.run_active(run_id):
+            return f"retraining run {run_id} is still going"
+        ready_at = last["at"] + timedelta(seconds=self.policy.cooldown_seconds)
+        if now < ready_at:
+            return f"cooling down until {ready_at.isoformat(timespec='seconds')}"
+        return None
+
+    def check(self, now: datetime | None = None) -> str | None:
+        """One decision; returns the id of the run it started, if it started one."""
+        now = now or utc_now()
+        try:
+            reason = why_retrain(self.store, self.policy, now)
+            if reason is None:
+                return None
+            blocked = self.blocked(now)
+        except MonitoringError as error:
+            log.warning("retraining check: %s", error)
+            return None
+        if blocked:
+            log.info("retraining wanted (%s) but %s", reason.message, blocked)
+            return None
+        run_id = self.start_run(reason)
+        self.started.append(run_id)
+        self.writer.submit_model_event(
+            {
+                "event": TRIGGERED,
+                "at": now,
+                "detail": {
+                    "reason": reason.kind,
+                    "message": reason.message,
+                    "figures": reason.figures,
+                    "run_id": run_id,
+                },
+            }
+        )
+        self.writer.flush(timeout=10)  # the next check must see it (one run at a time)
+        log.warning("retraining started (run %s): %s", run_id, reason.message)
+        return run_id

@@ -1,0 +1,142 @@
+"""Retraining that starts itself (issue 16, part 4): when, how often, and its record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from genreops.monitoring.retraining import (
+    TRIGGERED,
+    RetrainPolicy,
+    RetrainReason,
+    RetrainWatcher,
+    why_retrain,
+)
+from genreops.monitoring.store import MonitoringStore, MonitoringWriter
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
+POLICY = RetrainPolicy(
+    gate_open_seconds=900, min_accuracy=0.6, recent_answers=10, min_answers=5,
+    cooldown_seconds=3600,
+)  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[MonitoringStore]:
+    with MonitoringStore(f"sqlite:///{tmp_path / 'monitoring.db'}") as created:
+        created.ensure_schema()
+        yield created
+
+
+def drift_tests(store: MonitoringStore, *states: tuple[int, bool]) -> None:
+    """(minutes before NOW, gate open) per test."""
+    store.insert_drift_tests(
+        {"tested_at": NOW - timedelta(minutes=m), "window_size": 50, "drifted_share": 0.5,
+         "dataset_drift": open_, "gate_open": open_}
+        for m, open_ in states
+    )  # fmt: skip
+
+
+def labeled_answers(store: MonitoringStore, right: int, wrong: int) -> None:
+    rows = [("rock", "rock")] * right + [("rock", "jazz")] * wrong
+    store.insert_predictions(
+        {"clip_id": f"{n}.wav", "genre": answer, "model_version": "m/1",
+         "served_at": NOW - timedelta(minutes=30 - n)}
+        for n, (_, answer) in enumerate(rows)
+    )  # fmt: skip
+    store.insert_labels({"clip_id": f"{n}.wav", "genre": t} for n, (t, _) in enumerate(rows))
+
+
+def test_drift_that_persists_past_the_setting_calls_for_retraining(
+    store: MonitoringStore,
+) -> None:
+    drift_tests(store, (40, False), (20, True), (10, True), (1, True))
+    reason = why_retrain(store, POLICY, NOW)
+    assert reason is not None and reason.kind == "drift"
+    assert reason.figures["gate_open_seconds"] == 1200.0
+
+
+def test_a_gate_that_closed_in_between_starts_its_count_again(store: MonitoringStore) -> None:
+    drift_tests(store, (20, True), (12, False), (10, True), (1, True))  # open for 10 min
+    assert why_retrain(store, POLICY, NOW) is None
+
+
+def test_live_accuracy_below_the_minimum_calls_for_retraining(store: MonitoringStore) -> None:
+    labeled_answers(store, right=2, wrong=6)
+    reason = why_retrain(store, POLICY, NOW)
+    assert reason is not None and reason.kind == "accuracy"
+    assert reason.figures["accuracy"] == 0.25 and reason.figures["answers"] == 8
+
+
+def test_too_few_labeled_answers_never_call_for_it(store: MonitoringStore) -> None:
+    labeled_answers(store, right=0, wrong=4)  # accuracy 0, but 4 < 5 answers
+    assert why_retrain(store, POLICY, NOW) is None
+
+
+class Runs:
+    """The retraining runs a watcher starts (Prefect's part, tested on a real server)."""
+
+    def __init__(self) -> None:
+        self.started: list[RetrainReason] = []
+        self.active: set[str] = set()
+
+    def start(self, reason: RetrainReason) -> str:
+        self.started.append(reason)
+        run_id = f"run-{len(self.started)}"
+        self.active.add(run_id)
+        return run_id
+
+
+def test_one_run_at_a_time_then_a_cool_down_and_every_trigger_recorded(
+    store: MonitoringStore, tmp_path: Path
+) -> None:
+    labeled_answers(store, right=1, wrong=9)
+    runs = Runs()
+    with MonitoringWriter(store, tmp_path / "spool") as writer:
+        watcher = RetrainWatcher(store, writer, POLICY, runs.start, runs.active.__contains__, 30)
+        assert watcher.check(NOW) == "run-1"
+        assert watcher.check(NOW + timedelta(minutes=1)) is None  # run-1 still going
+        runs.active.clear()
+        assert watcher.check(NOW + timedelta(minutes=30)) is None  # finished, cooling down
+        assert watcher.check(NOW + timedelta(minutes=61)) == "run-2"
+    events: list[dict[str, Any]] = [e for e in store.model_events() if e["event"] == TRIGGERED]
+    assert [e["detail"]["run_id"] for e in events] == ["run-1", "run-2"]
+    assert events[0]["detail"]["reason"] == "accuracy"
+    assert "below GENREOPS_MIN_LIVE_ACCURACY=0.6" in events[0]["detail"]["message"]
+    assert len(runs.started) == 2
+
+
+def test_a_firing_drift_alert_makes_the_monitor_check_at_once(
+    store: MonitoringStore, tmp_path: Path
+) -> None:
+    from fastapi.testclient import TestClient
+
+    from genreops.core.settings import Settings
+    from genreops.monitoring.service import create_app
+    from helpers import wait_until
+
+    runs = Runs()
+    settings = Settings(  # checks at start, then hourly: only the alert can make it check now
+        home=tmp_path / "home", use_stack_env=False, retrain_check_seconds=3600
+    )
+    alert = {"status": "firing", "labels": {"alertname": "GenreopsDriftGateOpen"}}
+    with TestClient(create_app(settings, store, (runs.start, runs.active.__contains__))) as client:
+        assert client.get("/healthz").json()["retraining"] is True
+        assert not wait_until(lambda: len(runs.started) > 0, timeout=2)  # nothing to retrain
+        now = datetime.now(UTC)
+        store.insert_drift_tests(
+            {"tested_at": now - timedelta(minutes=m), "window_size": 50, "drifted_share": 0.5,
+             "dataset_drift": True, "gate_open": True}
+            for m in (30, 20, 10)
+        )  # fmt: skip
+        client.post("/alerts", json={"alerts": [alert]})
+        assert wait_until(lambda: len(runs.started) == 1, timeout=10)
+    assert [e["detail"]["reason"] for e in store.model_events() if e["event"] == TRIGGERED] == [
+        "drift"
+    ]
