@@ -89,6 +89,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
             "GENREOPS_DRIFT_WINDOW": "40",
             "GENREOPS_DRIFT_MIN_SAMPLES": "10",
             "GENREOPS_DRIFT_TEST_EVERY": "10",
+            # the demo's labeled drifted answers could start a retraining run in the middle
+            # of these checks; the monitor's retraining is tested on its own
+            "GENREOPS_RETRAIN_AUTO": "false",
         }
     )
     try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
+from uuid import UUID
 
 import mlflow
 import pandas as pd
@@ -62,3 +63,26 @@ def test_retraining_adds_the_labeled_clips_and_registers_a_canary(
     assert [e["event"] for e in events] == ["retrain-started", "retrain-finished"]
     assert events[1]["detail"]["canary"] == f"{settings.model_name}/{canary.version}"
     get_settings.cache_clear()
+
+
+def test_the_monitor_starts_the_retrain_deployment_and_sees_it_until_it_ends() -> None:
+    """The Prefect side of the monitor's trigger, on the session's real Prefect server."""
+    from genreops.flows.deployments import DEPLOYMENTS, build_deployments
+    from genreops.flows.retrain import retrain_run_active, start_retrain_run
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled
+
+    from genreops.monitoring.retraining import RetrainReason
+
+    (spec,) = [s for s in DEPLOYMENTS if s.name == "retrain"]
+    (deployment,) = build_deployments(get_settings(), [spec])
+    deployment.apply()
+    run_id = start_retrain_run(RetrainReason("drift", "the gate stayed open"))
+    assert retrain_run_active(run_id)  # scheduled: no runner serves it in this test
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(UUID(run_id))
+        assert run.parameters == {"reason": "the gate stayed open"}
+        assert run.state is not None and run.state.type == StateType.SCHEDULED
+        client.set_flow_run_state(run.id, Cancelled(), force=True)
+    assert not retrain_run_active(run_id)
