@@ -355,6 +355,30 @@ def recorded(home: Path) -> dict[str, Any]:
     return records
 
 
+def start_monitor(
+    folder: Path, port: int, database_url: str, **settings: str
+) -> subprocess.Popen[bytes]:
+    """`genreops monitor` as the stack runs it, on ``database_url``, with more settings."""
+    from genreops.core.processes import http_answers, start_process
+
+    env = {
+        **os.environ,
+        "GENREOPS_HOME": str(folder / "home"),
+        "GENREOPS_DATABASE_URL": database_url,
+        "GENREOPS_USE_STACK_ENV": "false",
+        **settings,
+    }
+    url = f"http://127.0.0.1:{port}"
+    return start_process(
+        "the monitor service",
+        [sys.executable, "-m", "genreops.app.cli", "monitor", "--port", str(port)],
+        ready=lambda: http_answers(f"{url}/healthz", expect="{"),
+        url=url,
+        log_path=folder / "monitor.log",
+        env=env,
+    )
+
+
 # --- memory over repeated hostile input (issue 14) ---------------------------------------
 
 EARLY_PASSES = 5  # their highest reading is the high-water mark a process may return to

@@ -16,10 +16,8 @@ which that Triton filled on the machine's PostgreSQL.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,7 +29,6 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from genreops.core.processes import http_answers, start_process
 from genreops.core.settings import get_settings
 from genreops.data.synth import render_corpus
 from genreops.monitoring.feedback import record_labels
@@ -58,7 +55,7 @@ from grafana_macros import (
     promql_expressions,
     substitute_variables,
 )
-from helpers import free_port, postgres_url, wait_until
+from helpers import free_port, postgres_url, start_monitor, wait_until
 from prometheus_http import instant_query, prometheus_api
 
 if TYPE_CHECKING:
@@ -118,28 +115,6 @@ def _postgres_url(request: pytest.FixtureRequest) -> str | None:
     return postgres_url(make_schema())
 
 
-def _start_monitor(base: Path, store_url: str, port: int) -> subprocess.Popen[bytes]:
-    """The monitor service as the stack runs it; any wrong labeled answer fires the rule."""
-    env = {
-        **os.environ,
-        "GENREOPS_HOME": str(base / "home"),
-        "GENREOPS_DATABASE_URL": store_url,
-        "GENREOPS_MONITOR_PORT": str(port),
-        "GENREOPS_MIN_LIVE_ACCURACY": "1.0",
-        "GENREOPS_QUALITY_MIN_ANSWERS": "5",
-        "GENREOPS_USE_STACK_ENV": "false",
-    }
-    url = f"http://127.0.0.1:{port}"
-    return start_process(
-        "the monitor service",
-        [sys.executable, "-m", "genreops.app.cli", "monitor", "--port", str(port)],
-        ready=lambda: http_answers(f"{url}/healthz", expect="{"),
-        url=url,
-        log_path=base / "monitor.log",
-        env=env,
-    )
-
-
 def _rules_firing_at_once(path: Path) -> Path:
     """The shipped rules with every ``for:`` at 0 s: an alert fires (and reaches Alertmanager)
     as soon as its condition holds. The durations themselves are promtool-tested."""
@@ -166,7 +141,14 @@ def observed(
         monitor_port, alertmanager_port = free_port(), free_port()
         node = start_node_exporter(port=node_port, log_path=base / "node-exporter.log")
         stack.callback(stop, node)
-        monitor = _start_monitor(base, store_url, monitor_port)
+        # any wrong labeled answer fires GenreopsLiveAccuracyLow
+        monitor = start_monitor(
+            base,
+            monitor_port,
+            store_url,
+            GENREOPS_MIN_LIVE_ACCURACY="1.0",
+            GENREOPS_QUALITY_MIN_ANSWERS="5",
+        )
         stack.callback(stop, monitor)
         alertmanager_config = base / "alertmanager.yml"
         alertmanager_config.write_text(

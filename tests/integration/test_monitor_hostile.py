@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,10 +13,10 @@ import httpx
 import psutil
 import pytest
 
-from genreops.core.processes import http_answers, start_process, stop_process
+from genreops.core.processes import stop_process
 from genreops.monitoring.alerts import MAX_NOTIFICATION_BYTES
 from genreops.monitoring.store import ALERTS, MonitoringStore
-from helpers import free_port, memory_grew, record_reliability, wait_until
+from helpers import free_port, memory_grew, record_reliability, start_monitor, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -59,24 +58,10 @@ HOSTILE: list[tuple[str, Any, int]] = [  # (kind, body, expected status)
 @pytest.fixture
 def monitor(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes], str]]:
     port = free_port()
-    url = f"http://127.0.0.1:{port}"
     database = f"sqlite:///{tmp_path / 'monitoring.db'}"
-    env = {
-        **os.environ,
-        "GENREOPS_HOME": str(tmp_path / "home"),
-        "GENREOPS_DATABASE_URL": database,
-        "GENREOPS_USE_STACK_ENV": "false",
-    }
-    process = start_process(
-        "the monitor service",
-        [sys.executable, "-m", "genreops.app.cli", "monitor", "--port", str(port)],
-        ready=lambda: http_answers(f"{url}/healthz", expect="{"),
-        url=url,
-        log_path=tmp_path / "monitor.log",
-        env=env,
-    )
+    process = start_monitor(tmp_path, port, database)
     try:
-        yield url, process, database
+        yield f"http://127.0.0.1:{port}", process, database
     finally:
         stop_process(process)
 

@@ -105,19 +105,24 @@ def test_schema_inserts_and_idempotent_replay(make_schema: Callable[[], str]) ->
         assert store.model_events()[0]["champion"] == "g/2"
 
 
-def test_labels_join_predictions_by_clip_latest_first(make_schema: Callable[[], str]) -> None:
+def test_labels_join_predictions_by_clip_latest_first(
+    make_schema: Callable[[], str], tmp_path: Path
+) -> None:
     """Ground truth on PostgreSQL: the latest label of each clip, joined to its predictions."""
-    from genreops.monitoring.feedback import record_feedback
+    from genreops.monitoring.feedback import record_labels
 
+    spool = tmp_path / "spool"
     with MonitoringStore(postgres_url(make_schema())) as store:
         store.ensure_schema()
         store.insert_predictions([prediction(i) for i in range(3)])
-        first = record_feedback(store, [("clip-0.wav", "rock"), ("nope.wav", "pop")], "a", [])
+        first = record_labels(store, spool, [("clip-0.wav", "rock"), ("nope.wav", "pop")], "a")
         assert (first.stored, first.unknown) == (2, ["nope.wav"])
         time.sleep(0.01)  # a later label of the same clip wins
-        record_feedback(store, [("clip-0.wav", "metal"), ("clip-2.wav", "jazz")], "b", [])
+        record_labels(store, spool, [("clip-0.wav", "metal"), ("clip-2.wav", "jazz")], "b")
         joined = {row["clip_id"]: row["true_genre"] for row in store.labeled_predictions()}
         assert joined == {"clip-0.wav": "metal", "clip-2.wav": "jazz"}
+        assert store.latest_labels() == {"clip-0.wav": "metal", "clip-2.wav": "jazz",
+                                         "nope.wav": "pop"}  # fmt: skip
 
 
 def test_an_old_table_gets_its_missing_columns(make_schema: Callable[[], str]) -> None:

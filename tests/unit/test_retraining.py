@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from genreops.monitoring.quality import QualityPolicy
 from genreops.monitoring.retraining import (
     TRIGGERED,
     RetrainPolicy,
@@ -22,9 +23,10 @@ pytestmark = pytest.mark.unit
 
 NOW = datetime(2026, 12, 4, 12, 0, tzinfo=UTC)
 POLICY = RetrainPolicy(
-    gate_open_seconds=900, min_accuracy=0.6, recent_answers=10, min_answers=5,
+    gate_open_seconds=900,
+    quality=QualityPolicy(recent_answers=10, min_answers=5, min_accuracy=0.6),
     cooldown_seconds=3600,
-)  # fmt: skip
+)
 
 
 @pytest.fixture

@@ -13,12 +13,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from genreops.core.errors import GenreopsError
+from genreops.core.settings import Settings
+
+if TYPE_CHECKING:
+    from genreops.monitoring.store import MonitoringStore
 
 ALL_VERSIONS = "all"
 
@@ -111,3 +115,43 @@ def live_quality(
         result,
         key=lambda q: (q.window_start or minimum, q.model_version == ALL_VERSIONS, q.model_version),
     )
+
+
+@dataclass(frozen=True)
+class QualityPolicy:
+    """How live accuracy is watched: over the newest answers, from how many, against what."""
+
+    recent_answers: int
+    min_answers: int
+    min_accuracy: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> QualityPolicy:
+        return cls(
+            settings.quality_recent_answers,
+            settings.quality_min_answers,
+            settings.min_live_accuracy,
+        )
+
+
+@dataclass(frozen=True)
+class RecentQuality:
+    """The newest labeled answers' scores; ``accuracy`` None while too few back it."""
+
+    answers: int
+    accuracy: float | None = None
+    gmean: float | None = None
+
+
+def recent_quality(
+    store: MonitoringStore, policy: QualityPolicy, model_version: str | None = None
+) -> RecentQuality:
+    """Accuracy and G-mean over the newest ``policy.recent_answers`` labeled answers (of one
+    model version, or of all), once at least ``policy.min_answers`` back them."""
+    rows = store.labeled_predictions(newest=policy.recent_answers, model_version=model_version)
+    if len(rows) < policy.min_answers:
+        return RecentQuality(len(rows))
+    accuracy, gmean, _recall = score(
+        [str(r["true_genre"]) for r in rows], [str(r["genre"]) for r in rows]
+    )
+    return RecentQuality(len(rows), accuracy, gmean)

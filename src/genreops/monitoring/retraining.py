@@ -26,7 +26,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from genreops.core.settings import Settings
-from genreops.monitoring.quality import score
+from genreops.monitoring.quality import QualityPolicy, recent_quality
 from genreops.monitoring.store import MonitoringError, MonitoringStore, MonitoringWriter, utc_now
 
 log = logging.getLogger(__name__)
@@ -41,18 +41,14 @@ class RetrainPolicy:
     """The settings that decide, in one place."""
 
     gate_open_seconds: float
-    min_accuracy: float
-    recent_answers: int
-    min_answers: int
+    quality: QualityPolicy  # the live accuracy watched, as the monitor's gauge shows it
     cooldown_seconds: float
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetrainPolicy:
         return cls(
             gate_open_seconds=settings.retrain_gate_open_seconds,
-            min_accuracy=settings.min_live_accuracy,
-            recent_answers=settings.quality_recent_answers,
-            min_answers=settings.quality_min_answers,
+            quality=QualityPolicy.from_settings(settings),
             cooldown_seconds=settings.retrain_cooldown_seconds,
         )
 
@@ -91,18 +87,19 @@ def why_retrain(
                 f"(GENREOPS_RETRAIN_GATE_OPEN_SECONDS={policy.gate_open_seconds:g})",
                 {"gate_open_since": since.isoformat(), "gate_open_seconds": round(seconds, 1)},
             )
-    rows = store.labeled_predictions(newest=policy.recent_answers)
-    if len(rows) >= policy.min_answers:
-        accuracy, gmean, _recall = score(
-            [str(r["true_genre"]) for r in rows], [str(r["genre"]) for r in rows]
+    recent = recent_quality(store, policy.quality)
+    minimum = policy.quality.min_accuracy
+    if recent.accuracy is not None and recent.gmean is not None and recent.accuracy < minimum:
+        return RetrainReason(
+            "accuracy",
+            f"live accuracy {recent.accuracy:.3f} over the newest {recent.answers} labeled "
+            f"answers is below GENREOPS_MIN_LIVE_ACCURACY={minimum:g}",
+            {
+                "accuracy": round(recent.accuracy, 4),
+                "gmean": round(recent.gmean, 4),
+                "answers": recent.answers,
+            },
         )
-        if accuracy < policy.min_accuracy:
-            return RetrainReason(
-                "accuracy",
-                f"live accuracy {accuracy:.3f} over the newest {len(rows)} labeled answers is "
-                f"below GENREOPS_MIN_LIVE_ACCURACY={policy.min_accuracy:g}",
-                {"accuracy": round(accuracy, 4), "gmean": round(gmean, 4), "answers": len(rows)},
-            )
     return None
 
 

@@ -46,7 +46,7 @@ from tenacity import Retrying, stop_after_attempt, wait_exponential
 
 from genreops.core.settings import Settings
 from genreops.monitoring.alerts import MAX_NOTIFICATION_BYTES, NotificationError, read_notification
-from genreops.monitoring.quality import ALL_VERSIONS, score
+from genreops.monitoring.quality import ALL_VERSIONS, QualityPolicy, recent_quality
 from genreops.monitoring.retraining import (
     RETRAIN_ALERTS,
     RetrainPolicy,
@@ -71,23 +71,6 @@ FORWARD_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
-class QualityPolicy:
-    """What the gauges cover, from the settings."""
-
-    recent_answers: int
-    min_answers: int
-    min_accuracy: float
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> QualityPolicy:
-        return cls(
-            settings.quality_recent_answers,
-            settings.quality_min_answers,
-            settings.min_live_accuracy,
-        )
-
-
-@dataclass(frozen=True)
 class QualityReading:
     """One computation of the gauges: (labeled answers, accuracy or None) per version."""
 
@@ -101,13 +84,8 @@ def read_quality(store: MonitoringStore, policy: QualityPolicy) -> QualityReadin
     versions = store.model_versions(utc_now() - VERSIONS_PERIOD)
     by_version: dict[str, tuple[int, float | None]] = {}
     for version in [*versions, None]:
-        rows = store.labeled_predictions(newest=policy.recent_answers, model_version=version)
-        accuracy: float | None = None
-        if len(rows) >= policy.min_answers:
-            accuracy, _gmean, _recall = score(
-                [str(r["true_genre"]) for r in rows], [str(r["genre"]) for r in rows]
-            )
-        by_version[version or ALL_VERSIONS] = (len(rows), accuracy)
+        recent = recent_quality(store, policy, version)
+        by_version[version or ALL_VERSIONS] = (recent.answers, recent.accuracy)
     return QualityReading(by_version, store.count(LABELS), ok=True)
 
 

@@ -166,6 +166,29 @@ def _check_port(name: str, host: str, port: int) -> None:
         )
 
 
+def _start(
+    name: str,
+    argv: list[str],
+    url: str,
+    ready_path: str,
+    expect: str,
+    log_path: Path | None,
+    timeout: float,
+) -> subprocess.Popen[bytes]:
+    """Start one of these servers and wait until ``url + ready_path`` answers ``expect``."""
+    try:
+        return start_process(
+            name,
+            argv,
+            ready=lambda: http_answers(f"{url}{ready_path}", expect=expect),
+            url=url,
+            log_path=log_path,
+            timeout=timeout,
+        )
+    except GenreopsError as error:
+        raise ObservabilityError(str(error)) from error
+
+
 def start_prometheus(
     config_path: Path,
     data_dir: Path,
@@ -194,17 +217,7 @@ def start_prometheus(
         f"--web.listen-address={host}:{port}",
         "--web.enable-lifecycle",
     ]
-    try:
-        return start_process(
-            "Prometheus",
-            argv,
-            ready=lambda: http_answers(f"{url}/-/ready", expect="Prometheus"),
-            url=url,
-            log_path=log_path,
-            timeout=timeout,
-        )
-    except GenreopsError as error:
-        raise ObservabilityError(str(error)) from error
+    return _start("Prometheus", argv, url, "/-/ready", "Prometheus", log_path, timeout)
 
 
 def start_alertmanager(
@@ -229,17 +242,7 @@ def start_alertmanager(
         f"--web.listen-address={host}:{port}",
         "--cluster.listen-address=",  # a single instance: no gossip port on 0.0.0.0:9094
     ]
-    try:
-        return start_process(
-            "Alertmanager",
-            argv,
-            ready=lambda: http_answers(f"{url}/-/ready", expect="OK"),
-            url=url,
-            log_path=log_path,
-            timeout=timeout,
-        )
-    except GenreopsError as error:
-        raise ObservabilityError(str(error)) from error
+    return _start("Alertmanager", argv, url, "/-/ready", "OK", log_path, timeout)
 
 
 def start_node_exporter(
@@ -253,17 +256,8 @@ def start_node_exporter(
     binary = find_node_exporter()
     _check_port("the node exporter", host, port)
     url = f"http://{host}:{port}"
-    try:
-        return start_process(
-            "node exporter",
-            [binary, f"--web.listen-address={host}:{port}"],
-            ready=lambda: http_answers(f"{url}/metrics", expect="# HELP"),
-            url=url,
-            log_path=log_path,
-            timeout=timeout,
-        )
-    except GenreopsError as error:
-        raise ObservabilityError(str(error)) from error
+    argv = [binary, f"--web.listen-address={host}:{port}"]
+    return _start("node exporter", argv, url, "/metrics", "# HELP", log_path, timeout)
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
