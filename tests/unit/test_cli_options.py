@@ -563,3 +563,31 @@ def test_no_two_spellings_of_one_concept() -> None:
     }
     for group in synonyms:
         assert len(group & visible) == 1, group & visible
+
+
+def test_models_lists_the_newest_model_events_after_the_versions(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from genreops.monitoring.store import MonitoringStore
+    from genreops.training import registry
+
+    database = f"sqlite:///{tmp_path / 'monitoring.db'}"
+    monkeypatch.setenv("GENREOPS_DATABASE_URL", database)
+    with MonitoringStore(database) as store:
+        store.ensure_schema()
+        store.insert_model_events(
+            [
+                {"event": "publish", "repository_version": 4, "champion": "m/1",
+                 "challenger": "m/2"},
+                {"event": "retrain-triggered",
+                 "detail": {"reason": "drift", "run_id": "run-9"}},
+            ]
+        )  # fmt: skip
+    row = registry.VersionRow("3", ["champion"], "svc", "r1", "abc", {"val_gmean": 0.9}, 1)
+    monkeypatch.setattr(registry, "list_versions", lambda target, name: [row])
+    result = invoke("models")
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    assert "version 4: champion m/1, challenger m/2" in text
+    assert "retrain-triggered" in text and "reason drift; run_id run-9" in text
+    assert "retrain-triggered" not in " ".join(invoke("models", "--events", "0").output.split())

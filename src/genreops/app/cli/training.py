@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -23,7 +23,7 @@ from genreops.app.cli.common import (
     setting,
     user_errors,
 )
-from genreops.core.settings import get_settings
+from genreops.core.settings import Settings, get_settings
 
 # genreops.training.search_space.FAMILIES and "all" (spelled out: that module imports Optuna)
 FAMILY_CHOICES = (
@@ -249,9 +249,18 @@ def register(
 
 def models(
     model_name: ModelNameOption,
+    events: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Also list this many newest model events (publish, rollback, retrain-...) "
+            "from the monitoring store; 0: none. Table output only.",
+        ),
+    ] = 10,
     output: OutputOption = OutputFormat.table,
 ) -> None:
-    """List registered versions with their aliases, metrics and feature schema."""
+    """List registered versions with their aliases, metrics and feature schema, then what
+    happened to them lately (the monitoring store's model events)."""
     from genreops.training.registry import list_versions
     from genreops.training.tracking import TrackingTarget
 
@@ -290,3 +299,40 @@ def models(
             row.run_id,
         )
     out.print(table)
+    if events:
+        print_model_events(settings, events)
+
+
+def print_model_events(settings: Settings, limit: int) -> None:
+    """The newest model events, one line each; a store that cannot be read is only noted."""
+    from genreops.monitoring.store import MonitoringError, MonitoringStore
+
+    url = settings.monitoring_db_url
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return  # nothing was ever served or published from this home
+    try:
+        with MonitoringStore(url) as store:
+            store.ensure_schema()
+            rows = store.model_events(limit=limit)
+    except MonitoringError as error:
+        out.print(f"[yellow]model events not shown:[/yellow] {error}")
+        return
+    if not rows:
+        return
+    table = results_table("model events (newest last)", "at", "event", "what")
+    for row in rows:
+        table.add_row(f"{row['at']:%Y-%m-%d %H:%M:%S}", row["event"], event_summary(row))
+    out.print(table)
+
+
+def event_summary(row: dict[str, Any]) -> str:
+    """One line: the pair a publish/rollback served, or a retraining step's figures."""
+    detail = row.get("detail") or {}
+    if row["event"] in ("publish", "rollback"):
+        return (
+            f"version {row.get('repository_version')}: champion {row.get('champion')}, "
+            f"challenger {row.get('challenger')}"
+        )
+    keys = ("reason", "message", "run_id", "canary", "added", "left_out", "table")
+    shown = [f"{k} {detail[k]}" for k in keys if isinstance(detail, dict) and k in detail]
+    return "; ".join(shown)[:200]
