@@ -10,7 +10,6 @@ an object is refused by position, never dropped silently.
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,10 +17,7 @@ from typing import Any
 
 from genreops.core.errors import GenreopsError
 
-log = logging.getLogger(__name__)
-
 MAX_NOTIFICATION_BYTES = 1024 * 1024  # Alertmanager caps a group at a few hundred alerts
-_NEVER = "0001-01-01T00:00:00Z"  # Alertmanager's "no end yet"
 
 
 class NotificationError(GenreopsError):
@@ -39,6 +35,7 @@ class ReadNotification:
 
 
 def _time(value: Any) -> datetime | None:
+    # Alertmanager says "no end yet" with 0001-01-01T00:00:00Z
     if not isinstance(value, str) or not value or value.startswith("0001-01-01"):
         return None
     try:
@@ -84,7 +81,7 @@ def read_notification(body: bytes) -> ReadNotification:
                 "severity": labels.get("severity"),
                 "fingerprint": str(alert.get("fingerprint") or "") or None,
                 "starts_at": _time(alert.get("startsAt")),
-                "ends_at": _time(alert.get("endsAt", _NEVER)),
+                "ends_at": _time(alert.get("endsAt")),
                 "summary": annotations.get("summary") or annotations.get("description"),
                 "labels": labels,
                 "annotations": annotations,

@@ -155,8 +155,9 @@ def record_labels(
     """
     report = FeedbackReport(source=source, refused=list(refused))
     known: set[str] | None = None
-    absolute = {clip: str(Path(clip).resolve()) for clip, _ in pairs if "://" not in clip}
+    absolute: dict[str, str] = {}
     if check_known and pairs:
+        absolute = {clip: str(Path(clip).resolve()) for clip, _ in pairs if "://" not in clip}
         try:
             store.ensure_schema(create_parent=False)  # a missing folder is a store away
             known = store.predicted_clip_ids([*(clip for clip, _ in pairs), *absolute.values()])

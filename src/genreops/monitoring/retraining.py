@@ -105,10 +105,8 @@ def why_retrain(
 
 def last_trigger(store: MonitoringStore) -> dict[str, Any] | None:
     """The newest ``retrain-triggered`` model event, if any."""
-    for event in reversed(store.model_events(limit=200)):
-        if event["event"] == TRIGGERED:
-            return event
-    return None
+    events = store.model_events(limit=1, event=TRIGGERED)
+    return events[0] if events else None
 
 
 StartRun = Callable[[RetrainReason], str]  # starts a retraining run, returns its id
@@ -133,7 +131,6 @@ class RetrainWatcher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="genreops-retrain", daemon=True)
-        self.started: list[str] = []  # run ids started by this watcher
 
     def start(self) -> None:
         self._thread.start()
@@ -184,7 +181,6 @@ class RetrainWatcher:
             log.info("retraining wanted (%s) but %s", reason.message, blocked)
             return None
         run_id = self.start_run(reason)
-        self.started.append(run_id)
         self.writer.submit_model_event(
             {
                 "event": TRIGGERED,

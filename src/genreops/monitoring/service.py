@@ -189,33 +189,35 @@ def create_app(
     forward_failures = Counter(
         "genreops_alert_forward_failures", "Notifications not forwarded.", registry=registry
     )
-    writer: dict[str, MonitoringWriter] = {}
-    watcher: dict[str, RetrainWatcher] = {}
 
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        writer["store"] = MonitoringWriter(store, settings.monitoring_spool_dir)
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        """One writer and (when retraining is wired) one watcher per serving process."""
+        writer = MonitoringWriter(store, settings.monitoring_spool_dir)
+        watcher = None
         if retraining is not None and settings.retrain_auto:
-            watcher["retrain"] = RetrainWatcher(
+            watcher = RetrainWatcher(
                 store,
-                writer["store"],
+                writer,
                 RetrainPolicy.from_settings(settings),
                 *retraining,
                 every_seconds=settings.retrain_check_seconds,
             )
-            watcher["retrain"].start()
+            watcher.start()
+        app.state.writer, app.state.watcher = writer, watcher
         try:
             yield
         finally:
-            if "retrain" in watcher:
-                watcher["retrain"].stop()
-            writer["store"].close()
+            if watcher is not None:
+                watcher.stop()
+            writer.close()
 
     app = FastAPI(title="genreops monitor", lifespan=lifespan)
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        return {"status": "ok", "store": store.display, "retraining": "retrain" in watcher}
+    def healthz(request: Request) -> dict[str, Any]:
+        retraining_on = request.app.state.watcher is not None
+        return {"status": "ok", "store": store.display, "retraining": retraining_on}
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -244,16 +246,17 @@ def create_app(
             log.warning("alert notification refused: %s", error)
             return _error(400, str(error))
         notifications.inc()
-        ids = [writer["store"].submit_alert(row) for row in read.rows]
+        state = request.app.state
+        ids = [state.writer.submit_alert(row) for row in read.rows]
         for row in read.rows:
             recorded.labels(row["status"]).inc()
         if read.refused:
             refused.labels("bad_alert").inc(len(read.refused))
             log.warning("alerts refused in a notification: %s", "; ".join(read.refused))
-        if "retrain" in watcher and any(
+        if state.watcher is not None and any(
             row["status"] == "firing" and row["alertname"] in RETRAIN_ALERTS for row in read.rows
         ):
-            watcher["retrain"].wake()
+            state.watcher.wake()
         if settings.alert_webhook_url:
             background.add_task(forward, settings.alert_webhook_url, bytes(body), forward_failures)
         return JSONResponse({"recorded": ids, "refused": read.refused})

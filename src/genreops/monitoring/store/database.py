@@ -360,11 +360,16 @@ class MonitoringStore:
         )
         return [row["model_version"] for row in self._query(statement, "read model versions")]
 
-    def model_events(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Oldest first (the publish/rollback history); the newest ``limit`` when given."""
+    def model_events(
+        self, limit: int | None = None, *, event: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Oldest first (the publish/rollback history); the newest ``limit`` when given; only
+        events named ``event`` when given."""
         table = MODEL_EVENTS_TABLE
         order = (table.c.at.desc(), table.c.id.desc())
         statement = select(table).order_by(*order)
+        if event is not None:
+            statement = statement.where(table.c.event == event)
         if limit is not None:
             statement = statement.limit(limit)
         return list(reversed(self._query(statement, "read model_events")))
