@@ -16,7 +16,7 @@ APT_PACKAGES := ffmpeg:ffmpeg node:nodejs npm:npm prometheus:prometheus \
 S3_SERVER := tools/s3/node_modules/.package-lock.json
 PYTEST_ARGS ?=
 
-.PHONY: help setup system-deps lock test test-unit reliability lint format demo up down status clean
+.PHONY: help setup system-deps lock test test-unit reliability lint format demo demo_loop up down status clean
 
 # Docker Compose targets (build_and_up, compose_down, ...)
 include makefiles/*.mk
@@ -45,6 +45,7 @@ $(STAMP): requirements/lock.txt pyproject.toml
 	@test -x $(UV) && $(UV) --version | grep -q $(UV_VERSION) || $(PY) -m pip install -q "uv==$(UV_VERSION)"
 	$(UV) pip sync --python $(PY) requirements/lock.txt
 	$(UV) pip install --python $(PY) --no-deps -e .
+	$(PY) -m genreops.data.warm  # numba's caches, compiled once before anything runs in parallel
 	@touch $@
 
 # The embedded S3 server (npm s3rver, pinned by tools/s3/package-lock.json).

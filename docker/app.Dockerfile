@@ -71,4 +71,7 @@ ENV GENREOPS_HOME=/var/lib/genreops \
     DO_NOT_TRACK=true
 
 USER genreops
+# numba's caches compiled once at build time: processes that compile the same function at
+# once can leave a broken cache (see genreops.data.warm)
+RUN python -m genreops.data.warm
 CMD ["genreops", "--help"]
