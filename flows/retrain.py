@@ -1,5 +1,5 @@
-"""Prefect flow ``retrain``: the champion's table plus the labeled clips, trained and registered
-as the ``canary`` version; and how the monitor service starts it.
+"""Prefect flow ``retrain``: the champion's table plus the labeled clips, trained, registered
+as the ``canary`` version and published beside the champion; and how the monitor starts it.
 
 The monitor (genreops.monitoring.retraining) decides when; ``start_retrain_run`` creates a
 flow run of the deployment ``retrain/retrain`` on the Prefect server (Prefect 3's open-source
@@ -24,11 +24,13 @@ from genreops.data.augment import augment_table
 from genreops.data.extraction import ExtractOptions
 from genreops.data.storage import is_s3_url
 from genreops.monitoring.retraining import RetrainReason
-from genreops.monitoring.store import MonitoringStore, MonitoringWriter
+from genreops.monitoring.store import MonitoringStore
+from genreops.serving.promotion import publish_canary, record_step
 from genreops.training import registry
 from genreops.training.tracking import TAG_FAMILY, TAG_TABLE_URL, TrackingTarget
 
 DEPLOYMENT = "retrain/retrain"
+MIN_DRIFT_REFERENCE = 20  # labeled clips needed to judge drift against them alone
 
 
 def _served_pair(settings: Settings) -> tuple[str, list[str]]:
@@ -54,16 +56,35 @@ def _served_pair(settings: Settings) -> tuple[str, list[str]]:
     return table, list(dict.fromkeys(t.get(TAG_FAMILY, "") for t in tags if t.get(TAG_FAMILY)))
 
 
+def _drift_reference(settings: Settings, table_url: str, run_id: str, clip_ids: set[str]) -> int:
+    """The labeled clips' rows, in the canary's columns, as its drift reference: once it is
+    promoted, the gate judges traffic against what it was retrained for, so the traffic that
+    made it retrain no longer counts as drift. Fewer than MIN_DRIFT_REFERENCE rows: the
+    training sample stays the reference. Returns the rows logged."""
+    import io
+
+    import mlflow
+    import pyarrow.parquet as pq
+
+    from genreops.data.storage import read_bytes
+    from genreops.training.tracking import log_drift_reference
+
+    table = pq.read_table(io.BytesIO(read_bytes(table_url, s3=settings.s3))).to_pandas()
+    rows = table[table["clip_id"].isin(clip_ids)]
+    if len(rows) < MIN_DRIFT_REFERENCE:
+        return 0
+    target = TrackingTarget.from_settings(settings)
+    target.activate()
+    schema = mlflow.artifacts.load_dict(f"runs:/{run_id}/feature_schema.json")
+    log_drift_reference(target, run_id, rows[list(schema["feature_names"])])
+    return len(rows)
+
+
 def _output_url(settings: Settings, base_table: str, stamp: str) -> str:
     if is_s3_url(base_table):
         bucket = base_table.split("/", 3)[2]
         return f"s3://{bucket}/retrain/{stamp}"
     return str(settings.data_dir.resolve() / "retrain" / stamp)
-
-
-def _event(settings: Settings, event: str, detail: dict[str, Any]) -> None:
-    with MonitoringWriter(settings.monitoring_db_url, settings.monitoring_spool_dir) as writer:
-        writer.submit_model_event({"event": event, "detail": detail})
 
 
 @flow(name="retrain")
@@ -72,8 +93,11 @@ def retrain(
     features_url: str | None = None,
     families: list[str] | None = None,
     trials: int | None = None,
+    canary_share: float | None = None,
 ) -> dict[str, Any]:
-    """Train on the champion's table plus every labeled clip; register the best as ``canary``.
+    """Train on the champion's table plus every labeled clip; register the best as ``canary``
+    and publish it: it answers GENREOPS_CANARY_SHARE of the traffic until the monitor promotes
+    or withdraws it.
 
     Each labeled clip (`genreops feedback`, `predict --expect-labels-from-folders`) is read
     from where it was served from (a path or s3:// URL), extracted like any other clip and
@@ -86,6 +110,7 @@ def retrain(
         features_url: the base table; default: the one the champion was trained on.
         families: model families to tune; default: the champion's and the challenger's.
         trials: Optuna trials per family; default GENREOPS_RETRAIN_TRIALS.
+        canary_share: share of all traffic the canary answers; default GENREOPS_CANARY_SHARE.
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -94,7 +119,9 @@ def retrain(
     with MonitoringStore(settings.monitoring_db_url) as store:
         labels = store.latest_labels()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    _event(settings, "retrain-started", {"reason": reason, "labels": len(labels), "base": base})
+    record_step(
+        settings, "retrain-started", {"reason": reason, "labels": len(labels), "base": base}
+    )
     grown = augment_table(
         base,
         sorted(labels.items()),
@@ -124,6 +151,7 @@ def retrain(
         model_name=settings.model_name,
         reason=reason,
     )
+    reference_rows = _drift_reference(settings, grown.url, canary.candidate.run_id, set(labels))
     detail = {
         "reason": reason,
         "table": grown.url,
@@ -135,19 +163,32 @@ def retrain(
         "family": canary.candidate.family,
         "val_gmean": canary.candidate.score,
         "run_id": canary.candidate.run_id,
+        "drift_reference_rows": reference_rows,  # 0: its training sample
     }
-    _event(settings, "retrain-finished", detail)
+    record_step(settings, "retrain-finished", detail, version=canary.version)
     logger.info("canary: version %s (%s)", canary.version, canary.reason)
-    return detail
+    share = settings.canary_share if canary_share is None else canary_share
+    published = publish_canary(settings, share=share)
+    logger.info(
+        "published as repository version %d: the canary answers %.0f%% of the traffic%s",
+        published.version, 100 * share,
+        f" (loaded into {published.server_url})" if published.loaded else "",
+    )  # fmt: skip
+    return {**detail, "repository_version": published.version}
 
 
-def start_retrain_run(reason: RetrainReason) -> str:
-    """A flow run of the ``retrain`` deployment, started now; returns its id."""
+def start_retrain_run(reason: RetrainReason, settings: Settings | None = None) -> str:
+    """A flow run of the ``retrain`` deployment, started now, with the monitor's trials and
+    canary share (``settings``; default: this process's); returns its id."""
     from prefect.deployments import run_deployment
 
-    run = run_deployment(
-        DEPLOYMENT, parameters={"reason": reason.message}, timeout=0, as_subflow=False
-    )
+    settings = settings or get_settings()
+    parameters = {
+        "reason": reason.message,
+        "trials": settings.retrain_trials,
+        "canary_share": settings.canary_share,
+    }
+    run = run_deployment(DEPLOYMENT, parameters=parameters, timeout=0, as_subflow=False)
     return str(run.id)  # type: ignore[union-attr]
 
 

@@ -37,6 +37,7 @@ from genreops.monitoring.store import MonitoringStore
 from genreops.platform.observability import (
     ALERT_RULES,
     ObservabilityError,
+    render_alert_rules,
     render_alertmanager_config,
     render_prometheus_config,
     start_alertmanager,
@@ -118,11 +119,7 @@ def _postgres_url(request: pytest.FixtureRequest) -> str | None:
 def _rules_firing_at_once(path: Path) -> Path:
     """The shipped rules with every ``for:`` at 0 s: an alert fires (and reaches Alertmanager)
     as soon as its condition holds. The durations themselves are promtool-tested."""
-    rules = yaml.safe_load(ALERT_RULES.read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            rule["for"] = "0s"
-    path.write_text(yaml.safe_dump(rules, sort_keys=False))
+    path.write_text(render_alert_rules("0s"))
     return path
 
 

@@ -76,13 +76,21 @@ def test_router_sends_everything_to_the_challenger_while_the_gate_is_open() -> N
     router = Router(challenger_share=0.1, seed=0)
     assert router.to_challenger(np.ones(50, dtype=bool)).all()
     closed = np.zeros(100, dtype=bool)
-    canary = np.concatenate([router.to_challenger(closed) for _ in range(50)])
-    assert 0.07 < canary.mean() < 0.13
+    share = np.concatenate([router.to_challenger(closed) for _ in range(50)])
+    assert 0.07 < share.mean() < 0.13
     assert not Router(0.0).to_challenger(closed).any()
     mixed = Router(0.0).to_challenger(np.array([False, True, True]))
     assert mixed.tolist() == [False, True, True]  # per row: the gate opened mid-batch
     with pytest.raises(ValueError, match="challenger_share"):
         Router(1.5)
+
+
+def test_the_canary_takes_its_share_of_all_rows_and_never_everything() -> None:
+    assert not Router(0.5).to_canary(100).any()  # no canary share: nothing goes there
+    canary = np.concatenate([Router(canary_share=0.3, seed=1).to_canary(100) for _ in range(50)])
+    assert 0.25 < canary.mean() < 0.35
+    with pytest.raises(ValueError, match="canary_share"):
+        Router(canary_share=1.0)  # the champion and its fallback must keep some traffic
 
 
 def test_the_predictor_records_every_answer(tmp_path: Path, feature_frame) -> None:  # type: ignore[no-untyped-def]
@@ -108,9 +116,13 @@ def test_the_predictor_records_every_answer(tmp_path: Path, feature_frame) -> No
     assert decision.ood[1:].all() and (decision.ood_score[1:] > 1).all()
     assert decision.gate_open[-1] and not decision.gate_open[0]
     assert (decision.to_challenger == decision.gate_open).all()
-    assert decision.answered_by("drift") == int(decision.gate_open.sum())
+    assert not decision.to_canary.any()  # no canary published
+    assert decision.fallback_causes(decision.to_challenger) == {
+        "drift": int(decision.gate_open.sum()),
+        "share": 0,
+    }
     probabilities = runtime.champion.predict_proba(features)
-    models = runtime.model_labels(decision.to_challenger)
+    models = runtime.model_labels(decision.to_challenger, decision.to_canary)
     runtime.observe(
         features, probabilities, models, decision=decision, clip_ids=["c"] * len(features),
         received_ns=np.zeros(len(features), dtype=np.int64), now_ns=5_000_000,

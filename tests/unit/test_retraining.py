@@ -9,9 +9,11 @@ from typing import Any
 
 import pytest
 
+from genreops.monitoring.canary import PUBLISHED, WITHDRAWN, canary_on_trial, judge
 from genreops.monitoring.quality import QualityPolicy
 from genreops.monitoring.retraining import (
     TRIGGERED,
+    LoopActions,
     RetrainPolicy,
     RetrainReason,
     RetrainWatcher,
@@ -128,7 +130,8 @@ def test_a_firing_drift_alert_makes_the_monitor_check_at_once(
         home=tmp_path / "home", use_stack_env=False, retrain_check_seconds=3600
     )
     alert = {"status": "firing", "labels": {"alertname": "GenreopsDriftGateOpen"}}
-    with TestClient(create_app(settings, store, (runs.start, runs.active.__contains__))) as client:
+    actions = LoopActions(runs.start, runs.active.__contains__)
+    with TestClient(create_app(settings, store, actions)) as client:
         assert client.get("/healthz").json()["retraining"] is True
         assert not wait_until(lambda: len(runs.started) > 0, timeout=2)  # nothing to retrain
         now = datetime.now(UTC)
@@ -142,3 +145,80 @@ def test_a_firing_drift_alert_makes_the_monitor_check_at_once(
     assert [e["detail"]["reason"] for e in store.model_events() if e["event"] == TRIGGERED] == [
         "drift"
     ]
+
+
+# -- the canary's trial
+
+
+def canary_published(store: MonitoringStore, canary: str, at: datetime) -> None:
+    store.insert_model_events([{"event": PUBLISHED, "at": at, "detail": {"canary": canary}}])
+
+
+def answers(
+    store: MonitoringStore, model: str, right: int, wrong: int, start: int = 0, minutes: int = 10
+) -> None:
+    """Labeled answers of ``model`` served ``minutes`` before NOW (clip ids from ``start``)."""
+    rows = [("rock", "rock")] * right + [("rock", "jazz")] * wrong
+    ids = [f"{model}-{start + n}.wav" for n in range(len(rows))]
+    store.insert_predictions(
+        {"clip_id": i, "genre": answer, "model_version": model,
+         "served_at": NOW - timedelta(minutes=minutes)}
+        for i, (_, answer) in zip(ids, rows, strict=True)
+    )  # fmt: skip
+    store.insert_labels({"clip_id": i, "genre": t} for i, (t, _) in zip(ids, rows, strict=True))
+
+
+def test_a_canary_waits_for_enough_labels_on_both_sides_then_the_better_one_wins(
+    store: MonitoringStore,
+) -> None:
+    answers(store, "m/1", right=0, wrong=30, minutes=40)  # before the canary: not its period
+    canary_published(store, "m/3", NOW - timedelta(minutes=20))
+    trial = canary_on_trial(store)
+    assert trial is not None and trial.canary == "m/3" and trial.version == "3"
+    answers(store, "m/3", right=4, wrong=0)
+    answers(store, "m/1", right=3, wrong=2, start=100)
+    waiting = judge(store, trial, min_answers=5)
+    assert waiting.promote is None and "4 labeled answers of 5" in waiting.message
+    answers(store, "m/3", right=0, wrong=2, start=100)  # canary 4/6 against champion 3/5
+    verdict = judge(store, trial, min_answers=5)
+    assert verdict.promote is True
+    figures = verdict.figures()["canary_answers"]
+    assert (figures["answers"], figures["correct"], figures["accuracy"]) == (6, 4, 0.6667)
+    assert verdict.figures()["incumbent_answers"]["accuracy"] == 0.6
+    answers(store, "m/3", right=0, wrong=1, start=200)  # 4/7 = 0.571 < 0.6
+    assert judge(store, trial, min_answers=5).promote is False
+
+
+def test_a_concluded_canary_is_no_longer_on_trial(store: MonitoringStore) -> None:
+    assert canary_on_trial(store) is None
+    canary_published(store, "m/3", NOW - timedelta(minutes=30))
+    store.insert_model_events(
+        [{"event": WITHDRAWN, "at": NOW - timedelta(minutes=20), "detail": {"canary": "m/3"}},
+         {"event": "publish", "at": NOW - timedelta(minutes=19), "detail": {"canary": None}}]
+    )  # fmt: skip
+    assert canary_on_trial(store) is None
+    canary_published(store, "m/4", NOW - timedelta(minutes=5))
+    trial = canary_on_trial(store)
+    assert trial is not None and trial.canary == "m/4"
+
+
+def test_no_retraining_while_a_canary_is_on_trial_and_its_verdict_is_handed_on(
+    store: MonitoringStore, tmp_path: Path
+) -> None:
+    labeled_answers(store, right=1, wrong=9)  # accuracy alone would call for retraining
+    canary_published(store, "m/3", NOW - timedelta(minutes=20))
+    runs, verdicts = Runs(), []
+    policy = RetrainPolicy(POLICY.gate_open_seconds, POLICY.quality, 0, canary_min_answers=3)
+    with MonitoringWriter(store, tmp_path / "spool") as writer:
+        watcher = RetrainWatcher(
+            store, writer, policy, runs.start, runs.active.__contains__, 30,
+            conclude=verdicts.append,
+        )  # fmt: skip
+        assert watcher.check(NOW) is None and not verdicts  # too few canary answers yet
+        answers(store, "m/3", right=1, wrong=2)
+        answers(store, "m/1", right=3, wrong=0)
+        assert watcher.check(NOW) is None
+    assert runs.started == []
+    (verdict,) = verdicts
+    assert verdict.promote is False and verdict.trial.canary == "m/3"
+    assert "m/3 withdrawn: live accuracy 0.333 over 3 labeled answers < 1.000" in verdict.message

@@ -54,6 +54,34 @@ def repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root / "repo"
 
 
+@pytest.fixture(scope="module")
+def canary_repository(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Version 1 with a canary on trial: genre-classifier/3, trained with every genre renamed to
+    the next one (a wrong model that still knows the same genres)."""
+    root = tmp_path_factory.mktemp("canary")
+    frame = synthetic_feature_frame(per_genre=6, genres=GENRES)
+    table_path = root / "t.parquet"
+    frame.to_parquet(table_path, index=False)
+    classifier = tune(load_feature_table(str(table_path)), load_search_spaces()["knn"], trials=1)
+    renamed = dict(zip(GENRES, GENRES[1:] + GENRES[:1], strict=True))
+    frame.assign(genre=frame["genre"].map(renamed)).to_parquet(table_path, index=False)
+    rotated = tune(load_feature_table(str(table_path)), load_search_spaces()["knn"], trials=1)
+    models = [
+        (ModelRef.of(c.classifier, name="genre-classifier", version=v, run_id=f"run{v}"), c)
+        for v, c in (("1", classifier), ("2", classifier), ("3", rotated))
+    ]
+    reference = synthetic_feature_frame(per_genre=3, genres=GENRES)[list(FEATURE_NAMES)]
+    publish_pair(
+        root / "repo",
+        champion=(models[0][0], classifier.classifier),
+        challenger=(models[1][0], classifier.classifier),
+        canary=(models[2][0], rotated.classifier),
+        reference=reference,
+        options=ServingOptions(drift_min_samples=5, drift_test_every=5, canary_share=0.5),
+    )
+    return root / "repo"
+
+
 @pytest.fixture
 def triton(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """The stand-in backend module, and genreops state under tmp_path."""
@@ -309,7 +337,7 @@ def test_a_request_the_champion_cannot_score_fails_alone(
     assert pb.total("genreops_predictions_total") == 3
 
 
-def test_the_canary_is_answered_by_the_fallback_through_bls(
+def test_the_challenger_share_is_answered_by_the_fallback_through_bls(
     predictor: Callable[..., Any],
 ) -> None:
     model = predictor(challenger_share="1.0")
@@ -321,7 +349,7 @@ def test_the_canary_is_answered_by_the_fallback_through_bls(
     )
     _check_answer(outputs(responses[0]), 2, b"genre-classifier/2")
     _check_answer(outputs(responses[1]), 1, b"genre-classifier/2")
-    assert pb.total("genreops_fallback_answers_total", cause="canary") == 3
+    assert pb.total("genreops_fallback_answers_total", cause="share") == 3
     assert pb.total("genreops_predictions_total", model="genre-classifier/2") == 3
 
 
@@ -332,6 +360,56 @@ def test_when_the_fallback_fails_the_champion_answers(predictor: Callable[..., A
     _check_answer(outputs(responses[0]), 2, b"genre-classifier/1")
     assert pb.total("genreops_fallback_errors_total") == 2
     assert any(level == "error" and "fallback failed" in m for level, m in pb.LOGGED)
+
+
+def test_a_canary_answers_its_share_and_its_answers_are_recorded_as_the_canary(
+    triton: None, canary_repository: Path
+) -> None:
+    from genreops.monitoring.store import MonitoringStore
+
+    load_model(canary_repository, "fallback")
+    load_model(canary_repository, "canary")
+    model = load_model(canary_repository, "predictor")
+    sent = features(12).repeat(5, axis=0)
+    answer = outputs(model.execute([request(FEATURES=sent, RECEIVED_NS=received(60))])[0])
+    by_canary = answer["MODEL"][:, 0] == b"genre-classifier/3"
+    assert 15 < by_canary.sum() < 45  # canary_share 0.5 of every row
+    assert set(answer["MODEL"][~by_canary, 0]) == {b"genre-classifier/1"}
+    canary = pb.MODELS["canary"].handler.model
+    assert canary.label == "genre-classifier/3"
+    expected = canary.predict_proba(sent[by_canary])
+    assert np.allclose(answer["PROBABILITIES"][by_canary], expected)
+    assert pb.total("genreops_canary_answers_total", model="genre-classifier/3") == by_canary.sum()
+    model.finalize()
+    stored = MonitoringStore(get_settings().monitoring_db_url).recent_predictions(100)
+    assert sum(r["model_role"] == "canary" for r in stored) == by_canary.sum()
+    assert {r["model_version"] for r in stored if r["model_role"] == "canary"} == {
+        "genre-classifier/3"
+    }
+
+
+def test_when_the_canary_fails_its_rows_are_answered_as_usual(
+    triton: None, canary_repository: Path
+) -> None:
+    load_model(canary_repository, "fallback")
+    model = load_model(canary_repository, "predictor")  # no canary model loaded: BLS fails
+    answer = outputs(model.execute([request(FEATURES=features(8), RECEIVED_NS=received(8))])[0])
+    assert set(answer["MODEL"][:, 0]) == {b"genre-classifier/1"}
+    assert pb.total("genreops_canary_errors_total") > 0
+    assert pb.total("genreops_canary_answers_total") == 0
+    model.finalize()
+
+
+def test_an_empty_canary_slot_refuses_and_the_predictor_never_calls_it(
+    predictor: Callable[..., Any], repository: Path
+) -> None:
+    slot = load_model(repository, "canary")
+    refused = error(slot.execute([request(FEATURES=features(1))])[0])
+    assert "no model is published" in refused.message()
+    model = predictor(canary_share="0.9")  # a share without a canary sends nothing there
+    answer = outputs(model.execute([request(FEATURES=features(8), RECEIVED_NS=received(8))])[0])
+    assert set(answer["MODEL"][:, 0]) == {b"genre-classifier/1"}
+    assert pb.total("genreops_canary_errors_total") == 0
 
 
 def test_answers_are_recorded_in_the_monitoring_store(

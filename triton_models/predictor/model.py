@@ -1,5 +1,6 @@
 """Triton predictor: the champion answers; the fallback (challenger) answers through BLS while
-the drift gate is open or for the canary share. Each request is judged against the training
+the drift gate is open or for the challenger share, and a canary on trial (BLS to ``canary``)
+for the canary share. Each request is judged against the training
 reference first (genreops.monitoring.novelty: an OOD score and the online drift detector that
 moves the gate); the drift record's per-column tests run in their own process
 (genreops.monitoring.drift).
@@ -23,9 +24,15 @@ def _fallback(features: np.ndarray) -> np.ndarray:
     return call_model("fallback", features)
 
 
+def _canary(features: np.ndarray) -> np.ndarray:
+    return call_model("canary", features)
+
+
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
-        self.handler = PredictorHandler.open(args, metric_family, _fallback, log_error)
+        self.handler = PredictorHandler.open(
+            args, metric_family, _fallback, log_error, canary=_canary
+        )
 
     def execute(self, requests: list[Any]) -> list[Any]:
         return answer(self.handler, requests, INPUTS)

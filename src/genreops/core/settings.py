@@ -123,7 +123,25 @@ class Settings(BaseSettings):
         default=0.0,
         ge=0,
         le=1,
-        description="Canary: share of normal traffic the challenger answers.",
+        description="Share of normal traffic the challenger answers (beside the drift gate's "
+        "requests); the canary has its own share.",
+    )
+    canary_share: float = Field(
+        default=0.2,
+        ge=0,
+        lt=1,
+        description="Share of all traffic a published canary answers (gate open or not).",
+    )
+    canary_min_answers: int = Field(
+        default=50,
+        ge=1,
+        description="Labeled answers the canary, and the champion with its fallback, each "
+        "need since the canary was published before the monitor promotes or withdraws it.",
+    )
+    triton_control_url: str | None = Field(
+        default=None,
+        description="Triton HTTP URL that publish, promotion and rollback load new versions "
+        "into; None: the server `genreops serve` or the stack runs for this home, if any.",
     )
     drift_expected_run: float = Field(
         default=NoveltySettings.expected_run,
@@ -221,6 +239,12 @@ class Settings(BaseSettings):
     )
     retrain_trials: int = Field(
         default=5, ge=1, description="Optuna trials per family in a retraining run."
+    )
+    alert_pending_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="The native stack's Prometheus fires every alert rule this long after "
+        "its condition holds, instead of the rule's own `for:` (demos); None keeps the rules.",
     )
     alert_webhook_url: str | None = Field(
         default=None,

@@ -14,6 +14,10 @@ when Alertmanager reports GenreopsDriftGateOpen or GenreopsLiveAccuracyLow firin
 a ``retrain-triggered`` model event with the reason and the run. It starts at most one run at a
 time (a run the callable still reports active blocks the next) and none within
 ``GENREOPS_RETRAIN_COOLDOWN_SECONDS`` of the last trigger, whatever the reason.
+
+While a canary is on trial (genreops.monitoring.canary) no run starts: each check judges the
+canary instead and, once its verdict is in, hands it to the ``conclude`` callable (promotion or
+withdrawal and the new publication, wired by ``genreops monitor``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from genreops.core.settings import Settings
+from genreops.monitoring.canary import CanaryVerdict, canary_on_trial, judge
 from genreops.monitoring.quality import QualityPolicy, recent_quality
 from genreops.monitoring.store import MonitoringError, MonitoringStore, MonitoringWriter, utc_now
 
@@ -43,6 +48,7 @@ class RetrainPolicy:
     gate_open_seconds: float
     quality: QualityPolicy  # the live accuracy watched, as the monitor's gauge shows it
     cooldown_seconds: float
+    canary_min_answers: int = 50
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetrainPolicy:
@@ -50,6 +56,7 @@ class RetrainPolicy:
             gate_open_seconds=settings.retrain_gate_open_seconds,
             quality=QualityPolicy.from_settings(settings),
             cooldown_seconds=settings.retrain_cooldown_seconds,
+            canary_min_answers=settings.canary_min_answers,
         )
 
 
@@ -111,6 +118,18 @@ def last_trigger(store: MonitoringStore) -> dict[str, Any] | None:
 
 StartRun = Callable[[RetrainReason], str]  # starts a retraining run, returns its id
 RunActive = Callable[[str], bool]  # is that run still scheduled or running?
+Conclude = Callable[[CanaryVerdict], object]  # promotes or withdraws the canary, publishes
+RecordStep = Callable[[str, dict[str, Any]], None]  # records a model event (and tags it)
+
+
+@dataclass(frozen=True)
+class LoopActions:
+    """What the monitor may do by itself; ``genreops monitor`` wires Prefect and the registry."""
+
+    start_run: StartRun
+    run_active: RunActive
+    conclude: Conclude | None = None
+    record_step: RecordStep | None = None
 
 
 class RetrainWatcher:
@@ -124,10 +143,14 @@ class RetrainWatcher:
         start_run: StartRun,
         run_active: RunActive,
         every_seconds: float,
+        conclude: Conclude | None = None,
+        record_step: RecordStep | None = None,
     ) -> None:
         self.store, self.writer, self.policy = store, writer, policy
         self.start_run, self.run_active = start_run, run_active
         self.every_seconds = every_seconds
+        self.conclude = conclude  # None: a canary's verdict is only logged
+        self.record_step = record_step  # None: the trigger goes to the store through writer
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="genreops-retrain", daemon=True)
@@ -166,10 +189,25 @@ class RetrainWatcher:
             return f"cooling down until {ready_at.isoformat(timespec='seconds')}"
         return None
 
+    def judge_canary(self) -> CanaryVerdict | None:
+        """The verdict on the canary on trial, if one is (concluded when it is in)."""
+        trial = canary_on_trial(self.store)
+        if trial is None:
+            return None
+        verdict = judge(self.store, trial, self.policy.canary_min_answers)
+        if verdict.promote is None or self.conclude is None:
+            log.info("%s", verdict.message)
+            return verdict
+        self.conclude(verdict)
+        log.warning("%s", verdict.message)
+        return verdict
+
     def check(self, now: datetime | None = None) -> str | None:
         """One decision; returns the id of the run it started, if it started one."""
         now = now or utc_now()
         try:
+            if self.judge_canary() is not None:
+                return None  # a canary on trial (or just concluded): no retraining meanwhile
             reason = why_retrain(self.store, self.policy, now)
             if reason is None:
                 return None
@@ -181,18 +219,16 @@ class RetrainWatcher:
             log.info("retraining wanted (%s) but %s", reason.message, blocked)
             return None
         run_id = self.start_run(reason)
-        self.writer.submit_model_event(
-            {
-                "event": TRIGGERED,
-                "at": now,
-                "detail": {
-                    "reason": reason.kind,
-                    "message": reason.message,
-                    "figures": reason.figures,
-                    "run_id": run_id,
-                },
-            }
-        )
-        self.writer.flush(timeout=10)  # the next check must see it (one run at a time)
+        detail = {
+            "reason": reason.kind,
+            "message": reason.message,
+            "figures": reason.figures,
+            "run_id": run_id,
+        }
+        if self.record_step is not None:
+            self.record_step(TRIGGERED, detail)  # flushed: the next check must see it
+        else:
+            self.writer.submit_model_event({"event": TRIGGERED, "at": now, "detail": detail})
+            self.writer.flush(timeout=10)  # the next check must see it (one run at a time)
         log.warning("retraining started (run %s): %s", run_id, reason.message)
         return run_id

@@ -17,12 +17,13 @@ One small HTTP process (FastAPI on uvicorn, bound to 127.0.0.1 by default) next 
 ``GET /alerts``
     The newest recorded alerts, as JSON.
 ``GET /healthz``
-    200 while the process serves; says whether it starts retraining runs.
+    200 while the process serves; says whether it starts retraining runs, and its settings.
 
 Given a way to start retraining runs (``genreops monitor`` passes the Prefect deployment
 ``retrain``), it also runs ``genreops.monitoring.retraining.RetrainWatcher``: a check every
 ``GENREOPS_RETRAIN_CHECK_SECONDS``, and one at once when a notification reports
-GenreopsDriftGateOpen or GenreopsLiveAccuracyLow firing.
+GenreopsDriftGateOpen or GenreopsLiveAccuracyLow firing; it also judges a canary on trial and
+concludes it (promotion or withdrawal) through what it is given.
 """
 
 from __future__ import annotations
@@ -49,10 +50,9 @@ from genreops.monitoring.alerts import MAX_NOTIFICATION_BYTES, NotificationError
 from genreops.monitoring.quality import ALL_VERSIONS, QualityPolicy, recent_quality
 from genreops.monitoring.retraining import (
     RETRAIN_ALERTS,
+    LoopActions,
     RetrainPolicy,
     RetrainWatcher,
-    RunActive,
-    StartRun,
 )
 from genreops.monitoring.store import (
     LABELS,
@@ -166,10 +166,11 @@ def forward(url: str, body: bytes, failures: Counter) -> None:
 def create_app(
     settings: Settings,
     store: MonitoringStore | None = None,
-    retraining: tuple[StartRun, RunActive] | None = None,
+    retraining: LoopActions | None = None,
 ) -> FastAPI:
     """The service for ``settings`` (its store, spool, quality policy and forward URL);
-    ``retraining`` starts runs and tells whether one is still active (none: never retrain)."""
+    ``retraining`` starts runs, tells whether one is still active and concludes canaries
+    (none: never retrain)."""
     store = store or MonitoringStore(settings.monitoring_db_url)
     registry = CollectorRegistry()
     gauges = QualityGauges(store, QualityPolicy.from_settings(settings))
@@ -200,8 +201,11 @@ def create_app(
                 store,
                 writer,
                 RetrainPolicy.from_settings(settings),
-                *retraining,
+                retraining.start_run,
+                retraining.run_active,
                 every_seconds=settings.retrain_check_seconds,
+                conclude=retraining.conclude,
+                record_step=retraining.record_step,
             )
             watcher.start()
         app.state.writer, app.state.watcher = writer, watcher
@@ -217,7 +221,20 @@ def create_app(
     @app.get("/healthz")
     def healthz(request: Request) -> dict[str, Any]:
         retraining_on = request.app.state.watcher is not None
-        return {"status": "ok", "store": store.display, "retraining": retraining_on}
+        policy = {  # what the loop waits for, so a demo can say how long it will take
+            "gate_open_seconds": settings.retrain_gate_open_seconds,
+            "check_seconds": settings.retrain_check_seconds,
+            "cooldown_seconds": settings.retrain_cooldown_seconds,
+            "trials": settings.retrain_trials,
+            "canary_share": settings.canary_share,
+            "canary_min_answers": settings.canary_min_answers,
+        }
+        return {
+            "status": "ok",
+            "store": store.display,
+            "retraining": retraining_on,
+            "policy": policy,
+        }
 
     @app.get("/metrics")
     def metrics() -> Response:
@@ -272,7 +289,7 @@ def serve(
     settings: Settings,
     host: str = HOST,
     port: int | None = None,
-    retraining: tuple[StartRun, RunActive] | None = None,
+    retraining: LoopActions | None = None,
 ) -> None:
     """Run the service in the foreground until interrupted."""
     import uvicorn

@@ -97,6 +97,20 @@ def render_prometheus_config(
     return header + yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
 
 
+def render_alert_rules(pending: str | None = None) -> str:
+    """The shipped alert rules; with ``pending`` (``"0s"``, ``"30s"``) every rule's ``for:``
+    replaced, so an alert fires that soon after its condition holds (demos and tests; the
+    shipped durations are promtool-tested)."""
+    text = ALERT_RULES.read_text()
+    if pending is None:
+        return text
+    rules = yaml.safe_load(text)
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule["for"] = pending
+    return yaml.safe_dump(rules, sort_keys=False)
+
+
 def render_alertmanager_config(
     receiver_url: str,
     *,

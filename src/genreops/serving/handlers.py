@@ -172,11 +172,18 @@ PREDICTOR_METRICS = {
     ),
     "fallback": MetricSpec(
         "genreops_fallback_answers_total",
-        "Answers given by the fallback model, by cause (drift, canary)",
+        "Answers given by the fallback model, by cause (drift, share)",
     ),
     "fallback_errors": MetricSpec(
         "genreops_fallback_errors_total",
         "Fallback calls that failed (the champion answered instead)",
+    ),
+    "canary": MetricSpec(
+        "genreops_canary_answers_total", "Answers given by the canary on trial, by its version"
+    ),
+    "canary_errors": MetricSpec(
+        "genreops_canary_errors_total",
+        "Canary calls that failed (the champion or the fallback answered instead)",
     ),
     "gate": MetricSpec("genreops_drift_gate_open", "1 while the drift gate is open", "gauge"),
     "share": MetricSpec(
@@ -258,20 +265,28 @@ class PreprocessorHandler:
 
 
 class FallbackHandler:
-    """The challenger's class probabilities (the predictor calls it through BLS)."""
+    """The challenger's (or the canary's) class probabilities; the predictor calls it
+    through BLS. ``model`` None: this version publishes none (the canary slot off trial)."""
 
-    def __init__(self, model: PublishedModel) -> None:
+    def __init__(self, model: PublishedModel | None) -> None:
         self.model = model
 
     @classmethod
-    def open(cls, args: Mapping[str, str]) -> FallbackHandler:
+    def open(cls, args: Mapping[str, str], optional: bool = False) -> FallbackHandler:
+        """``optional``: a version folder without a model is a slot with nobody in it."""
         # spelled out: the unpickling check traces the folder to Triton's own args
+        from genreops.serving.publish import MODEL_FILE
         from genreops.serving.runtime import load_published_model
 
-        return cls(load_published_model(Path(args["model_repository"]) / args["model_version"]))
+        folder = Path(args["model_repository"]) / args["model_version"]
+        if optional and not (folder / MODEL_FILE).exists():
+            return cls(None)
+        return cls(load_published_model(folder))
 
     def handle(self, inputs: Inputs) -> Outputs:
         features = _required(inputs, "FEATURES")
+        if self.model is None:
+            raise _RefusedError("no model is published in this slot", invalid_input=False)
         try:
             probabilities = self.model.predict_proba(features)
         except Exception as error:  # schema errors and the like: the caller's features
@@ -330,8 +345,9 @@ def _predictor_inputs(inputs: Inputs) -> tuple[np.ndarray, np.ndarray, list[str]
 
 
 class PredictorHandler:
-    """The champion answers; the fallback (challenger) answers the rows the gate or the canary
-    sends it, and when it fails the champion answers them instead.
+    """The champion answers; the fallback (challenger) answers the rows the gate or the
+    challenger share sends it, and when it fails the champion answers them instead. A canary
+    on trial answers its share first; the rows it cannot answer go the usual way.
 
     Each request is checked alone first, so a malformed one fails alone; the valid ones are
     judged and scored together (one pass moves the gate, in arrival order). Recording the
@@ -344,16 +360,20 @@ class PredictorHandler:
         metrics: Metrics,
         fallback: Callable[[np.ndarray], np.ndarray] | None = None,
         log_error: Callable[[str], None] = log.error,
+        canary: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         self.runtime = runtime
         self.metrics = metrics
         self.fallback = fallback  # features -> probabilities; raises when it cannot answer
+        self.canary = canary  # the same, for the canary model
         self.log_error = log_error
         self.tests_seen = 0
-        for cause in ("drift", "canary"):  # series exist from the start at 0
+        for cause in ("drift", "share"):  # series exist from the start at 0
             metrics.series("fallback", cause=cause)
-        for key in ("fallback_errors", "tests", "gate", "statistic", "ood"):
+        for key in ("fallback_errors", "canary_errors", "tests", "gate", "statistic", "ood"):
             metrics.series(key)
+        if runtime.canary_label:
+            metrics.series("canary", model=runtime.canary_label)
 
     @classmethod
     def open(
@@ -362,13 +382,14 @@ class PredictorHandler:
         family: MetricFamilyFactory = MemoryFamily,
         fallback: Callable[[np.ndarray], np.ndarray] | None = None,
         log_error: Callable[[str], None] = log.error,
+        canary: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> PredictorHandler:
         # spelled out: the unpickling check traces the folder to Triton's own args
         folder = Path(args["model_repository"]) / args["model_version"]
         from genreops.serving.runtime import PredictorRuntime
 
         runtime = PredictorRuntime.open(folder, model_parameters(args))
-        return cls(runtime, Metrics(PREDICTOR_METRICS, family), fallback, log_error)
+        return cls(runtime, Metrics(PREDICTOR_METRICS, family), fallback, log_error, canary)
 
     def execute(self, batch: list[Inputs]) -> list[Result]:
         results: list[Result | None] = [None] * len(batch)
@@ -408,8 +429,9 @@ class PredictorHandler:
         decision = self.runtime.route(features)
         probabilities = np.full((len(features), len(self.runtime.labels)), np.nan, dtype=np.float32)
         failed: dict[int, RequestFailure] = {}
-        to_challenger = self._score(features, decision, probabilities, accepted, failed)
-        models = self.runtime.model_labels(to_challenger)
+        to_canary = self._ask_canary(features, decision, probabilities)
+        to_challenger = self._score(features, decision, probabilities, accepted, failed, ~to_canary)
+        models = self.runtime.model_labels(to_challenger, to_canary)
         answered = np.ones(len(features), dtype=bool)
         for request in accepted:
             if request.index in failed:
@@ -436,12 +458,13 @@ class PredictorHandler:
         probabilities: np.ndarray,
         accepted: list[_Accepted],
         failed: dict[int, RequestFailure],
+        left: np.ndarray,
     ) -> np.ndarray:
-        """Fill ``probabilities``: each row once, by the champion or the fallback; returns
-        which rows the fallback answered."""
-        to_challenger = decision.to_challenger.copy()
-        if not to_challenger.all():
-            self._champion(features, ~to_challenger, probabilities, accepted, failed)
+        """Fill the ``left`` rows of ``probabilities``: each once, by the champion or the
+        fallback; returns which rows the fallback answered."""
+        to_challenger = decision.to_challenger & left
+        if (left & ~to_challenger).any():
+            self._champion(features, left & ~to_challenger, probabilities, accepted, failed)
         if not to_challenger.any():
             return to_challenger
         try:
@@ -456,10 +479,32 @@ class PredictorHandler:
             self._champion(features, to_challenger, probabilities, accepted, failed)
             return np.zeros_like(to_challenger)
         probabilities[to_challenger] = answer
-        for cause in ("drift", "canary"):
-            if decision.answered_by(cause):
-                self.metrics.increment("fallback", decision.answered_by(cause), cause=cause)
+        for cause, rows in decision.fallback_causes(to_challenger).items():
+            if rows:
+                self.metrics.increment("fallback", rows, cause=cause)
         return to_challenger
+
+    def _ask_canary(
+        self, features: np.ndarray, decision: Decision, probabilities: np.ndarray
+    ) -> np.ndarray:
+        """The canary's share of rows, answered by the canary; returns which rows it answered
+        (none when it fails: they go the usual way)."""
+        rows = decision.to_canary
+        if not rows.any():
+            return rows.copy()
+        try:
+            if self.canary is None:
+                raise RuntimeError("no canary model to call")
+            answer = np.asarray(self.canary(features[rows]), dtype=np.float32)
+            if answer.shape != (int(rows.sum()), probabilities.shape[1]):
+                raise ValueError(f"canary answered shape {list(answer.shape)}")
+        except Exception as error:
+            self.log_error(f"canary failed: {error}")
+            self.metrics.increment("canary_errors", int(rows.sum()))
+            return np.zeros_like(rows)
+        probabilities[rows] = answer
+        self.metrics.increment("canary", int(rows.sum()), model=str(self.runtime.canary_label))
+        return rows.copy()
 
     def _champion(
         self,

@@ -1,11 +1,15 @@
-"""Publish the registered champion/challenger into a Triton model repository, as a new version.
+"""Publish the registered champion/challenger (and canary, if one is on trial) into a Triton
+model repository, as a new version.
 
 The repository is rendered from the template in ``triton_models/``: each model gets a numbered
 version folder (code, pickled model, label order, feature schema, drift reference) and a
 ``config.pbtxt`` whose version policy pins that version. Older versions stay on disk, so a
 rollback only re-pins configs and reloads. ``publish.json`` keeps the history.
 
-Refuses to publish when the two models disagree on genres, or when either needs a feature
+The ``canary`` slot always exists: with no canary on trial its version folder holds no model
+and the predictor never calls it, so the set of models Triton loads never changes.
+
+Refuses to publish when the models disagree on genres, or when either needs a feature
 column the preprocessor does not compute (each may use its own subset of the schema's columns)
 or was trained on a retired schema.
 """
@@ -40,11 +44,12 @@ log = logging.getLogger(__name__)
 TEMPLATE_DIR = triton_template_dir()  # shipped as genreops.triton_models
 ENSEMBLE = "genre_ensemble"
 # Load order: an ensemble after everything it calls; the predictor after its BLS target.
-MODELS = ("preprocessor", "fallback", "predictor", "postprocessor", ENSEMBLE)
+MODELS = ("preprocessor", "fallback", "canary", "predictor", "postprocessor", ENSEMBLE)
 HISTORY_FILE = "publish.json"
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
 CHALLENGER_FILE = "challenger.json"
+CANARY_FILE = "canary.json"  # in the predictor's folder: the canary's ModelRef, or null
 KEEP_VERSIONS = 10
 
 
@@ -71,6 +76,7 @@ class ServingOptions:
     drift_min_samples: int = default("drift_min_samples")
     drift_test_every: int = default("drift_test_every")
     challenger_share: float = 0.0
+    canary_share: float = 0.0  # share of all traffic the canary answers, when there is one
     # Load shedding in the preprocessor's queue (the pipeline's bottleneck): past this many
     # waiting requests, or this long waiting, a request is refused at once (UNAVAILABLE)
     # instead of queueing without limit; 0 turns either bound off (Triton's default).
@@ -94,6 +100,7 @@ class ServingOptions:
             drift_min_samples=settings.drift_min_samples,
             drift_test_every=settings.drift_test_every,
             challenger_share=settings.challenger_share,
+            canary_share=settings.canary_share,
             max_queue_size=settings.serving_max_queue_size,
             queue_timeout_seconds=settings.serving_queue_timeout_seconds,
         )
@@ -149,10 +156,11 @@ class PublishResult:
     version: int
     champion: ModelRef
     challenger: ModelRef
-    created: bool  # False: this pair was already the published version
+    created: bool  # False: these models were already the published version
     loaded: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
     server_url: str | None = None  # the running server it was loaded into
+    canary: ModelRef | None = None
 
     @property
     def entry(self) -> dict[str, Any]:
@@ -213,10 +221,13 @@ def _staged(final: Path) -> Iterator[Path]:
         shutil.rmtree(stage, ignore_errors=True)
 
 
-def check_pair(champion: ModelRef, challenger: ModelRef) -> None:
+def check_pair(champion: ModelRef, challenger: ModelRef, canary: ModelRef | None = None) -> None:
     """Each model's columns must be among those the preprocessor computes (each model may use
-    its own subset); both must name the same genres."""
-    for role, ref in (("champion", champion), ("challenger", challenger)):
+    its own subset); all must name the same genres."""
+    roles = [("champion", champion), ("challenger", challenger)]
+    if canary is not None:
+        roles.append(("canary", canary))
+    for role, ref in roles:
         try:
             serving_columns(
                 ref.feature_names,
@@ -230,11 +241,12 @@ def check_pair(champion: ModelRef, challenger: ModelRef) -> None:
         raise PublishError(
             f"genre name {odd[0]!r}: commas, quotes and backslashes cannot be served"
         )
-    if champion.genres != challenger.genres:
-        raise PublishError(
-            f"champion {champion.label} and challenger {challenger.label} know different "
-            f"genres ({champion.genres} vs {challenger.genres}); register a compatible pair"
-        )
+    for role, ref in roles[1:]:
+        if ref.genres != champion.genres:
+            raise PublishError(
+                f"champion {champion.label} and {role} {ref.label} know different "
+                f"genres ({champion.genres} vs {ref.genres}); register compatible models"
+            )
 
 
 def write_version(
@@ -245,6 +257,7 @@ def write_version(
     champion: tuple[ModelRef, Any],
     challenger: tuple[ModelRef, Any],
     reference: Any,
+    canary: tuple[ModelRef, Any] | None = None,
 ) -> None:
     """Every model's folder for ``version``: code from the template plus the artifacts."""
     champion_ref, champion_model = champion
@@ -259,10 +272,15 @@ def write_version(
                 atomic_write(folder / META_FILE, json.dumps(asdict(champion_ref), indent=2))
                 # who answers through the fallback model, for the MODEL output
                 atomic_write(folder / CHALLENGER_FILE, json.dumps(asdict(challenger_ref), indent=2))
+                canary_meta = asdict(canary[0]) if canary is not None else None
+                atomic_write(folder / CANARY_FILE, json.dumps(canary_meta, indent=2))
                 reference.to_parquet(folder / REFERENCE_FILE, index=False)
             elif model == "fallback":
                 joblib.dump(challenger_model, folder / MODEL_FILE)
                 atomic_write(folder / META_FILE, json.dumps(asdict(challenger_ref), indent=2))
+            elif model == "canary" and canary is not None:
+                joblib.dump(canary[1], folder / MODEL_FILE)
+                atomic_write(folder / META_FILE, json.dumps(asdict(canary[0]), indent=2))
             elif model == "postprocessor":
                 atomic_write(folder / LABELS_FILE, json.dumps(champion_ref.genres))
             elif model == "preprocessor":
@@ -285,10 +303,12 @@ def publish_pair(
     reference: Any,
     options: ServingOptions,
     template: Path = TEMPLATE_DIR,
+    canary: tuple[ModelRef, Any] | None = None,
 ) -> PublishResult:
-    """Add a version for this pair unless it is already the current one; configs pin it."""
+    """Add a version for these models unless they are the current one; configs pin it."""
     champion_ref, challenger_ref = champion[0], challenger[0]
-    check_pair(champion_ref, challenger_ref)
+    canary_ref = canary[0] if canary is not None else None
+    check_pair(champion_ref, challenger_ref, canary_ref)
     if list(reference.columns) != list(champion_ref.feature_names):
         raise PublishError(
             f"the drift reference of {champion_ref.label} does not have the model's columns "
@@ -298,7 +318,13 @@ def publish_pair(
     history = read_history(repository)
     fingerprint = hashlib.sha256(
         json.dumps(
-            [champion_ref.label, challenger_ref.label, _template_digest(template), asdict(options)],
+            [
+                champion_ref.label,
+                challenger_ref.label,
+                canary_ref.label if canary_ref is not None else None,
+                _template_digest(template),
+                asdict(options),
+            ],
             sort_keys=True,
         ).encode()
     ).hexdigest()[:16]
@@ -306,12 +332,12 @@ def publish_pair(
     if current is not None and current["fingerprint"] == fingerprint:
         return PublishResult(
             repository, current["version"], champion_ref, challenger_ref, created=False,
-            history=history["versions"],
+            history=history["versions"], canary=canary_ref,
         )  # fmt: skip
     version = max((v["version"] for v in history["versions"]), default=0) + 1
     write_version(
         repository, template, version, champion=champion, challenger=challenger,
-        reference=reference,
+        reference=reference, canary=canary,
     )  # fmt: skip
     render_configs(repository, template, version, champion_ref.genres, options)
     entry = {
@@ -320,6 +346,7 @@ def publish_pair(
         "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "champion": asdict(champion_ref),
         "challenger": asdict(challenger_ref),
+        "canary": asdict(canary_ref) if canary_ref is not None else None,
         "options": asdict(options),
     }
     history["versions"].append(entry)
@@ -329,7 +356,7 @@ def publish_pair(
     _prune(repository, [v["version"] for v in history["versions"]])
     return PublishResult(
         repository, version, champion_ref, challenger_ref, created=True,
-        history=history["versions"],
+        history=history["versions"], canary=canary_ref,
     )  # fmt: skip
 
 
@@ -350,10 +377,20 @@ def rollback(repository: Path, template: Path = TEMPLATE_DIR) -> dict[str, Any]:
     return entry
 
 
-def load_registered_pair(
-    target: Any, model_name: str
-) -> tuple[tuple[ModelRef, Any], tuple[ModelRef, Any], Any]:
-    """The champion and challenger from the registry, with the champion's drift reference.
+@dataclass(frozen=True)
+class RegisteredModels:
+    """What the registry's aliases name, loaded: each model with its ``ModelRef``."""
+
+    champion: tuple[ModelRef, Any]
+    challenger: tuple[ModelRef, Any]
+    reference: Any  # the champion's drift reference (a DataFrame of its columns)
+    canary: tuple[ModelRef, Any] | None = None
+
+
+def load_registered_pair(target: Any, model_name: str) -> RegisteredModels:
+    """The champion and challenger from the registry (and the canary, if one is on trial),
+    with the champion's drift reference: the traffic it was retrained for when its run logged
+    one (``drift_reference.parquet``), else its training sample.
 
     ``target`` is a ``genreops.training.tracking.TrackingTarget`` (MLflow is imported only here).
     """
@@ -361,31 +398,42 @@ def load_registered_pair(
     import pandas as pd
     from mlflow.exceptions import MlflowException
 
-    from genreops.training.tracking import TAG_FAMILY, load_classifier
+    from genreops.training.tracking import (
+        DRIFT_REFERENCE_FILE,
+        REFERENCE_FILE,
+        TAG_FAMILY,
+        load_classifier,
+    )
 
     target.activate()
     client = mlflow.MlflowClient()
-    pair = []
-    for alias in ("champion", "challenger"):
-        try:
-            version = client.get_model_version_by_alias(model_name, alias)
-        except MlflowException as error:
+    try:
+        aliases = client.get_registered_model(model_name).aliases or {}
+    except MlflowException:
+        aliases = {}
+    loaded: dict[str, tuple[ModelRef, Any]] = {}
+    for alias in ("champion", "challenger", "canary"):
+        if alias not in aliases:
+            if alias == "canary":
+                continue
             raise PublishError(
                 f"{model_name}@{alias} is not set in {target.tracking_uri} "
                 "(run `genreops train` and `genreops register --top 2` first)"
-            ) from error
+            )
+        version = client.get_model_version(model_name, str(aliases[alias]))
         classifier = load_classifier(f"models:/{model_name}/{version.version}")
         run_id = version.run_id or ""
         run = client.get_run(run_id)
         ref = ModelRef.of(classifier, name=model_name, version=str(version.version), run_id=run_id)
         ref = replace(ref, family=run.data.tags.get(TAG_FAMILY, classifier.family))
-        pair.append((ref, classifier))
-    champion, challenger = pair
-    check_pair(champion[0], challenger[0])
-    local = mlflow.artifacts.download_artifacts(
-        run_id=champion[0].run_id, artifact_path="reference_features.parquet"
-    )
-    return champion, challenger, pd.read_parquet(local)
+        loaded[alias] = (ref, classifier)
+    champion, challenger, canary = loaded["champion"], loaded["challenger"], loaded.get("canary")
+    check_pair(champion[0], challenger[0], canary[0] if canary is not None else None)
+    run_id = champion[0].run_id
+    logged = {item.path for item in client.list_artifacts(run_id)}
+    name = DRIFT_REFERENCE_FILE if DRIFT_REFERENCE_FILE in logged else REFERENCE_FILE
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name)
+    return RegisteredModels(champion, challenger, pd.read_parquet(local), canary)
 
 
 def reload_server(server_url: str) -> None:
@@ -410,14 +458,15 @@ def publish_registered(
     template: Path = TEMPLATE_DIR,
 ) -> PublishResult:
     """Registry -> repository (new version if the pair changed) -> running server, if any."""
-    champion, challenger, reference = load_registered_pair(target, model_name)
+    registered = load_registered_pair(target, model_name)
     result = publish_pair(
         repository,
-        champion=champion,
-        challenger=challenger,
-        reference=reference,
+        champion=registered.champion,
+        challenger=registered.challenger,
+        reference=registered.reference,
         options=options,
         template=template,
+        canary=registered.canary,
     )
     if server_url:
         reload_server(server_url)
@@ -427,9 +476,10 @@ def publish_registered(
 
 
 def _home_server(settings: Settings) -> str | None:
+    """GENREOPS_TRITON_CONTROL_URL, or the server this home runs (None: no server to load)."""
     from genreops.serving.triton.server import running_server_url
 
-    return running_server_url(settings.home)
+    return settings.triton_control_url or running_server_url(settings.home)
 
 
 def publish_and_record(
@@ -480,6 +530,10 @@ def rollback_and_record(
     return RollbackResult(entry, target)
 
 
+def _label(ref: dict[str, Any] | None) -> str | None:
+    return f"{ref['name']}/{ref['version']}" if ref else None
+
+
 def record_event(database_url: str, spool_dir: Path, event: str, entry: dict[str, Any]) -> None:
     """A publish/rollback in the monitoring store (spooled if the database is away)."""
     from genreops.monitoring.store import MonitoringWriter
@@ -494,6 +548,7 @@ def record_event(database_url: str, spool_dir: Path, event: str, entry: dict[str
                 "detail": {
                     "published_at": entry.get("published_at"),
                     "options": entry.get("options"),
+                    "canary": _label(entry.get("canary")),
                 },
             }
         )

@@ -23,6 +23,7 @@ from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH, serving_columns
 from genreops.monitoring.novelty import NoveltyMonitor, NoveltySettings
 from genreops.serving.labels import most_likely
 from genreops.serving.publish import (
+    CANARY_FILE,
     CHALLENGER_FILE,
     META_FILE,
     MODEL_FILE,
@@ -112,13 +113,26 @@ def load_published_model(folder: Path) -> PublishedModel:
 
 
 class Router:
-    """Who answers each request: the challenger while the gate is open, or for the canary."""
+    """Who answers each request: the challenger while the gate is open or for its share; a
+    canary on trial for its share of all requests, gate open or not (a fair sample of the
+    traffic the champion and its fallback answer)."""
 
-    def __init__(self, challenger_share: float = 0.0, seed: int | None = None) -> None:
+    def __init__(
+        self, challenger_share: float = 0.0, seed: int | None = None, canary_share: float = 0.0
+    ) -> None:
         if not 0.0 <= challenger_share <= 1.0:
             raise ValueError(f"challenger_share must be within [0, 1], got {challenger_share}")
+        if not 0.0 <= canary_share < 1.0:
+            raise ValueError(f"canary_share must be within [0, 1), got {canary_share}")
         self.challenger_share = challenger_share
+        self.canary_share = canary_share
         self._rng = np.random.default_rng(seed)
+
+    def to_canary(self, rows: int) -> np.ndarray:
+        """Per row: a ``canary_share`` sample of all rows."""
+        if self.canary_share <= 0.0:
+            return np.zeros(rows, dtype=bool)
+        return self._rng.random(rows) < self.canary_share
 
     def to_challenger(self, gate_open: np.ndarray) -> np.ndarray:
         """Per row: the gate's rows, plus a ``challenger_share`` sample of the others."""
@@ -130,26 +144,33 @@ class Router:
 
 @dataclass(frozen=True)
 class Decision:
-    """Who answers each row of a batch, and what the gate made of it."""
+    """Who answers each row of a batch, and what the gate made of it.
+
+    ``to_canary`` rows go to the canary first; ``to_challenger`` says who answers every other
+    row (and a canary row too, should the canary fail).
+    """
 
     to_challenger: np.ndarray
     gate_open: np.ndarray  # per row: the gate after judging this row
     ood: np.ndarray  # per row: out of the training distribution (score > 1)
     ood_score: np.ndarray  # per row: distance to the reference in units of the OOD threshold
     statistic: np.ndarray  # per row: the detector's statistic, share of its alarm level
+    to_canary: np.ndarray
 
     def rows(self, mask: np.ndarray) -> Decision:
         """The decision for some rows only (e.g. those of the requests that are answered)."""
         return Decision(
             self.to_challenger[mask], self.gate_open[mask], self.ood[mask],
-            self.ood_score[mask], self.statistic[mask],
+            self.ood_score[mask], self.statistic[mask], self.to_canary[mask],
         )  # fmt: skip
 
-    def answered_by(self, cause: str) -> int:
-        """Rows the challenger answers because of the drift gate or as the canary."""
-        if cause == "drift":
-            return int(self.gate_open.sum())
-        return int((self.to_challenger & ~self.gate_open).sum())
+    def fallback_causes(self, by_fallback: np.ndarray) -> dict[str, int]:
+        """How many of the rows the fallback answered it answered because of the drift gate,
+        and how many as the challenger's share of normal traffic."""
+        return {
+            "drift": int((by_fallback & self.gate_open).sum()),
+            "share": int((by_fallback & ~self.gate_open).sum()),
+        }
 
 
 class PredictorRuntime:
@@ -173,9 +194,11 @@ class PredictorRuntime:
         monitor: Any | None = None,
         writer: Any | None = None,
         repository_version: int | None = None,
+        canary_label: str | None = None,
     ) -> None:
         self.champion = champion
         self.challenger_label = challenger_label
+        self.canary_label = canary_label  # a retrained version on trial, if any
         self.router = router
         self.novelty = novelty
         self.monitor = monitor
@@ -209,6 +232,8 @@ class PredictorRuntime:
         settings = get_settings()
         champion = load_published_model(folder)
         challenger = json.loads((folder / CHALLENGER_FILE).read_text())
+        canary_path = folder / CANARY_FILE  # absent in versions published before canaries
+        canary = json.loads(canary_path.read_text()) if canary_path.exists() else None
         version = int(folder.name) if folder.name.isdigit() else None
         drift = DriftSettings(
             window=int(params.get("drift_window", DriftSettings.window)),
@@ -240,21 +265,28 @@ class PredictorRuntime:
         return cls(
             champion,
             f"{challenger['name']}/{challenger['version']}",
-            Router(float(params.get("challenger_share", 0.0))),
+            Router(
+                float(params.get("challenger_share", 0.0)),
+                canary_share=float(params.get("canary_share", 0.0)) if canary else 0.0,
+            ),
             novelty=novelty,
             monitor=monitor,
             writer=writer,
             repository_version=version,
+            canary_label=f"{canary['name']}/{canary['version']}" if canary else None,
         )
 
     def route(self, features: np.ndarray) -> Decision:
         """Judge each row of full preprocessor vectors in order (this moves the gate), then
         pick who answers it."""
         rows = len(features)
+        to_canary = self.router.to_canary(rows) if self.canary_label else np.zeros(rows, dtype=bool)
         if self.novelty is None:
             closed = np.zeros(rows, dtype=bool)
             zeros = np.zeros(rows, dtype=np.float32)
-            return Decision(self.router.to_challenger(closed), closed, closed, zeros, zeros)
+            return Decision(
+                self.router.to_challenger(closed), closed, closed, zeros, zeros, to_canary
+            )
         was_open = self.novelty.gate_open
         judged = self.novelty.assess(self.champion.own_columns(features))
         if judged.gate_open.any() and not was_open:
@@ -271,10 +303,18 @@ class PredictorRuntime:
             ood=judged.ood,
             ood_score=judged.score.astype(np.float32),
             statistic=judged.statistic.astype(np.float32),
+            to_canary=to_canary,
         )
 
-    def model_labels(self, to_challenger: np.ndarray) -> np.ndarray:
-        return np.where(to_challenger, self.challenger_label, self.champion.label).astype(object)
+    def model_labels(self, to_challenger: np.ndarray, to_canary: np.ndarray) -> np.ndarray:
+        labels = np.where(to_challenger, self.challenger_label, self.champion.label)
+        return np.where(to_canary, self.canary_label or "", labels).astype(object)
+
+    def role(self, model: str) -> str:
+        """``champion``, ``challenger`` or ``canary``: who gave an answer, as the store says."""
+        if model == self.champion.label:
+            return "champion"
+        return "canary" if model == self.canary_label else "challenger"
 
     def genres_of(self, probabilities: np.ndarray) -> list[str]:
         return most_likely(probabilities, self.labels)
@@ -351,7 +391,7 @@ class PredictorRuntime:
                         for g, p in zip(self.labels, probabilities[row], strict=True)
                     },
                     "model_version": model,
-                    "model_role": "champion" if model == self.champion.label else "challenger",
+                    "model_role": self.role(model),
                     "drift_gate_open": bool(decision.gate_open[row]),
                     "ood": bool(decision.ood[row]),
                     "ood_score": round(float(decision.ood_score[row]), 6),

@@ -42,11 +42,15 @@ from genreops.training.tracking import (
 log = logging.getLogger(__name__)
 
 ALIASES = ("champion", "challenger")
+CANARY = "canary"  # a retrained version on trial beside the champion (not in ALIASES)
+MANAGED_ALIASES = (*ALIASES, CANARY)  # what an alias change reads and puts back as one
 RANK_METRIC = "val_gmean"
 _TIEBREAK = ("val_gmean_corrected", "val_balanced_accuracy")
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
 TAG_ROLE = "genreops.role"
 TAG_REASON = "genreops.reason"
+TAG_CANARY = "genreops.canary"  # on a canary version: published, promoted or withdrawn
+TAG_STEP = "genreops.loop."  # + a model event's name, on the registered model: its newest
 
 
 @dataclass(frozen=True)
@@ -347,9 +351,6 @@ def register_with_settings(
     )
 
 
-CANARY = "canary"  # a retrained version on trial beside the champion (not in ALIASES)
-
-
 def register_canary(
     target: TrackingTarget,
     table: str,
@@ -401,7 +402,7 @@ def register_canary(
 
 def _current_aliases(client: Any, name: str) -> dict[str, str]:
     aliases = client.get_registered_model(name).aliases or {}
-    return {alias: str(version) for alias, version in aliases.items() if alias in ALIASES}
+    return {alias: str(version) for alias, version in aliases.items() if alias in MANAGED_ALIASES}
 
 
 def _write_alias(client: Any, name: str, alias: str, version: str | None) -> None:
@@ -480,7 +481,7 @@ def _restore_aliases(
 
     def restore() -> None:
         now = _current_aliases(client, name)
-        for alias in ALIASES:
+        for alias in MANAGED_ALIASES:
             if now.get(alias) != previous.get(alias):
                 _write_alias(client, name, alias, previous.get(alias))
         if _current_aliases(client, name) != previous:
@@ -500,6 +501,80 @@ def _restore_aliases(
     except Exception as error:
         return _message(error)
     return None
+
+
+@dataclass(frozen=True)
+class CanaryOutcome:
+    """What a promotion or withdrawal changed in the registry."""
+
+    canary: str  # the version on trial
+    champion: str  # the champion after it
+    challenger: str | None
+    changes: list[str]
+
+
+def conclude_canary(
+    target: TrackingTarget,
+    *,
+    model_name: str,
+    version: str,
+    promote: bool,
+    figures: dict[str, Any],
+    restore_timeout: float = 60.0,
+) -> CanaryOutcome:
+    """Promote the canary ``version`` (it becomes the champion, the champion becomes the
+    challenger) or withdraw it (the aliases stay); either way the ``canary`` alias goes, all
+    aliases as one change, and the version's tags say what happened and on which figures.
+
+    Refuses when the ``canary`` alias no longer names ``version`` (someone moved it).
+    """
+    name = _check_name(model_name)
+    target.activate()
+    client = mlflow.MlflowClient()
+    try:
+        aliases = _current_aliases(client, name)
+        if aliases.get(CANARY) != version:
+            raise RegistryError(
+                f"{name}@{CANARY} is {aliases.get(CANARY) or 'not set'}, not version {version}: "
+                "that canary is no longer on trial"
+            )
+        wanted: dict[str, str | None] = {CANARY: None}
+        if promote:
+            wanted.update(champion=version, challenger=aliases.get("champion"))
+        changes = _set_aliases(
+            client, name, wanted, target.tracking_uri, restore_timeout=restore_timeout
+        )
+        state = "promoted" if promote else "withdrawn"
+        client.set_model_version_tag(name, version, TAG_CANARY, state)
+        client.set_model_version_tag(name, version, TAG_ROLE, "champion" if promote else state)
+        client.set_model_version_tag(name, version, f"{TAG_CANARY}.figures", json.dumps(figures))
+        if promote and aliases.get("champion"):
+            client.set_model_version_tag(name, aliases["champion"], TAG_ROLE, "challenger")
+        after = _current_aliases(client, name)
+    except MlflowException as error:
+        raise RegistryError(f"model registry at {target.tracking_uri}: {error.message}") from error
+    return CanaryOutcome(version, after.get("champion", ""), after.get("challenger"), changes)
+
+
+def tag_step(
+    target: TrackingTarget,
+    model_name: str,
+    event: str,
+    detail: dict[str, Any],
+    version: str | None = None,
+) -> None:
+    """A step of the retraining loop as MLflow tags: ``genreops.loop.<event>`` on the
+    registered model (its newest occurrence) and, when given, on the version it concerns."""
+    name = _check_name(model_name)
+    target.activate()
+    client = mlflow.MlflowClient()
+    value = json.dumps(detail, default=str)[:5000]  # MLflow caps tag values
+    try:
+        client.set_registered_model_tag(name, TAG_STEP + event, value)
+        if version is not None:
+            client.set_model_version_tag(name, version, TAG_STEP + event, value)
+    except MlflowException as error:
+        raise RegistryError(f"model registry at {target.tracking_uri}: {error.message}") from error
 
 
 def _message(error: BaseException | None) -> str:

@@ -42,6 +42,10 @@ log = logging.getLogger(__name__)
 EXPERIMENT_PREFIX = "genreops-"
 MODEL_ARTIFACT = "model"
 REFERENCE_ROWS = 2000
+REFERENCE_FILE = "reference_features.parquet"  # a sample of the training rows
+# A retrained model's drift reference, when given: the traffic it was retrained for (publish
+# prefers it to REFERENCE_FILE)
+DRIFT_REFERENCE_FILE = "drift_reference.parquet"
 OUTPUTS = ("genre", "probabilities")
 # Tags the registry relies on (stable names).
 TAG_KIND = "genreops.kind"
@@ -348,7 +352,7 @@ def log_result(
     train_x, _ = table.part("train")
     reference = train_x.sample(n=min(REFERENCE_ROWS, len(train_x)), random_state=result.seed)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp, "reference_features.parquet")
+        path = Path(tmp, REFERENCE_FILE)
         reference.reset_index(drop=True).to_parquet(path, index=False)
         mlflow.log_artifact(str(path))
 
@@ -369,6 +373,15 @@ def log_result(
         )
     mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
     return str(info.model_uri)
+
+
+def log_drift_reference(target: TrackingTarget, run_id: str, frame: pd.DataFrame) -> None:
+    """``frame`` (the model's feature columns) as the run's drift reference."""
+    target.activate()
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp, DRIFT_REFERENCE_FILE)
+        frame.reset_index(drop=True).to_parquet(path, index=False)
+        mlflow.MlflowClient().log_artifact(run_id, str(path))
 
 
 def load_classifier(model_uri: str) -> GenreClassifier:

@@ -182,7 +182,8 @@ def monitor(
     POST /alerts: Alertmanager's (or Grafana's) webhook, each alert recorded in the monitoring
     store and forwarded to GENREOPS_ALERT_WEBHOOK_URL; GET /alerts: the newest recorded.
     With a Prefect server (PREFECT_API_URL; the stack's) it also starts the `retrain`
-    deployment when drift persists or live accuracy falls (GENREOPS_RETRAIN_*).
+    deployment when drift persists or live accuracy falls (GENREOPS_RETRAIN_*), and promotes
+    or withdraws the canary that run publishes once labels judge it (GENREOPS_CANARY_*).
     `genreops stack up` runs it; this is for Compose and for running it alone.
     """
     from genreops.monitoring.service import serve
@@ -191,8 +192,15 @@ def monitor(
     retraining = None
     if settings.retrain_auto and settings.prefect_api_url:
         from genreops.flows.retrain import retrain_run_active, start_retrain_run
+        from genreops.monitoring.retraining import LoopActions
+        from genreops.serving.promotion import conclude, record_step
 
-        retraining = (start_retrain_run, retrain_run_active)
+        retraining = LoopActions(
+            start_retrain_run,
+            retrain_run_active,
+            conclude=lambda verdict: conclude(settings, verdict),
+            record_step=lambda event, detail: record_step(settings, event, detail),
+        )
     out.print(
         f"monitor on http://{host}:{port or settings.monitor_port} (Ctrl-C stops it); "
         + (

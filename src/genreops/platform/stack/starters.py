@@ -244,7 +244,10 @@ def start_prometheus(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
     }
     rules = None
     if observability.ALERT_RULES.is_file():  # shipped in the package (genreops.configs)
-        shutil.copyfile(observability.ALERT_RULES, base / "alerts.yml")
+        pending = settings.alert_pending_seconds
+        (base / "alerts.yml").write_text(
+            observability.render_alert_rules(None if pending is None else f"{pending:g}s")
+        )
         rules = "alerts.yml"
     config = base / "prometheus.yml"
     config.write_text(
