@@ -99,6 +99,16 @@ demo: setup ## The whole platform once: stack up, corpus, pipeline deployment, p
 	$(VENV)/bin/genreops stack up
 	$(VENV)/bin/genreops demo
 
+# The monitor's settings that make the closed loop take minutes (defaults: 15 min of open gate,
+# 50 labeled canary answers). They apply to a stack started by this target.
+LOOP_ENV = GENREOPS_RETRAIN_GATE_OPEN_SECONDS=20 GENREOPS_RETRAIN_CHECK_SECONDS=5 \
+	GENREOPS_RETRAIN_COOLDOWN_SECONDS=60 GENREOPS_RETRAIN_TRIALS=3 \
+	GENREOPS_CANARY_SHARE=0.5 GENREOPS_CANARY_MIN_ANSWERS=20 GENREOPS_ALERT_PENDING_SECONDS=0
+
+demo_loop: setup ## The demo, then the closed loop: drift, alert, labels, retraining, canary, promotion
+	$(LOOP_ENV) $(VENV)/bin/genreops stack up
+	$(LOOP_ENV) $(VENV)/bin/genreops demo --loop
+
 clean: ## Remove caches and local state (.genreops); keeps .venv
 	rm -rf .pytest_cache .mypy_cache .ruff_cache bench/out .genreops
 	find . -name __pycache__ -type d -prune -not -path './.venv/*' -exec rm -rf {} +

@@ -17,6 +17,7 @@ import subprocess
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from uuid import UUID
 
@@ -250,6 +251,89 @@ def test_a_browser_shows_our_deployments_and_the_drift_view(platform: Cli, demo:
     _chromium(f"--screenshot={SCREENSHOTS / 'drift-view.png'}", view)
     for name in ("prefect-deployments.png", "drift-view.png"):
         assert (SCREENSHOTS / name).stat().st_size > 10_000  # a rendered page, not a blank
+
+
+# What `make demo_loop` gives the monitor (and Prometheus' rules), so the loop takes minutes
+LOOP_ENV = {
+    "GENREOPS_RETRAIN_AUTO": "true",
+    "GENREOPS_RETRAIN_GATE_OPEN_SECONDS": "20",
+    "GENREOPS_RETRAIN_CHECK_SECONDS": "5",
+    "GENREOPS_RETRAIN_TRIALS": "2",
+    "GENREOPS_CANARY_SHARE": "0.5",
+    "GENREOPS_CANARY_MIN_ANSWERS": "20",
+    "GENREOPS_ALERT_PENDING_SECONDS": "0",
+}
+
+
+def _restart_with(platform: Cli, services: list[str], env: dict[str, str]) -> None:
+    """Stop ``services`` and let `stack up` start them again with ``env`` (only them)."""
+    pids = {s: row["pid"] for s, row in platform.status().items()}
+    for service in services:
+        os.killpg(pids[service], signal.SIGTERM)
+    assert _wait(lambda: not any(record_alive(recorded(platform.home)[s]) for s in services))
+    platform.env.update(env)
+    platform("stack", "up")
+    after = {s: row["pid"] for s, row in platform.status().items()}
+    assert all(after[s] != pids[s] for s in services)
+
+
+def test_the_loop_closes_by_itself_drift_to_a_promoted_canary(platform: Cli, demo: str) -> None:
+    """Issue 16's acceptance: `genreops demo --loop` only sends drifted clips and their labels;
+    the monitor, Prefect, the retrain flow and the canary do the rest. Every step is asserted
+    from the store and the registry."""
+    from mlflow import MlflowClient
+
+    started = datetime.now(UTC)
+    # the demo's drifted clips left the gate open: the monitor may retrain as soon as it runs
+    # with these settings, before the loop's first request; `demo --loop` then follows that run
+    _restart_with(platform, ["monitor", "prometheus"], LOOP_ENV)
+    options = [
+        "--per-genre", "6", "--clean-per-genre", str(CLEAN),
+        "--drifted-per-genre", str(DRIFTED), "--trials", "2", "--drift-reports", "0",
+    ]  # fmt: skip
+    summary = platform("demo", "--loop", "--loop-timeout", "600", *options).stdout
+    assert "The loop (seconds after the first drifted request)" in summary, summary
+    assert "canary promoted" in summary and "Promoted: genre-classifier/" in summary, summary
+
+    store = MonitoringStore(f"sqlite:///{platform.home / 'monitoring.db'}")
+    events = [e for e in store.model_events() if e["at"] >= started]
+    steps = [e["event"] for e in events if e["event"] != "publish"]
+    assert steps == [
+        "retrain-triggered", "retrain-started", "retrain-finished",
+        "canary-published", "canary-promoted",
+    ], steps  # fmt: skip
+    by_name = {e["event"]: e for e in events}
+    assert by_name["retrain-triggered"]["detail"]["reason"] == "drift"
+    canary = by_name["canary-published"]["detail"]["canary"]
+    verdict = by_name["canary-promoted"]["detail"]
+    assert verdict["canary_answers"]["answers"] >= 20 <= verdict["incumbent_answers"]["answers"]
+    assert verdict["canary_answers"]["accuracy"] >= verdict["incumbent_answers"]["accuracy"]
+    # the alert fired in Prometheus, went through Alertmanager and was recorded by the monitor
+    alerts = [a for a in store.recent_alerts(200) if a["received_at"] >= started]
+    assert any(
+        a["alertname"] == "GenreopsDriftGateOpen"
+        and a["status"] == "firing"
+        and a["source"] == "alertmanager"
+        for a in alerts
+    ), alerts
+    # every drifted clip's label stored, and the promoted canary is the champion in MLflow
+    drifted = sorted((platform.home / "demo" / "drifted").glob("*/*.wav"))
+    assert {str(p) for p in drifted} <= set(store.latest_labels())
+    mlflow_url = f"http://127.0.0.1:{platform.ports['GENREOPS_MLFLOW_PORT']}"
+    registry = MlflowClient(tracking_uri=mlflow_url, registry_uri=mlflow_url)
+    model = registry.get_registered_model("genre-classifier")
+    version = canary.rsplit("/", 1)[1]
+    assert model.aliases["champion"] == version and "canary" not in model.aliases
+    assert registry.get_model_version("genre-classifier", version).tags["genreops.canary"] == (
+        "promoted"
+    )
+    assert "genreops.loop.canary-promoted" in model.tags
+    # the last round of the same drifted traffic: the promoted model answered, gate closed
+    newest = store.recent_predictions(len(drifted))
+    assert {p["model_version"] for p in newest} == {canary}
+    assert not newest[0]["drift_gate_open"]
+    models = platform("models").stdout
+    assert "canary-promoted" in models and "retrain-triggered" in models
 
 
 def test_stack_down_leaves_no_process_behind(platform: Cli, demo: str) -> None:

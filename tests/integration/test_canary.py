@@ -25,7 +25,7 @@ from genreops.monitoring.feedback import save_labels
 from genreops.monitoring.store import MonitoringStore
 from genreops.serving.client import Answer, EnsembleClient, folder_labels, predict
 from genreops.serving.promotion import conclude, publish_canary
-from genreops.serving.publish import read_history
+from genreops.serving.publish import publish_and_record, read_history
 from genreops.training import registry
 from genreops.training.tracking import TrackingTarget
 from helpers import SERVING_SECONDS, running_ensemble, wait_until
@@ -135,6 +135,10 @@ def test_a_worse_canary_answers_its_share_loses_on_live_labels_and_is_withdrawn(
     canary = published.canary.label
     assert canary == f"{name}/{bad.version}"
     assert {k: v for k, v in trial.aliases().items() if k != "canary"} == before
+    # its share is the registry's: whoever publishes next while it is on trial keeps it
+    assert trial.mlflow.get_model_version(name, bad.version).tags["genreops.canary.share"] == "0.5"
+    again = publish_and_record(settings.model_copy(update={"canary_share": 0.1}))
+    assert not again.created and again.version == published.version
 
     answers = trial.ask(trial.ensemble.clean * 2)
     assert MIN_ANSWERS <= _answered_by(answers, canary) <= len(answers) - MIN_ANSWERS

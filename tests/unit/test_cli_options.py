@@ -580,7 +580,10 @@ def test_models_lists_the_newest_model_events_after_the_versions(
                 {"event": "publish", "repository_version": 4, "champion": "m/1",
                  "challenger": "m/2"},
                 {"event": "retrain-triggered",
-                 "detail": {"reason": "drift", "run_id": "run-9"}},
+                 "detail": {"reason": "drift", "message": "the gate stayed open",
+                            "run_id": "run-9"}},
+                {"event": "canary-published",
+                 "detail": {"canary": "m/3", "share": 0.25}},
             ]
         )  # fmt: skip
     row = registry.VersionRow("3", ["champion"], "svc", "r1", "abc", {"val_gmean": 0.9}, 1)
@@ -589,5 +592,6 @@ def test_models_lists_the_newest_model_events_after_the_versions(
     assert result.exit_code == 0, result.output
     text = " ".join(result.output.split())
     assert "version 4: champion m/1, challenger m/2" in text
-    assert "retrain-triggered" in text and "reason drift; run_id run-9" in text
+    assert "retrain-triggered" in text and "the gate stayed open (Prefect run run-9)" in text
+    assert "canary-published" in text and "m/3 answers 25% of all traffic" in text
     assert "retrain-triggered" not in " ".join(invoke("models", "--events", "0").output.split())

@@ -222,3 +222,18 @@ def test_no_retraining_while_a_canary_is_on_trial_and_its_verdict_is_handed_on(
     (verdict,) = verdicts
     assert verdict.promote is False and verdict.trial.canary == "m/3"
     assert "m/3 withdrawn: live accuracy 0.333 over 3 labeled answers < 1.000" in verdict.message
+
+
+def test_the_demo_loop_follows_a_cycle_already_under_way(store: MonitoringStore) -> None:
+    from genreops.app.loop import LoopResult, cycle_in_flight, loop_lines
+
+    assert cycle_in_flight(store) is None
+    at = NOW - timedelta(minutes=3)
+    store.insert_model_events(
+        [{"event": TRIGGERED, "at": at - timedelta(hours=1)},
+         {"event": WITHDRAWN, "at": at - timedelta(minutes=30), "detail": {"canary": "m/2"}},
+         {"event": TRIGGERED, "at": at}, {"event": PUBLISHED, "at": NOW, "detail": {}}]
+    )  # fmt: skip
+    assert cycle_in_flight(store) == at  # the newest trigger, not yet concluded
+    lines = loop_lines(LoopResult([("canary published", -12.5, "")], promoted="m/3"))
+    assert lines[1] == "   -12.5 s  canary published" and lines[-1].startswith("Promoted: m/3")

@@ -5,6 +5,10 @@ the ``pipeline`` deployment is triggered through the Prefect server (so the run,
 subflows, tasks and logs are in the Prefect UI) and classifies both test sets through
 Triton; ``drift-report`` then fills the drift views. Every step reuses what is already done,
 so a second demo is quicker. The stack must be up (``genreops stack up``).
+
+With ``loop`` the drifted set is kept for the closed loop instead (genreops.app.loop): the
+pipeline classifies the clean set only, then the drifted clips arrive and the platform
+retrains, publishes a canary and promotes it by itself.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
+from genreops.app.loop import Loop, LoopResult, drifted_clips, loop_lines, monitor_policy
 from genreops.app.pipeline import read_summary
 from genreops.app.pipeline import summary_lines as pipeline_lines
 from genreops.core.errors import GenreopsError
@@ -38,6 +43,8 @@ EXPLORE = {
     "prometheus": "Prometheus",
     "drift-ui": "Drift UI",
     "triton": "Triton",
+    "alertmanager": "Alertmanager",
+    "monitor": "Monitor",
 }
 
 
@@ -57,6 +64,8 @@ class DemoPlan:
     drifted_per_genre: int = 10
     trials: int = 10
     drift_reports: int = DRIFT_REPORTS
+    loop: bool = False  # then the closed loop on the drifted set (genreops.app.loop)
+    loop_timeout: float = 900.0
 
     @classmethod
     def from_settings(cls, settings: Settings, **options: Any) -> DemoPlan:
@@ -86,6 +95,7 @@ class DemoResult:
     drift_views: dict[str, Any] | None
     seconds: dict[str, float] = field(default_factory=dict)
     urls: dict[str, str] = field(default_factory=dict)  # what to open next, by name
+    loop: LoopResult | None = None
 
 
 def stack_services(settings: Settings) -> list[ServiceStatus]:
@@ -182,6 +192,15 @@ def run_demo(settings: Settings, plan: DemoPlan, say: Say) -> DemoResult:
     """Every step of the demo on the running stack; raises DemoError naming the step that
     failed (first of all: a service of the stack that is not healthy)."""
     services = stack_services(settings)
+    if plan.loop:  # before anything: a monitor that would take hours says so now
+        from genreops.platform.stack import Stack
+
+        policy = monitor_policy(Stack(settings).endpoints.monitor)
+        say(
+            f"loop: the monitor retrains after {policy.get('gate_open_seconds', 0):g} s of open "
+            f"gate, the canary answers {100 * float(policy.get('canary_share', 0)):.0f}% and "
+            f"is judged on {policy.get('canary_min_answers')} labeled answers"
+        )
     seconds: dict[str, float] = {}
     started = time.perf_counter()
     prepare_audio(plan, settings, say)
@@ -194,7 +213,8 @@ def run_demo(settings: Settings, plan: DemoPlan, say: Say) -> DemoResult:
             "corpus_url": plan.url("corpus"),
             "features_url": plan.features_url,
             "trials": plan.trials,
-            "predict_urls": [plan.url("clean"), plan.url("drifted")],
+            # the loop sends the drifted set itself, later
+            "predict_urls": [plan.url("clean")] + ([] if plan.loop else [plan.url("drifted")]),
         },
         say,
     )
@@ -212,15 +232,24 @@ def run_demo(settings: Settings, plan: DemoPlan, say: Say) -> DemoResult:
     except DemoError as error:  # the views are a bonus; the summary must still print
         say(f"drift views not updated: {error}")
     seconds["drift_views"] = time.perf_counter() - started
-    return DemoResult(summary, str(run.id), views, seconds, explore_urls(services))
+    loop = None
+    if plan.loop:
+        started = time.perf_counter()
+        say("the loop: drifted audio arrives")
+        loop = Loop(settings, drifted_clips(plan.workdir), say, timeout=plan.loop_timeout).run()
+        seconds["loop"] = time.perf_counter() - started
+    return DemoResult(summary, str(run.id), views, seconds, explore_urls(services), loop)
 
 
 def summary_lines(result: DemoResult) -> list[str]:
     """The demo's closing summary, one line each."""
     lines = pipeline_lines(result.pipeline, ("Clean set", "Drifted set"))
+    if result.loop is not None:
+        lines += loop_lines(result.loop)
     lines.append(
         "Time: " + ", ".join(f"{step} {seconds:.0f} s" for step, seconds in result.seconds.items())
     )
     lines.append("Explore:")
-    lines.extend(f"  {name:<11} {url}" for name, url in result.urls.items())
+    width = max((len(name) for name in result.urls), default=0)
+    lines.extend(f"  {name:<{width}} {url}" for name, url in result.urls.items())
     return lines

@@ -153,9 +153,10 @@ def summary_lines(summary: dict[str, Any], batch_labels: Sequence[str] = ()) -> 
     """The record for people, one line each: G-mean per family, the registered aliases, the
     published version and each batch (named by ``batch_labels``, else "Batch <n>")."""
     lines = ["Validation G-mean per family:"]
+    width = max([14, *(len(family) for family in summary["families"])])
     for family, info in summary["families"].items():
         note = "" if info["retrained"] else " (reused: same table and settings)"
-        lines.append(f"  {family:<14} {_fmt(info['val_gmean'])}{note}")
+        lines.append(f"  {family:<{width}} {_fmt(info['val_gmean'])}{note}")
     for alias, info in summary["registered"].items():
         lines.append(
             f"{alias.capitalize():<11} version {info['version']} ({info['family']}, "

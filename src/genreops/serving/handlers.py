@@ -467,15 +467,8 @@ class PredictorHandler:
             self._champion(features, left & ~to_challenger, probabilities, accepted, failed)
         if not to_challenger.any():
             return to_challenger
-        try:
-            if self.fallback is None:
-                raise RuntimeError("no fallback model to call")
-            answer = np.asarray(self.fallback(features[to_challenger]), dtype=np.float32)
-            if answer.shape != (int(to_challenger.sum()), probabilities.shape[1]):
-                raise ValueError(f"fallback answered shape {list(answer.shape)}")
-        except Exception as error:  # the champion answers instead
-            self.log_error(f"fallback failed: {error}")
-            self.metrics.increment("fallback_errors", int(to_challenger.sum()))
+        answer = self._call("fallback", self.fallback, features, to_challenger, probabilities)
+        if answer is None:  # the champion answers instead
             self._champion(features, to_challenger, probabilities, accepted, failed)
             return np.zeros_like(to_challenger)
         probabilities[to_challenger] = answer
@@ -492,19 +485,34 @@ class PredictorHandler:
         rows = decision.to_canary
         if not rows.any():
             return rows.copy()
-        try:
-            if self.canary is None:
-                raise RuntimeError("no canary model to call")
-            answer = np.asarray(self.canary(features[rows]), dtype=np.float32)
-            if answer.shape != (int(rows.sum()), probabilities.shape[1]):
-                raise ValueError(f"canary answered shape {list(answer.shape)}")
-        except Exception as error:
-            self.log_error(f"canary failed: {error}")
-            self.metrics.increment("canary_errors", int(rows.sum()))
+        answer = self._call("canary", self.canary, features, rows, probabilities)
+        if answer is None:
             return np.zeros_like(rows)
         probabilities[rows] = answer
         self.metrics.increment("canary", int(rows.sum()), model=str(self.runtime.canary_label))
         return rows.copy()
+
+    def _call(
+        self,
+        name: str,
+        model: Callable[[np.ndarray], np.ndarray] | None,
+        features: np.ndarray,
+        rows: np.ndarray,
+        probabilities: np.ndarray,
+    ) -> np.ndarray | None:
+        """``model``'s probabilities for ``rows`` (a BLS call), or None when it cannot answer
+        them (logged, counted in ``<name>_errors``)."""
+        try:
+            if model is None:
+                raise RuntimeError(f"no {name} model to call")
+            answer = np.asarray(model(features[rows]), dtype=np.float32)
+            if answer.shape != (int(rows.sum()), probabilities.shape[1]):
+                raise ValueError(f"{name} answered shape {list(answer.shape)}")
+        except Exception as error:
+            self.log_error(f"{name} failed: {error}")
+            self.metrics.increment(f"{name}_errors", int(rows.sum()))
+            return None
+        return answer
 
     def _champion(
         self,

@@ -17,7 +17,7 @@ from genreops.core.errors import RegistryError
 from genreops.core.settings import Settings
 from genreops.monitoring.canary import PROMOTED, PUBLISHED, WITHDRAWN, CanaryVerdict
 from genreops.monitoring.store import MonitoringWriter
-from genreops.serving.publish import PublishResult, publish_and_record
+from genreops.serving.publish import CANARY_SHARE_TAG, PublishResult, publish_and_record
 from genreops.training import registry
 from genreops.training.tracking import TrackingTarget
 
@@ -62,16 +62,19 @@ def publish_canary(
     settings: Settings, *, share: float | None = None, server_url: str | None = None
 ) -> PublishResult:
     """Publish the registry's aliases, canary included (answering ``share`` of all traffic;
-    default GENREOPS_CANARY_SHARE), and record the canary's trial start.
+    default GENREOPS_CANARY_SHARE, kept as a tag of its version so that any later
+    publication serves it with the same share), and record the canary's trial start.
 
     Raises when the registry names no canary (nothing to put on trial).
     """
-    if share is not None:
-        settings = settings.model_copy(update={"canary_share": share})
+    share = settings.canary_share if share is None else share
+    registry.tag_canary_share(
+        TrackingTarget.from_settings(settings), settings.model_name, CANARY_SHARE_TAG, share
+    )
     result = publish_and_record(settings, server_url=server_url)
     if result.canary is None:
         raise RegistryError(f"{settings.model_name}@canary is not set: no canary to publish")
-    detail = {**_published(result), "share": settings.canary_share}
+    detail = {**_published(result), "share": share}
     record_step(settings, PUBLISHED, detail, version=result.canary.version)
     return result
 

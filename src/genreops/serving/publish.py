@@ -50,6 +50,7 @@ MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
 CHALLENGER_FILE = "challenger.json"
 CANARY_FILE = "canary.json"  # in the predictor's folder: the canary's ModelRef, or null
+CANARY_SHARE_TAG = "genreops.canary.share"  # on a canary's version: the share it answers
 KEEP_VERSIONS = 10
 
 
@@ -385,6 +386,7 @@ class RegisteredModels:
     challenger: tuple[ModelRef, Any]
     reference: Any  # the champion's drift reference (a DataFrame of its columns)
     canary: tuple[ModelRef, Any] | None = None
+    canary_share: float | None = None  # the share it was published with (its version's tag)
 
 
 def load_registered_pair(target: Any, model_name: str) -> RegisteredModels:
@@ -412,6 +414,7 @@ def load_registered_pair(target: Any, model_name: str) -> RegisteredModels:
     except MlflowException:
         aliases = {}
     loaded: dict[str, tuple[ModelRef, Any]] = {}
+    share = None
     for alias in ("champion", "challenger", "canary"):
         if alias not in aliases:
             if alias == "canary":
@@ -421,6 +424,8 @@ def load_registered_pair(target: Any, model_name: str) -> RegisteredModels:
                 "(run `genreops train` and `genreops register --top 2` first)"
             )
         version = client.get_model_version(model_name, str(aliases[alias]))
+        if alias == "canary" and CANARY_SHARE_TAG in (version.tags or {}):
+            share = float(version.tags[CANARY_SHARE_TAG])
         classifier = load_classifier(f"models:/{model_name}/{version.version}")
         run_id = version.run_id or ""
         run = client.get_run(run_id)
@@ -433,7 +438,7 @@ def load_registered_pair(target: Any, model_name: str) -> RegisteredModels:
     logged = {item.path for item in client.list_artifacts(run_id)}
     name = DRIFT_REFERENCE_FILE if DRIFT_REFERENCE_FILE in logged else REFERENCE_FILE
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=name)
-    return RegisteredModels(champion, challenger, pd.read_parquet(local), canary)
+    return RegisteredModels(champion, challenger, pd.read_parquet(local), canary, share)
 
 
 def reload_server(server_url: str) -> None:
@@ -459,6 +464,8 @@ def publish_registered(
 ) -> PublishResult:
     """Registry -> repository (new version if the pair changed) -> running server, if any."""
     registered = load_registered_pair(target, model_name)
+    if registered.canary_share is not None:  # whoever publishes, the canary keeps its share
+        options = replace(options, canary_share=registered.canary_share)
     result = publish_pair(
         repository,
         champion=registered.champion,

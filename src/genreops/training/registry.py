@@ -556,6 +556,20 @@ def conclude_canary(
     return CanaryOutcome(version, after.get("champion", ""), after.get("challenger"), changes)
 
 
+def tag_canary_share(target: TrackingTarget, model_name: str, tag: str, share: float) -> None:
+    """The share of traffic the current canary answers, as a tag of its version."""
+    name = _check_name(model_name)
+    target.activate()
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, CANARY)
+        client.set_model_version_tag(name, version.version, tag, f"{share:g}")
+    except MlflowException as error:
+        raise RegistryError(
+            f"model registry at {target.tracking_uri}: no canary to publish ({error.message})"
+        ) from error
+
+
 def tag_step(
     target: TrackingTarget,
     model_name: str,

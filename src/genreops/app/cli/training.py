@@ -319,20 +319,35 @@ def print_model_events(settings: Settings, limit: int) -> None:
         return
     if not rows:
         return
-    table = results_table("model events (newest last)", "at", "event", "what")
+    table = results_table("model events (newest last)", "at", "event")
+    table.add_column("what", overflow="fold")  # the rest of the width; at and event stay whole
     for row in rows:
         table.add_row(f"{row['at']:%Y-%m-%d %H:%M:%S}", row["event"], event_summary(row))
     out.print(table)
 
 
 def event_summary(row: dict[str, Any]) -> str:
-    """One line: the pair a publish/rollback served, or a retraining step's figures."""
-    detail = row.get("detail") or {}
-    if row["event"] in ("publish", "rollback"):
+    """One line: the models a publish/rollback served, or a loop step's figures."""
+    detail: dict[str, Any] = row["detail"] if isinstance(row.get("detail"), dict) else {}
+    event = row["event"]
+    if event in ("publish", "rollback"):
+        canary = detail.get("canary")
         return (
             f"version {row.get('repository_version')}: champion {row.get('champion')}, "
-            f"challenger {row.get('challenger')}"
+            f"challenger {row.get('challenger')}" + (f", canary {canary}" if canary else "")
         )
-    keys = ("reason", "message", "run_id", "canary", "added", "left_out", "table")
-    shown = [f"{k} {detail[k]}" for k in keys if isinstance(detail, dict) and k in detail]
-    return "; ".join(shown)[:200]
+    if event == "retrain-triggered":
+        return f"{detail.get('message', '')} (Prefect run {detail.get('run_id', '?')})"
+    if event == "retrain-started":
+        return f"{detail.get('reason', '')}; {detail.get('labels', 0)} labels"
+    if event == "retrain-finished":
+        return (
+            f"canary {detail.get('canary')} ({detail.get('family')}), "
+            f"+{detail.get('added', 0)} labeled clips, {detail.get('left_out', 0)} left out"
+        )
+    if event == "canary-published":
+        share = float(detail.get("share") or 0)
+        return f"{detail.get('canary')} answers {100 * share:.0f}% of all traffic"
+    if "message" in detail:  # canary-promoted, canary-withdrawn
+        return str(detail["message"])
+    return "; ".join(f"{k} {v}" for k, v in detail.items())[:200]

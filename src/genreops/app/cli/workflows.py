@@ -142,6 +142,18 @@ def demo(
             "the rest are built by the scheduled drift-report run.",
         ),
     ] = DRIFT_REPORTS,
+    loop: Annotated[
+        bool,
+        typer.Option(
+            "--loop",
+            help="Then close the loop on the drifted set: drift -> alert -> labels -> "
+            "retraining by itself -> canary -> promotion, each step timed (`make demo_loop` "
+            "starts the stack with settings that make it take minutes, not hours).",
+        ),
+    ] = False,
+    loop_timeout: Annotated[
+        float, typer.Option(min=60, help="Seconds the loop may take before it gives up.")
+    ] = 900.0,
 ) -> None:
     """The whole platform once, through the running stack (`genreops stack up` first).
 
@@ -149,6 +161,11 @@ def demo(
     stack's S3, runs the `pipeline` deployment through the Prefect server (extract, train,
     register, publish, classify both test sets through Triton), updates the drift views and
     prints a summary. Everything already done is reused, so a second demo is quicker.
+
+    With --loop the drifted set is sent afterwards, straight to Triton, and the platform is
+    left to react: the monitor sees the gate stay open and starts the `retrain` deployment,
+    which publishes a canary; the demo's labeled traffic judges it and the monitor promotes
+    or withdraws it. The summary times each step from the store's records.
     """
     from genreops.app.demo import DemoPlan, run_demo, summary_lines
 
@@ -160,6 +177,8 @@ def demo(
         drifted_per_genre=drifted_per_genre,
         trials=trials,
         drift_reports=drift_reports,
+        loop=loop,
+        loop_timeout=loop_timeout,
     )
     with user_errors():
         result = run_demo(settings, plan, say=out.print)
