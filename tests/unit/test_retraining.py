@@ -237,3 +237,15 @@ def test_the_demo_loop_follows_a_cycle_already_under_way(store: MonitoringStore)
     assert cycle_in_flight(store) == at  # the newest trigger, not yet concluded
     lines = loop_lines(LoopResult([("canary published", -12.5, "")], promoted="m/3"))
     assert lines[1] == "   -12.5 s  canary published" and lines[-1].startswith("Promoted: m/3")
+
+
+def test_a_canary_published_away_by_hand_is_no_longer_on_trial(store: MonitoringStore) -> None:
+    canary_published(store, "m/3", NOW - timedelta(minutes=30))
+    store.insert_model_events(  # the publication that put it on trial, then one by hand
+        [{"event": "publish", "at": NOW - timedelta(minutes=31), "detail": {"canary": "m/3"}}]
+    )
+    assert canary_on_trial(store) is not None
+    store.insert_model_events(
+        [{"event": "publish", "at": NOW - timedelta(minutes=5), "detail": {"canary": None}}]
+    )
+    assert canary_on_trial(store) is None

@@ -96,14 +96,21 @@ class CanaryVerdict:
 
 
 def canary_on_trial(store: MonitoringStore) -> CanaryTrial | None:
-    """The newest published canary, unless it was promoted or withdrawn since."""
+    """The newest published canary, unless it was promoted or withdrawn since, or a newer
+    publication serves without it (its alias was moved by hand and published)."""
     concluded: set[str] = set()
+    served: str | None = None  # the canary the newest publication serves ("": none)
     for event in reversed(store.model_events(limit=TRIAL_EVENTS_READ)):  # newest first
-        canary = str((event.get("detail") or {}).get("canary") or "")
+        detail = event.get("detail") or {}
+        canary = str(detail.get("canary") or "")
         if event["event"] in (PROMOTED, WITHDRAWN):
             concluded.add(canary)
+        elif event["event"] == "publish" and served is None and "canary" in detail:
+            served = canary
         elif event["event"] == PUBLISHED and canary:
-            return None if canary in concluded else CanaryTrial(canary, event["at"])
+            if canary in concluded or served not in (None, canary):
+                return None
+            return CanaryTrial(canary, event["at"])
     return None
 
 

@@ -98,17 +98,23 @@ def conclude(
     if verdict.promote is None:
         raise ValueError(f"no verdict yet: {verdict.message}")
     figures = verdict.figures()
-    outcome = registry.conclude_canary(
-        TrackingTarget.from_settings(settings),
-        model_name=settings.model_name,
-        version=verdict.trial.version,
-        promote=verdict.promote,
-        figures=figures,
-    )
+    promoted = verdict.promote
+    try:
+        outcome = registry.conclude_canary(
+            TrackingTarget.from_settings(settings),
+            model_name=settings.model_name,
+            version=verdict.trial.version,
+            promote=verdict.promote,
+            figures=figures,
+        )
+    except registry.CanaryGoneError as error:  # taken off trial by hand: the trial ends here
+        promoted = False
+        figures["message"] = f"{verdict.trial.canary} withdrawn: {error}"
+        outcome = registry.CanaryOutcome(verdict.trial.version, "", None, [])
     published = publish_and_record(settings, server_url=server_url)
     record_step(
         settings,
-        PROMOTED if verdict.promote else WITHDRAWN,
+        PROMOTED if promoted else WITHDRAWN,
         {**_published(published), **figures, "aliases": outcome.changes},
         version=verdict.trial.version,
         writer=writer,

@@ -503,6 +503,10 @@ def _restore_aliases(
     return None
 
 
+class CanaryGoneError(RegistryError):
+    """The ``canary`` alias no longer names the version on trial (moved or removed by hand)."""
+
+
 @dataclass(frozen=True)
 class CanaryOutcome:
     """What a promotion or withdrawal changed in the registry."""
@@ -534,7 +538,7 @@ def conclude_canary(
     try:
         aliases = _current_aliases(client, name)
         if aliases.get(CANARY) != version:
-            raise RegistryError(
+            raise CanaryGoneError(
                 f"{name}@{CANARY} is {aliases.get(CANARY) or 'not set'}, not version {version}: "
                 "that canary is no longer on trial"
             )
