@@ -66,7 +66,7 @@ def public_served(published_ensemble, home: Path) -> Iterator[PublicServed]:  # 
     register_best(top=2, table=str(csv))
     settings = get_settings()
     target = TrackingTarget.from_settings(settings)
-    champion, _, _ = load_registered_pair(target, settings.model_name)
+    champion = load_registered_pair(target, settings.model_name).champion
     published = publish_registered(
         target, home / "repository", model_name=settings.model_name, options=OPTIONS
     )
