@@ -284,6 +284,9 @@ def test_the_loop_closes_by_itself_drift_to_a_promoted_canary(platform: Cli, dem
     from mlflow import MlflowClient
 
     started = datetime.now(UTC)
+    gone = platform.home / "labels.csv"  # a label whose clip cannot be read: left out, listed
+    gone.write_text(f"clip_id,genre\n{platform.home / 'gone' / 'rock.wav'},rock\n")
+    assert "1 label(s) stored" in " ".join(platform("feedback", str(gone)).stdout.split())
     # the demo's drifted clips left the gate open: the monitor may retrain as soon as it runs
     # with these settings, before the loop's first request; `demo --loop` then follows that run
     _restart_with(platform, ["monitor", "prometheus"], LOOP_ENV)
@@ -304,6 +307,9 @@ def test_the_loop_closes_by_itself_drift_to_a_promoted_canary(platform: Cli, dem
     ], steps  # fmt: skip
     by_name = {e["event"]: e for e in events}
     assert by_name["retrain-triggered"]["detail"]["reason"] == "drift"
+    finished = by_name["retrain-finished"]["detail"]
+    assert finished["left_out"] == 1 and finished["added"] > 0
+    assert finished["drift_reference_rows"] == finished["added"]  # the labeled clips
     canary = by_name["canary-published"]["detail"]["canary"]
     verdict = by_name["canary-promoted"]["detail"]
     assert verdict["canary_answers"]["answers"] >= 20 <= verdict["incumbent_answers"]["answers"]
@@ -328,6 +334,10 @@ def test_the_loop_closes_by_itself_drift_to_a_promoted_canary(platform: Cli, dem
         "promoted"
     )
     assert "genreops.loop.canary-promoted" in model.tags
+    promoted = registry.get_model_version("genre-classifier", version)
+    assert promoted.tags["genreops.canary.share"] == "0.5"
+    (dataset,) = registry.get_run(str(promoted.run_id)).inputs.dataset_inputs
+    assert finished["table"] in dataset.dataset.source  # the grown table is the data version
     # the last round of the same drifted traffic: the promoted model answered, gate closed
     newest = store.recent_predictions(len(drifted))
     assert {p["model_version"] for p in newest} == {canary}
