@@ -12,6 +12,7 @@ scheduled or running, so it never starts a second one.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -80,6 +81,18 @@ def _drift_reference(settings: Settings, table_url: str, run_id: str, clip_ids: 
     return len(rows)
 
 
+def with_members(families: list[str], search_space_file: Path | None = None) -> list[str]:
+    """``families`` plus a soft vote's members before it: on a new table the vote needs its
+    members tuned in the same run (a champion that is a soft vote made the run fail)."""
+    from genreops.training.search_space import SOFT_VOTE, load_search_spaces
+
+    if SOFT_VOTE not in families:
+        return families
+    spaces = load_search_spaces(search_space_file)
+    members = list(spaces[SOFT_VOTE].members)
+    return list(dict.fromkeys([*members, *(f for f in families if f != SOFT_VOTE), SOFT_VOTE]))
+
+
 def _output_url(settings: Settings, base_table: str, stamp: str) -> str:
     if is_s3_url(base_table):
         bucket = base_table.split("/", 3)[2]
@@ -142,7 +155,7 @@ def retrain(
     )  # fmt: skip
     train_model(
         grown.url,
-        families=families or served_families,
+        families=with_members(families or served_families, settings.search_space_file),
         trials=trials or settings.retrain_trials,
     )
     canary = registry.register_canary(

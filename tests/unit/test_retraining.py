@@ -249,3 +249,12 @@ def test_a_canary_published_away_by_hand_is_no_longer_on_trial(store: Monitoring
         [{"event": "publish", "at": NOW - timedelta(minutes=5), "detail": {"canary": None}}]
     )
     assert canary_on_trial(store) is None
+
+
+def test_a_soft_vote_champion_is_retrained_with_its_members() -> None:
+    from genreops.flows.retrain import with_members
+
+    assert with_members(["random_forest", "knn"]) == ["random_forest", "knn"]
+    families = with_members(["soft_vote", "random_forest"])
+    assert families[-1] == "soft_vote" and "random_forest" in families
+    assert {"svc", "xgboost", "logistic_regression"} <= set(families)  # the default members
