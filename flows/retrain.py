@@ -5,8 +5,8 @@ The monitor (genreops.monitoring.retraining) decides when; ``start_retrain_run``
 flow run of the deployment ``retrain/retrain`` on the Prefect server (Prefect 3's open-source
 server runs deployments on demand through its API; its automations could also react to
 events, but the decision needs the monitoring store, which the monitor already reads, and one
-place that rate-limits). ``retrain_run_active`` tells the monitor whether that run is still
-scheduled or running, so it never starts a second one.
+place that rate-limits). ``retrain_run_state`` tells the monitor whether that run is still
+scheduled or running, so it never starts a second one, and how it ended when it failed.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from genreops.core.settings import Settings, get_settings
 from genreops.data.augment import augment_table
 from genreops.data.extraction import ExtractOptions
 from genreops.data.storage import is_s3_url
-from genreops.monitoring.retraining import RetrainReason
+from genreops.monitoring.retraining import RetrainReason, RunState
 from genreops.monitoring.store import MonitoringStore
 from genreops.serving.promotion import publish_canary, record_step
 from genreops.training import registry
@@ -205,10 +205,16 @@ def start_retrain_run(reason: RetrainReason, settings: Settings | None = None) -
     return str(run.id)  # type: ignore[union-attr]
 
 
-def retrain_run_active(run_id: str) -> bool:
-    """Whether that flow run is still scheduled, pending or running."""
+def retrain_run_state(run_id: str) -> RunState:
+    """Whether that flow run is still scheduled, pending or running; if it ended without
+    completing, its state and Prefect's message."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(UUID(run_id))
-    return run.state is None or not run.state.is_final()
+    state = run.state
+    if state is None or not state.is_final():
+        return RunState(active=True)
+    if state.is_completed():
+        return RunState(active=False)
+    return RunState(active=False, failure=f"{state.type.value}: {state.message or 'no message'}")

@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness"
 def test_the_monitor_starts_the_retrain_deployment_and_sees_it_until_it_ends() -> None:
     """The Prefect side of the monitor's trigger, on the session's real Prefect server."""
     from genreops.flows.deployments import DEPLOYMENTS, build_deployments
-    from genreops.flows.retrain import retrain_run_active, start_retrain_run
+    from genreops.flows.retrain import retrain_run_state, start_retrain_run
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
     from prefect.states import Cancelled
@@ -26,7 +26,7 @@ def test_the_monitor_starts_the_retrain_deployment_and_sees_it_until_it_ends() -
     (deployment,) = build_deployments(get_settings(), [spec])
     deployment.apply()
     run_id = start_retrain_run(RetrainReason("drift", "the gate stayed open"))
-    assert retrain_run_active(run_id)  # scheduled: no runner serves it in this test
+    assert retrain_run_state(run_id).active  # scheduled: no runner serves it in this test
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(UUID(run_id))
         settings = get_settings()  # the monitor's trials and canary share go with the run
@@ -36,5 +36,6 @@ def test_the_monitor_starts_the_retrain_deployment_and_sees_it_until_it_ends() -
             "canary_share": settings.canary_share,
         }
         assert run.state is not None and run.state.type == StateType.SCHEDULED
-        client.set_flow_run_state(run.id, Cancelled(), force=True)
-    assert not retrain_run_active(run_id)
+        client.set_flow_run_state(run.id, Cancelled(message="stopped by hand"), force=True)
+    ended = retrain_run_state(run_id)  # the monitor records it as a failed run
+    assert not ended.active and ended.failure == "CANCELLED: stopped by hand"

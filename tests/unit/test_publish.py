@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -213,3 +216,49 @@ def test_the_drift_gate_settings_reach_the_predictor_from_the_environment(
     outputs = {o["name"] for o in config["output"]}
     assert {"DRIFT", "OOD", "OOD_SCORE"} <= outputs
     assert published.version == 1
+
+
+def _publish_in_another_process(
+    repo: Path,
+    model: GenreClassifier,
+    reference: pd.DataFrame,
+    champion: str,
+    ready: Any,
+    start: Any,
+) -> int:
+    ready.put(champion)
+    start.wait()  # every publisher reads the history at the same moment
+    return publish_pair(
+        repo, champion=_pair(model, champion), challenger=_pair(model, "1"),
+        reference=reference, options=ServingOptions(),
+    ).version  # fmt: skip
+
+
+def test_publishers_in_several_processes_at_once_each_get_their_own_version(
+    tmp_path: Path, reference: pd.DataFrame
+) -> None:
+    """The monitor promoting a canary, a pipeline and the retrain flow may publish at the same
+    moment: each publication must be a version of its own, none written over another."""
+    model = _classifier(tmp_path)
+    repo = tmp_path / "repo"
+    context = multiprocessing.get_context("spawn")
+    manager = context.Manager()
+    ready, start = manager.Queue(), manager.Event()
+    champions = ["11", "12", "13", "14"]
+    with manager, ProcessPoolExecutor(len(champions), mp_context=context) as pool:
+        futures = [
+            pool.submit(_publish_in_another_process, repo, model, reference, champion, ready, start)
+            for champion in champions
+        ]
+        for _ in champions:  # every publisher started, waiting for the same moment
+            ready.get(timeout=120)
+        start.set()
+        versions = sorted(future.result(timeout=120) for future in futures)
+    assert versions == [1, 2, 3, 4]
+    history = read_history(repo)
+    published = {v["champion"]["version"]: v["version"] for v in history["versions"]}
+    assert sorted(published) == champions and sorted(published.values()) == versions
+    for champion, version in published.items():  # each version holds its own champion
+        assert load_published_model(repo / "predictor" / str(version)).label == (
+            f"genre-classifier/{champion}"
+        )

@@ -12,11 +12,13 @@ import pytest
 from genreops.monitoring.canary import PUBLISHED, WITHDRAWN, canary_on_trial, judge
 from genreops.monitoring.quality import QualityPolicy
 from genreops.monitoring.retraining import (
+    FAILED,
     TRIGGERED,
     LoopActions,
     RetrainPolicy,
     RetrainReason,
     RetrainWatcher,
+    RunState,
     why_retrain,
 )
 from genreops.monitoring.store import MonitoringStore, MonitoringWriter
@@ -89,12 +91,18 @@ class Runs:
     def __init__(self) -> None:
         self.started: list[RetrainReason] = []
         self.active: set[str] = set()
+        self.failures: dict[str, str] = {}  # ended runs that did not complete: why
+        self.asked: list[str] = []
 
     def start(self, reason: RetrainReason) -> str:
         self.started.append(reason)
         run_id = f"run-{len(self.started)}"
         self.active.add(run_id)
         return run_id
+
+    def state(self, run_id: str) -> RunState:
+        self.asked.append(run_id)
+        return RunState(run_id in self.active, self.failures.get(run_id))
 
 
 def test_one_run_at_a_time_then_a_cool_down_and_every_trigger_recorded(
@@ -103,7 +111,7 @@ def test_one_run_at_a_time_then_a_cool_down_and_every_trigger_recorded(
     labeled_answers(store, right=1, wrong=9)
     runs = Runs()
     with MonitoringWriter(store, tmp_path / "spool") as writer:
-        watcher = RetrainWatcher(store, writer, POLICY, runs.start, runs.active.__contains__, 30)
+        watcher = RetrainWatcher(store, writer, POLICY, runs.start, runs.state, 30)
         assert watcher.check(NOW) == "run-1"
         assert watcher.check(NOW + timedelta(minutes=1)) is None  # run-1 still going
         runs.active.clear()
@@ -111,6 +119,7 @@ def test_one_run_at_a_time_then_a_cool_down_and_every_trigger_recorded(
         assert watcher.check(NOW + timedelta(minutes=61)) == "run-2"
     events: list[dict[str, Any]] = [e for e in store.model_events() if e["event"] == TRIGGERED]
     assert [e["detail"]["run_id"] for e in events] == ["run-1", "run-2"]
+    assert not [e for e in store.model_events() if e["event"] == FAILED]  # run-1 completed
     assert events[0]["detail"]["reason"] == "accuracy"
     assert "below GENREOPS_MIN_LIVE_ACCURACY=0.6" in events[0]["detail"]["message"]
     assert len(runs.started) == 2
@@ -130,7 +139,7 @@ def test_a_firing_drift_alert_makes_the_monitor_check_at_once(
         home=tmp_path / "home", use_stack_env=False, retrain_check_seconds=3600
     )
     alert = {"status": "firing", "labels": {"alertname": "GenreopsDriftGateOpen"}}
-    actions = LoopActions(runs.start, runs.active.__contains__)
+    actions = LoopActions(runs.start, runs.state)
     with TestClient(create_app(settings, store, actions)) as client:
         assert client.get("/healthz").json()["retraining"] is True
         assert not wait_until(lambda: len(runs.started) > 0, timeout=2)  # nothing to retrain
@@ -142,8 +151,39 @@ def test_a_firing_drift_alert_makes_the_monitor_check_at_once(
         )  # fmt: skip
         client.post("/alerts", json={"alerts": [alert]})
         assert wait_until(lambda: len(runs.started) == 1, timeout=10)
+        status = client.get("/healthz").json()["retraining_status"]  # what `demo --loop` shows
+        assert wait_until(
+            lambda: "run-1 started" in client.get("/healthz").json()["retraining_status"], 5
+        ), status
     assert [e["detail"]["reason"] for e in store.model_events() if e["event"] == TRIGGERED] == [
         "drift"
+    ]
+
+
+def test_a_run_that_failed_is_recorded_once_and_the_cool_down_still_holds(
+    store: MonitoringStore, tmp_path: Path
+) -> None:
+    """A flow that fails at once must not be restarted every check, and the failure must be
+    visible (``genreops models``, Grafana, `demo --loop`) with Prefect's message."""
+    labeled_answers(store, right=1, wrong=9)
+    runs = Runs()
+    with MonitoringWriter(store, tmp_path / "spool") as writer:
+        watcher = RetrainWatcher(store, writer, POLICY, runs.start, runs.state, 30)
+        assert watcher.check(NOW) == "run-1"
+        assert "run-1 started" in watcher.status
+        runs.active.clear()
+        runs.failures["run-1"] = "FAILED: Flow run encountered an exception: no champion"
+        assert watcher.check(NOW + timedelta(minutes=1)) is None
+        assert "cooling down until" in watcher.status
+        asked = len(runs.asked)
+        assert watcher.check(NOW + timedelta(minutes=2)) is None
+        assert len(runs.asked) == asked  # an ended run is not asked about again
+        again = RetrainWatcher(store, writer, POLICY, runs.start, runs.state, 30)
+        assert again.check(NOW + timedelta(minutes=3)) is None  # a restarted monitor: no repeat
+        assert again.check(NOW + timedelta(minutes=61)) == "run-2"
+    failed = [e for e in store.model_events() if e["event"] == FAILED]
+    assert [e["detail"] for e in failed] == [
+        {"run_id": "run-1", "message": "FAILED: Flow run encountered an exception: no champion"}
     ]
 
 
@@ -211,7 +251,7 @@ def test_no_retraining_while_a_canary_is_on_trial_and_its_verdict_is_handed_on(
     policy = RetrainPolicy(POLICY.gate_open_seconds, POLICY.quality, 0, canary_min_answers=3)
     with MonitoringWriter(store, tmp_path / "spool") as writer:
         watcher = RetrainWatcher(
-            store, writer, policy, runs.start, runs.active.__contains__, 30,
+            store, writer, policy, runs.start, runs.state, 30,
             conclude=verdicts.append,
         )  # fmt: skip
         assert watcher.check(NOW) is None and not verdicts  # too few canary answers yet
@@ -235,6 +275,8 @@ def test_the_demo_loop_follows_a_cycle_already_under_way(store: MonitoringStore)
          {"event": TRIGGERED, "at": at}, {"event": PUBLISHED, "at": NOW, "detail": {}}]
     )  # fmt: skip
     assert cycle_in_flight(store) == at  # the newest trigger, not yet concluded
+    store.insert_model_events([{"event": FAILED, "at": NOW, "detail": {"run_id": "r"}}])
+    assert cycle_in_flight(store) is None  # its run failed: a new cycle must start
     lines = loop_lines(LoopResult([("canary published", -12.5, "")], promoted="m/3"))
     assert lines[1] == "   -12.5 s  canary published" and lines[-1].startswith("Promoted: m/3")
 

@@ -192,10 +192,12 @@ def run_demo(settings: Settings, plan: DemoPlan, say: Say) -> DemoResult:
     """Every step of the demo on the running stack; raises DemoError naming the step that
     failed (first of all: a service of the stack that is not healthy)."""
     services = stack_services(settings)
+    monitor_url = ""
     if plan.loop:  # before anything: a monitor that would take hours says so now
         from genreops.platform.stack import Stack
 
-        policy = monitor_policy(Stack(settings).endpoints.monitor)
+        monitor_url = Stack(settings).endpoints.monitor
+        policy = monitor_policy(monitor_url)
         say(
             f"loop: the monitor retrains after {policy.get('gate_open_seconds', 0):g} s of open "
             f"gate, the canary answers {100 * float(policy.get('canary_share', 0)):.0f}% and "
@@ -236,7 +238,13 @@ def run_demo(settings: Settings, plan: DemoPlan, say: Say) -> DemoResult:
     if plan.loop:
         started = time.perf_counter()
         say("the loop: drifted audio arrives")
-        loop = Loop(settings, drifted_clips(plan.workdir), say, timeout=plan.loop_timeout).run()
+        loop = Loop(
+            settings,
+            drifted_clips(plan.workdir),
+            say,
+            monitor_url=monitor_url,
+            timeout=plan.loop_timeout,
+        ).run()
         seconds["loop"] = time.perf_counter() - started
     return DemoResult(summary, str(run.id), views, seconds, explore_urls(services), loop)
 

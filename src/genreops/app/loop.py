@@ -22,8 +22,8 @@ from typing import Any
 
 from genreops.core.errors import GenreopsError
 from genreops.core.settings import Settings
-from genreops.monitoring.canary import PROMOTED, PUBLISHED, WITHDRAWN
-from genreops.monitoring.retraining import TRIGGERED
+from genreops.monitoring.canary import PROMOTED, PUBLISHED, WITHDRAWN, canary_on_trial
+from genreops.monitoring.retraining import FAILED, TRIGGERED
 from genreops.monitoring.store import MonitoringStore
 
 Say = Callable[[str], None]
@@ -31,6 +31,7 @@ DRIFT_ALERT = "GenreopsDriftGateOpen"
 STEPS = {  # model event -> what the summary calls the step
     TRIGGERED: "retraining triggered",
     "retrain-started": "retraining run started",
+    FAILED: "retraining run failed",
     "retrain-finished": "canary trained and registered",
     PUBLISHED: "canary published",
     PROMOTED: "canary promoted",
@@ -84,12 +85,15 @@ class Loop:
         drifted: list[str],
         say: Say,
         *,
+        monitor_url: str,
         timeout: float = 900.0,
         poll: float = 2.0,
     ) -> None:
         from genreops.serving.client import EnsembleClient
 
         self.settings, self.drifted, self.say = settings, drifted, say
+        self.monitor_url = monitor_url
+        self.monitor_status = ""  # what the monitor's last check said (its /healthz)
         self.timeout, self.poll = timeout, poll
         self.client = EnsembleClient(settings.triton_url, "grpc")
         self.result = LoopResult()
@@ -149,15 +153,18 @@ class Loop:
         seen: set[str] = set()
         alerted = False
         concluded: str | None = None
+        trial_gone = False  # the canary's trial was over without a verdict at the last look
         deadline = self.started + self.timeout
         with MonitoringStore(self.settings.monitoring_db_url) as store:
             while concluded is None:
                 if time.monotonic() > deadline:
                     done = ", ".join(name for name, _, _ in self.result.steps)
                     raise LoopError(
-                        f"no promotion or withdrawal within {self.timeout:.0f} s (seen: {done}); "
-                        "see `genreops models`, the Prefect UI and the monitor's log"
+                        f"no promotion or withdrawal within {self.timeout:.0f} s (seen: {done}; "
+                        f"the monitor: {self.monitor_status or 'no answer'}); see "
+                        "`genreops models`, the Prefect UI and the monitor's log"
                     )
+                self._watch_monitor()
                 if not alerted:
                     alerted = self._alert_delivered(store)
                 for event in store.model_events(limit=50):
@@ -165,16 +172,43 @@ class Loop:
                     if name in STEPS and name not in seen and event["at"] >= self.since:
                         seen.add(name)
                         self.step(STEPS[name], _describe(event), at=event["at"])
+                        if name == FAILED:
+                            raise LoopError(
+                                f"the retraining run failed: {_describe(event)} (its logs: "
+                                "the Prefect UI); the monitor tries again after its cool-down"
+                            )
                         if name in (PROMOTED, WITHDRAWN):
                             concluded = name
                             self._record_conclusion(event)
                 if PUBLISHED in seen and concluded is None:
-                    self.send(labeled=True)  # labeled traffic judges the canary
+                    if canary_on_trial(store) is None:
+                        if trial_gone:  # twice: not a conclusion recorded between two reads
+                            raise LoopError(
+                                "the canary's trial ended without a verdict: a newer "
+                                "publication serves without it (see `genreops models`)"
+                            )
+                        trial_gone = True
+                    else:
+                        self.send(labeled=True)  # labeled traffic judges the canary
                 time.sleep(self.poll)
             if not alerted:  # the alert's delivery is slower than the loop on a fast machine
                 self._wait_for_alert(store, deadline)
         self._same_traffic_again()
         return self.result
+
+    def _watch_monitor(self) -> None:
+        """What the monitor's last check decided, said when it changes (a cool-down or a run
+        still going shows here rather than as a silent wait)."""
+        import httpx
+
+        try:
+            health = httpx.get(f"{self.monitor_url}/healthz", timeout=5, trust_env=False).json()
+            status = str(health.get("retraining_status") or "")
+        except (httpx.HTTPError, ValueError) as error:
+            status = f"does not answer ({error})"
+        if status and status != self.monitor_status:
+            self.say(f"         the monitor: {status}")
+        self.monitor_status = status
 
     def _alert_delivered(self, store: MonitoringStore) -> bool:
         for alert in store.recent_alerts(50):
@@ -219,7 +253,7 @@ def cycle_in_flight(store: MonitoringStore) -> datetime | None:
     """When the retraining cycle still under way was triggered (a run going or a canary on
     trial: no promotion or withdrawal since); None when there is none."""
     for event in reversed(store.model_events(limit=50)):  # newest first
-        if event["event"] in (PROMOTED, WITHDRAWN):
+        if event["event"] in (PROMOTED, WITHDRAWN, FAILED):
             return None
         if event["event"] == TRIGGERED:
             at: datetime = event["at"]
@@ -242,6 +276,8 @@ def _describe(event: dict[str, Any]) -> str:
     if name == PUBLISHED:
         share = float(detail.get("share") or 0)
         return f"{detail.get('canary')} answers {100 * share:.0f}% of all traffic"
+    if name == FAILED:
+        return f"run {detail.get('run_id')}: {detail.get('message')}"
     return str(detail.get("message", ""))
 
 

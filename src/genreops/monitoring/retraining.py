@@ -13,7 +13,9 @@ when Alertmanager reports GenreopsDriftGateOpen or GenreopsLiveAccuracyLow firin
 ``retrain``, wired by ``genreops monitor``; this module knows nothing of Prefect) and records
 a ``retrain-triggered`` model event with the reason and the run. It starts at most one run at a
 time (a run the callable still reports active blocks the next) and none within
-``GENREOPS_RETRAIN_COOLDOWN_SECONDS`` of the last trigger, whatever the reason.
+``GENREOPS_RETRAIN_COOLDOWN_SECONDS`` of the last trigger, whatever the reason. A run that ended
+without completing (failed, crashed, cancelled) gets a ``retrain-failed`` event with Prefect's
+message; the cool-down still applies, so a flow that fails at once is not restarted every check.
 
 While a canary is on trial (genreops.monitoring.canary) no run starts: each check judges the
 canary instead and, once its verdict is in, hands it to the ``conclude`` callable (promotion or
@@ -37,6 +39,7 @@ from genreops.monitoring.store import MonitoringError, MonitoringStore, Monitori
 log = logging.getLogger(__name__)
 
 TRIGGERED = "retrain-triggered"  # the model event of a run the monitor started
+FAILED = "retrain-failed"  # that run ended without completing
 STREAK_TESTS = 5000  # drift tests read back to find where the current open streak began
 RETRAIN_ALERTS = frozenset({"GenreopsDriftGateOpen", "GenreopsLiveAccuracyLow"})
 
@@ -116,8 +119,17 @@ def last_trigger(store: MonitoringStore) -> dict[str, Any] | None:
     return events[0] if events else None
 
 
+@dataclass(frozen=True)
+class RunState:
+    """Where a retraining run is: still scheduled or running, or ended (and why, when it did
+    not complete)."""
+
+    active: bool
+    failure: str | None = None  # e.g. "FAILED: Flow run encountered an exception: ..."
+
+
 StartRun = Callable[[RetrainReason], str]  # starts a retraining run, returns its id
-RunActive = Callable[[str], bool]  # is that run still scheduled or running?
+RunStateOf = Callable[[str], RunState]  # where that run is
 Conclude = Callable[[CanaryVerdict], object]  # promotes or withdraws the canary, publishes
 RecordStep = Callable[[str, dict[str, Any]], None]  # records a model event (and tags it)
 
@@ -127,7 +139,7 @@ class LoopActions:
     """What the monitor may do by itself; ``genreops monitor`` wires Prefect and the registry."""
 
     start_run: StartRun
-    run_active: RunActive
+    run_state: RunStateOf
     conclude: Conclude | None = None
     record_step: RecordStep | None = None
 
@@ -141,16 +153,18 @@ class RetrainWatcher:
         writer: MonitoringWriter,
         policy: RetrainPolicy,
         start_run: StartRun,
-        run_active: RunActive,
+        run_state: RunStateOf,
         every_seconds: float,
         conclude: Conclude | None = None,
         record_step: RecordStep | None = None,
     ) -> None:
         self.store, self.writer, self.policy = store, writer, policy
-        self.start_run, self.run_active = start_run, run_active
+        self.start_run, self.run_state = start_run, run_state
         self.every_seconds = every_seconds
         self.conclude = conclude  # None: a canary's verdict is only logged
         self.record_step = record_step  # None: the trigger goes to the store through writer
+        self.status = "not checked yet"  # the last check's outcome (/healthz, `demo --loop`)
+        self._settled: set[str] = set()  # runs seen ended (a failure is recorded once)
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="genreops-retrain", daemon=True)
@@ -171,7 +185,8 @@ class RetrainWatcher:
         while not self._stop.is_set():
             try:
                 self.check()
-            except Exception:  # the next check may succeed: never let the thread die
+            except Exception as error:  # the next check may succeed: never let the thread die
+                self.status = f"the last check failed: {type(error).__name__}: {error}"
                 log.exception("retraining check failed")
             self._wake.wait(self.every_seconds)
             self._wake.clear()
@@ -182,7 +197,7 @@ class RetrainWatcher:
         if last is None:
             return None
         run_id = str((last.get("detail") or {}).get("run_id", ""))
-        if run_id and self.run_active(run_id):
+        if run_id and run_id not in self._settled and self.run_state(run_id).active:
             return f"retraining run {run_id} is still going"
         ready_at = last["at"] + timedelta(seconds=self.policy.cooldown_seconds)
         if now < ready_at:
@@ -202,21 +217,45 @@ class RetrainWatcher:
         log.warning("%s", verdict.message)
         return verdict
 
+    def note_failed_run(self) -> None:
+        """The last run the monitor started, once it ended without completing: recorded."""
+        last = last_trigger(self.store)
+        run_id = str(((last or {}).get("detail") or {}).get("run_id", ""))
+        if not run_id or run_id in self._settled:
+            return
+        state = self.run_state(run_id)
+        if state.active:
+            return
+        self._settled.add(run_id)
+        recorded = self.store.model_events(limit=20, event=FAILED)  # by an earlier monitor?
+        if state.failure is None or any(
+            (e.get("detail") or {}).get("run_id") == run_id for e in recorded
+        ):
+            return
+        self._record(FAILED, {"run_id": run_id, "message": state.failure})
+        log.error("retraining run %s ended without a canary: %s", run_id, state.failure)
+
     def check(self, now: datetime | None = None) -> str | None:
         """One decision; returns the id of the run it started, if it started one."""
         now = now or utc_now()
         try:
-            if self.judge_canary() is not None:
+            self.note_failed_run()
+            verdict = self.judge_canary()
+            if verdict is not None:
+                self.status = verdict.message
                 return None  # a canary on trial (or just concluded): no retraining meanwhile
             reason = why_retrain(self.store, self.policy, now)
             if reason is None:
+                self.status = "no reason to retrain"
                 return None
             blocked = self.blocked(now)
         except MonitoringError as error:
+            self.status = f"the monitoring store: {error}"
             log.warning("retraining check: %s", error)
             return None
         if blocked:
-            log.info("retraining wanted (%s) but %s", reason.message, blocked)
+            self.status = f"retraining wanted ({reason.message}) but {blocked}"
+            log.info("%s", self.status)
             return None
         run_id = self.start_run(reason)
         detail = {
@@ -225,10 +264,17 @@ class RetrainWatcher:
             "figures": reason.figures,
             "run_id": run_id,
         }
-        if self.record_step is not None:
-            self.record_step(TRIGGERED, detail)  # flushed: the next check must see it
-        else:
-            self.writer.submit_model_event({"event": TRIGGERED, "at": now, "detail": detail})
-            self.writer.flush(timeout=10)  # the next check must see it (one run at a time)
+        self._record(TRIGGERED, detail, now)
+        self.status = f"retraining run {run_id} started: {reason.message}"
         log.warning("retraining started (run %s): %s", run_id, reason.message)
         return run_id
+
+    def _record(self, event: str, detail: dict[str, Any], at: datetime | None = None) -> None:
+        """A model event the next check must already see (one run at a time)."""
+        if self.record_step is not None:
+            self.record_step(event, detail)  # flushed, and tagged in MLflow
+        else:
+            self.writer.submit_model_event(
+                {"event": event, "at": at or utc_now(), "detail": detail}
+            )
+            self.writer.flush(timeout=10)

@@ -202,7 +202,7 @@ def create_app(
                 writer,
                 RetrainPolicy.from_settings(settings),
                 retraining.start_run,
-                retraining.run_active,
+                retraining.run_state,
                 every_seconds=settings.retrain_check_seconds,
                 conclude=retraining.conclude,
                 record_step=retraining.record_step,
@@ -220,7 +220,8 @@ def create_app(
 
     @app.get("/healthz")
     def healthz(request: Request) -> dict[str, Any]:
-        retraining_on = request.app.state.watcher is not None
+        watcher = request.app.state.watcher
+        retraining_on = watcher is not None
         policy = {  # what the loop waits for, so a demo can say how long it will take
             "gate_open_seconds": settings.retrain_gate_open_seconds,
             "check_seconds": settings.retrain_check_seconds,
@@ -234,6 +235,7 @@ def create_app(
             "store": store.display,
             "retraining": retraining_on,
             "policy": policy,
+            "retraining_status": watcher.status if watcher is not None else None,
         }
 
     @app.get("/metrics")

@@ -17,7 +17,12 @@ from genreops.core.errors import RegistryError
 from genreops.core.settings import Settings
 from genreops.monitoring.canary import PROMOTED, PUBLISHED, WITHDRAWN, CanaryVerdict
 from genreops.monitoring.store import MonitoringWriter
-from genreops.serving.publish import CANARY_SHARE_TAG, PublishResult, publish_and_record
+from genreops.serving.publish import (
+    CANARY_SHARE_TAG,
+    PublishResult,
+    publish_and_record,
+    publishing,
+)
 from genreops.training import registry
 from genreops.training.tracking import TrackingTarget
 
@@ -71,11 +76,12 @@ def publish_canary(
     registry.tag_canary_share(
         TrackingTarget.from_settings(settings), settings.model_name, CANARY_SHARE_TAG, share
     )
-    result = publish_and_record(settings, server_url=server_url)
-    if result.canary is None:
-        raise RegistryError(f"{settings.model_name}@canary is not set: no canary to publish")
-    detail = {**_published(result), "share": share}
-    record_step(settings, PUBLISHED, detail, version=result.canary.version)
+    with publishing(settings.repository):  # no other publication between the two records
+        result = publish_and_record(settings, server_url=server_url)
+        if result.canary is None:
+            raise RegistryError(f"{settings.model_name}@canary is not set: no canary to publish")
+        detail = {**_published(result), "share": share}
+        record_step(settings, PUBLISHED, detail, version=result.canary.version)
     return result
 
 
@@ -97,14 +103,24 @@ def conclude(
     (Triton loads them) and record the step."""
     if verdict.promote is None:
         raise ValueError(f"no verdict yet: {verdict.message}")
+    with publishing(settings.repository):  # the aliases, the publication and the record: one step
+        return _conclude(settings, verdict, verdict.promote, writer, server_url)
+
+
+def _conclude(
+    settings: Settings,
+    verdict: CanaryVerdict,
+    promoted: bool,
+    writer: MonitoringWriter | None,
+    server_url: str | None,
+) -> Conclusion:
     figures = verdict.figures()
-    promoted = verdict.promote
     try:
         outcome = registry.conclude_canary(
             TrackingTarget.from_settings(settings),
             model_name=settings.model_name,
             version=verdict.trial.version,
-            promote=verdict.promote,
+            promote=promoted,
             figures=figures,
         )
     except registry.CanaryGoneError as error:  # taken off trial by hand: the trial ends here

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import joblib
+from filelock import FileLock, Timeout
 
 from genreops.core.errors import GenreopsError, SchemaError
 from genreops.core.files import atomic_write
@@ -46,6 +47,8 @@ ENSEMBLE = "genre_ensemble"
 # Load order: an ensemble after everything it calls; the predictor after its BLS target.
 MODELS = ("preprocessor", "fallback", "canary", "predictor", "postprocessor", ENSEMBLE)
 HISTORY_FILE = "publish.json"
+PUBLISH_LOCK_FILE = ".publish.lock"  # one publisher at a time (see ``publishing``)
+PUBLISH_LOCK_SECONDS = 600.0  # a publication loads and writes a few models; far less than this
 MODEL_FILE = "model.joblib"
 META_FILE = "model.json"
 CHALLENGER_FILE = "challenger.json"
@@ -289,6 +292,33 @@ def write_version(
                 atomic_write(folder / "schema.json", json.dumps(schema))
 
 
+@contextmanager
+def publishing(repository: Path) -> Iterator[None]:
+    """Hold the repository's publish lock (across processes and threads; re-entrant in one).
+
+    Why: a publication reads the registry and the history, writes a version, reloads Triton
+    and records the event. Two at once (the monitor promoting a canary while a pipeline or the
+    retrain flow publishes) would take the same version number, and the one that read the
+    registry first would publish over the newer aliases: the canary just put on trial would
+    vanish from the repository with its trial still recorded.
+    """
+    repository = repository.resolve()  # one lock object per file, however it is named
+    repository.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(repository / PUBLISH_LOCK_FILE, timeout=PUBLISH_LOCK_SECONDS, is_singleton=True)
+    try:
+        lock.acquire()
+    except Timeout as error:
+        raise PublishError(
+            f"{repository}: another publication has held {PUBLISH_LOCK_FILE} for "
+            f"{PUBLISH_LOCK_SECONDS:.0f} s; is a publish stuck? (its process holds the lock "
+            "until it ends)"
+        ) from error
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def _prune(repository: Path, keep: list[int]) -> None:
     for model in MODELS:
         for folder in (repository / model).iterdir():
@@ -315,7 +345,21 @@ def publish_pair(
             f"the drift reference of {champion_ref.label} does not have the model's columns "
             f"({len(reference.columns)} columns, the model uses {len(champion_ref.feature_names)})"
         )
-    repository.mkdir(parents=True, exist_ok=True)
+    with publishing(repository):
+        return _add_version(repository, champion, challenger, reference, options, template, canary)
+
+
+def _add_version(
+    repository: Path,
+    champion: tuple[ModelRef, Any],
+    challenger: tuple[ModelRef, Any],
+    reference: Any,
+    options: ServingOptions,
+    template: Path,
+    canary: tuple[ModelRef, Any] | None,
+) -> PublishResult:
+    champion_ref, challenger_ref = champion[0], challenger[0]
+    canary_ref = canary[0] if canary is not None else None
     history = read_history(repository)
     fingerprint = hashlib.sha256(
         json.dumps(
@@ -363,6 +407,11 @@ def publish_pair(
 
 def rollback(repository: Path, template: Path = TEMPLATE_DIR) -> dict[str, Any]:
     """Pin the version published before the current one; returns its history entry."""
+    with publishing(repository):
+        return _pin_previous(repository, template)
+
+
+def _pin_previous(repository: Path, template: Path) -> dict[str, Any]:
     history = read_history(repository)
     versions = [v["version"] for v in history["versions"]]
     if history["current"] not in versions or versions.index(history["current"]) == 0:
@@ -463,6 +512,18 @@ def publish_registered(
     template: Path = TEMPLATE_DIR,
 ) -> PublishResult:
     """Registry -> repository (new version if the pair changed) -> running server, if any."""
+    with publishing(repository):  # the registry is read under the lock: no stale aliases
+        return _publish_registered(target, repository, model_name, options, server_url, template)
+
+
+def _publish_registered(
+    target: Any,
+    repository: Path,
+    model_name: str,
+    options: ServingOptions,
+    server_url: str | None,
+    template: Path,
+) -> PublishResult:
     registered = load_registered_pair(target, model_name)
     if registered.canary_share is not None:  # whoever publishes, the canary keeps its share
         options = replace(options, canary_share=registered.canary_share)
@@ -504,17 +565,19 @@ def publish_and_record(
     """
     from genreops.training.tracking import TrackingTarget
 
-    result = publish_registered(
-        TrackingTarget.from_settings(settings),
-        (repository or settings.repository).resolve(),
-        model_name=model_name or settings.model_name,
-        options=ServingOptions.from_settings(settings),
-        server_url=server_url or _home_server(settings),
-    )
-    if result.created:
-        record_event(
-            settings.monitoring_db_url, settings.monitoring_spool_dir, "publish", result.entry
+    repository = (repository or settings.repository).resolve()
+    with publishing(repository):  # recorded in the order they were published
+        result = publish_registered(
+            TrackingTarget.from_settings(settings),
+            repository,
+            model_name=model_name or settings.model_name,
+            options=ServingOptions.from_settings(settings),
+            server_url=server_url or _home_server(settings),
         )
+        if result.created:
+            record_event(
+                settings.monitoring_db_url, settings.monitoring_spool_dir, "publish", result.entry
+            )
     return result
 
 
@@ -529,11 +592,13 @@ def rollback_and_record(
 ) -> RollbackResult:
     """Pin the previous version, reload the running server (``server_url``, default: this
     home's, if running) and record the rollback in the monitoring store."""
-    entry = rollback((repository or settings.repository).resolve())
+    repository = (repository or settings.repository).resolve()
     target = server_url or _home_server(settings)
-    if target:
-        reload_server(target)
-    record_event(settings.monitoring_db_url, settings.monitoring_spool_dir, "rollback", entry)
+    with publishing(repository):
+        entry = rollback(repository)
+        if target:
+            reload_server(target)
+        record_event(settings.monitoring_db_url, settings.monitoring_spool_dir, "rollback", entry)
     return RollbackResult(entry, target)
 
 

@@ -191,13 +191,13 @@ def monitor(
     settings = get_settings()
     retraining = None
     if settings.retrain_auto and settings.prefect_api_url:
-        from genreops.flows.retrain import retrain_run_active, start_retrain_run
+        from genreops.flows.retrain import retrain_run_state, start_retrain_run
         from genreops.monitoring.retraining import LoopActions
         from genreops.serving.promotion import conclude, record_step
 
         retraining = LoopActions(
             start_retrain_run,
-            retrain_run_active,
+            retrain_run_state,
             conclude=lambda verdict: conclude(settings, verdict),
             record_step=lambda event, detail: record_step(settings, event, detail),
         )
