@@ -60,8 +60,11 @@ lock: ## Re-resolve requirements/lock.txt (dev) and requirements/runtime.txt fro
 	$(UV) pip compile --python-version 3.11 -q pyproject.toml -c requirements/lock.txt \
 	  -o requirements/runtime.txt
 
+# Both cores: modules are spread over TEST_WORKERS pytest-xdist workers, each module whole on one
+# (tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
+TEST_WORKERS ?= 2
 test: setup ## Run the whole test suite (starts the servers it needs itself)
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 test-unit: setup ## Only the fast unit tests
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)

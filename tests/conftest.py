@@ -19,6 +19,31 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("GENREOPS_USE_STACK_ENV", "false")
 
 
+SHARED_ENSEMBLE = "published_ensemble"  # the session fixture too costly to build twice
+FIRST = ("tests/e2e/test_platform.py",)  # the longest module starts at once on its worker
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test`: ``-n 2 --dist loadgroup``) every module runs whole on
+    one worker, so its module fixtures (a running stack, a server) are built once, and every
+    module that uses the published ensemble runs on the same worker, so that session fixture
+    (training, publishing, a tritonserver) is built once. The two longest units go first:
+    xdist hands out units in this order, and a long one last would keep one core idle."""
+    uses_ensemble = {
+        item.nodeid.split("::")[0]
+        for item in items
+        if SHARED_ENSEMBLE in getattr(item, "fixturenames", ())
+    }
+
+    def group(item: pytest.Item) -> str:
+        module = item.nodeid.split("::")[0]
+        return SHARED_ENSEMBLE if module in uses_ensemble else module
+
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+    items.sort(key=lambda item: (group(item) != SHARED_ENSEMBLE, group(item) not in FIRST))
+
+
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """Prefect's own test harness: a real temporary Prefect server and database for the session."""

@@ -134,14 +134,43 @@ def wait_until(condition: Callable[[], bool], timeout: float = 60.0, every: floa
 
 
 _HANDED_OUT: set[int] = set()
+WORKER_PORTS = 2000  # loopback ports of its own for each pytest-xdist worker, below the kernel's
+FIRST_WORKER_PORT = 20000  # ephemeral range (32768+): no port of one worker is another's
+
+
+def _worker_ports() -> range | None:
+    """This pytest-xdist worker's own port range (gw0, gw1, ...); None outside xdist."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if not worker.startswith("gw"):
+        return None
+    start = FIRST_WORKER_PORT + WORKER_PORTS * int(worker[2:])
+    return range(start, start + WORKER_PORTS)
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def free_port() -> int:
     """A free loopback port never handed out before in this process.
 
     The kernel may give the same ephemeral port to two back-to-back calls once the first
-    socket is closed; two services told the same port would then collide (seen in CI).
+    socket is closed; two services told the same port would then collide (seen in CI). Under
+    pytest-xdist each worker hands out ports from a range of its own, so two workers never
+    pick the same port either.
     """
+    own = _worker_ports()
+    if own is not None:
+        for port in own:
+            if port not in _HANDED_OUT and _bindable(port):
+                _HANDED_OUT.add(port)
+                return port
+        raise RuntimeError(f"no free port left in {own} for {os.environ['PYTEST_XDIST_WORKER']}")
     while True:
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))

@@ -11,7 +11,7 @@ import pytest
 pytestmark = pytest.mark.unit
 
 REQUIREMENTS = Path(__file__).resolve().parents[2] / "requirements"
-DEV_TOOLS = ("pytest", "pytest-timeout", "ruff", "mypy", "pre-commit", "pip-audit")
+DEV_TOOLS = ("pytest", "pytest-timeout", "pytest-xdist", "ruff", "mypy", "pre-commit", "pip-audit")
 
 
 def _pins(name: str) -> dict[str, str]:
