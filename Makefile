@@ -64,7 +64,7 @@ lock: ## Re-resolve requirements/lock.txt (dev) and requirements/runtime.txt fro
 # (tests/conftest.py). TEST_WORKERS=0 runs everything in one process.
 TEST_WORKERS ?= 2
 test: setup ## Run the whole test suite (starts the servers it needs itself)
-	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(TEST_WORKERS) $(PYTEST_ARGS)
 
 test-unit: setup ## Only the fast unit tests
 	$(PY) -m pytest -m unit $(PYTEST_ARGS)

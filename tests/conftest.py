@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -20,28 +23,51 @@ os.environ.setdefault("GENREOPS_USE_STACK_ENV", "false")
 
 
 SHARED_ENSEMBLE = "published_ensemble"  # the session fixture too costly to build twice
-FIRST = ("tests/e2e/test_platform.py",)  # the longest module starts at once on its worker
+FIRST = "tests/e2e/test_platform.py"  # the longest module: it starts at once on its worker
+TESTS = Path(__file__).resolve().parent
+
+
+@functools.cache
+def _ensemble_modules() -> frozenset[str]:
+    """Test modules (node ids) that use the published ensemble: read from their source, as the
+    xdist controller collects nothing itself."""
+    root = TESTS.parent
+    return frozenset(
+        path.relative_to(root).as_posix()
+        for path in TESTS.rglob("test_*.py")
+        if SHARED_ENSEMBLE in path.read_text()
+    )
+
+
+def _unit_of_work(nodeid: str) -> str:
+    """What one worker runs whole: a module (its module fixtures are built once), or every
+    module using the published ensemble together (that session fixture is built once)."""
+    module = nodeid.split("::", 1)[0]
+    return SHARED_ENSEMBLE if module in _ensemble_modules() else module
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """`make test` runs ``pytest -n 2``: modules are spread over the workers by
+    ``_unit_of_work``, in collection order (the longest units first, see below)."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _unit_of_work(nodeid)
+
+    config.option.loadscopereorder = False  # our order, not "most tests first"
+    return ModuleScheduling(config, log)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (`make test`: ``-n 2 --dist loadgroup``) every module runs whole on
-    one worker, so its module fixtures (a running stack, a server) are built once, and every
-    module that uses the published ensemble runs on the same worker, so that session fixture
-    (training, publishing, a tritonserver) is built once. The two longest units go first:
-    xdist hands out units in this order, and a long one last would keep one core idle."""
-    uses_ensemble = {
-        item.nodeid.split("::")[0]
-        for item in items
-        if SHARED_ENSEMBLE in getattr(item, "fixturenames", ())
-    }
-
-    def group(item: pytest.Item) -> str:
-        module = item.nodeid.split("::")[0]
-        return SHARED_ENSEMBLE if module in uses_ensemble else module
-
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
-    items.sort(key=lambda item: (group(item) != SHARED_ENSEMBLE, group(item) not in FIRST))
+    """The two longest units first: units are handed out in this order, and a long one
+    last would keep one core idle at the end."""
+    items.sort(
+        key=lambda item: (
+            _unit_of_work(item.nodeid) != SHARED_ENSEMBLE,
+            _unit_of_work(item.nodeid) != FIRST,
+        )
+    )
 
 
 @pytest.fixture(scope="session")

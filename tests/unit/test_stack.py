@@ -90,6 +90,8 @@ def test_services_start_in_dependency_order() -> None:
         "s3",
         "mlflow",
         "prefect",
+        "dask-scheduler",
+        "dask-workers",
         "deployments",
         "triton",
         "monitor",
@@ -104,7 +106,9 @@ def test_services_start_in_dependency_order() -> None:
 
 def test_only_pulls_in_what_a_service_needs_and_keeps_start_order() -> None:
     assert select_services(None) == list(SERVICES)
-    assert select_services(["deployments", "mlflow"]) == ["s3", "mlflow", "prefect", "deployments"]
+    assert select_services(["deployments", "mlflow"]) == [
+        "s3", "mlflow", "prefect", "dask-scheduler", "dask-workers", "deployments",
+    ]  # fmt: skip
     assert select_services(["drift-ui", " triton "]) == ["triton", "drift-ui"]
     assert select_services(["alertmanager"]) == ["monitor", "alertmanager"]
 
@@ -167,7 +171,7 @@ def test_default_ports_do_not_clash(tmp_path: Path) -> None:
     ports = service_ports(settings_for(tmp_path))
     assert duplicate_ports(ports) == []
     numbers = {p.number for service in ports.values() for p in service}
-    assert numbers == {4568, 5000, 4200, 8000, 8001, 8002, 9095, 9093, 9090, 8085}
+    assert numbers == {4568, 5000, 4200, 8786, 8787, 8000, 8001, 8002, 9095, 9093, 9090, 8085}
 
 
 def test_two_services_on_one_port_is_reported_before_anything_starts(tmp_path: Path) -> None:
@@ -223,6 +227,28 @@ def test_env_file_lists_only_running_services_and_sources_in_a_shell(tmp_path: P
         env={"PATH": os.environ["PATH"]},
     )
     assert shell.stdout.strip() == f"{tmp_path / 'my home'}|http://127.0.0.1:14200/api"
+
+
+def test_extraction_goes_to_the_stacks_dask_cluster_or_to_the_users_own(tmp_path: Path) -> None:
+    """The stack's scheduler is what GENREOPS_DASK_ADDRESS names for every process it starts
+    (and for the CLI, through stack.env); a user's own cluster replaces it: no scheduler or
+    workers are started then, and status says why."""
+    settings = settings_for(tmp_path, dask_scheduler_port=18786)
+    assert stack_environment(settings)["GENREOPS_DASK_ADDRESS"] == "tcp://127.0.0.1:18786"
+    assert "GENREOPS_DASK_ADDRESS" not in stack_environment(settings, running=["s3"])
+    assert Stack(settings).missing("dask-workers") is None
+    # the stack's own address read back from stack.env is still the stack's, not the user's
+    again = settings_for(tmp_path, dask_scheduler_port=18786, dask_address="tcp://127.0.0.1:18786")
+    assert Stack(again).missing("dask-scheduler") is None
+
+    theirs = settings_for(tmp_path, dask_address="tcp://10.0.0.5:8786")
+    assert stack_environment(theirs, running=["s3"])["GENREOPS_DASK_ADDRESS"] == (
+        "tcp://10.0.0.5:8786"
+    )
+    for service in ("dask-scheduler", "dask-workers"):
+        assert Stack(theirs).missing(service) == (
+            "extraction uses the cluster at GENREOPS_DASK_ADDRESS=tcp://10.0.0.5:8786"
+        )
 
 
 def test_settings_pick_up_the_stack_env_file_below_explicit_settings(

@@ -202,7 +202,12 @@ class Settings(BaseSettings):
     dask_address: str | None = Field(
         default=None, description="Dask scheduler tcp://host:port; None starts a local cluster."
     )
-    dask_workers: int = Field(default=2, ge=1, description="Workers of the local Dask cluster.")
+    dask_workers: int = Field(
+        default=2,
+        ge=1,
+        description="Dask worker processes: of the local cluster a run starts, or the native "
+        "stack's `dask worker` (one thread each).",
+    )
 
     # Live quality and alerts (labels that came back; the monitor service, Alertmanager).
     quality_recent_answers: int = Field(
@@ -278,6 +283,12 @@ class Settings(BaseSettings):
         default=8002, ge=1, le=65535, description="Triton Prometheus metrics port."
     )
     prometheus_port: int = Field(default=9090, ge=1, le=65535, description="Prometheus port.")
+    dask_scheduler_port: int = Field(
+        default=8786, ge=1, le=65535, description="The native stack's Dask scheduler port."
+    )
+    dask_dashboard_port: int = Field(
+        default=8787, ge=1, le=65535, description="The Dask scheduler's dashboard (native stack)."
+    )
     drift_ui_port: int = Field(default=8085, ge=1, le=65535, description="Evidently UI port.")
     alertmanager_port: int = Field(
         default=9093, ge=1, le=65535, description="Alertmanager port (native stack)."

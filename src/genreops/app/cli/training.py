@@ -338,6 +338,8 @@ def event_summary(row: dict[str, Any]) -> str:
         )
     if event == "retrain-triggered":
         return f"{detail.get('message', '')} (Prefect run {detail.get('run_id', '?')})"
+    if event == "retrain-failed":
+        return f"Prefect run {detail.get('run_id', '?')}: {detail.get('message', '')}"
     if event == "retrain-started":
         return f"{detail.get('reason', '')}; {detail.get('labels', 0)} labels"
     if event == "retrain-finished":

@@ -48,6 +48,7 @@ from genreops.platform.stack.services import (
     StackError,
     busy_ports,
     duplicate_ports,
+    external_dask,
     render_env_file,
     select_services,
     service_ports,
@@ -108,6 +109,10 @@ class Stack:
             return starters.prometheus_missing()
         if service == "alertmanager":
             return starters.alertmanager_missing()
+        if service in ("dask-scheduler", "dask-workers"):
+            external = external_dask(self.settings)
+            if external:
+                return f"extraction uses the cluster at GENREOPS_DASK_ADDRESS={external}"
         return None
 
     # health
@@ -119,6 +124,12 @@ class Stack:
             return http_answers(ends.mlflow + "/health", expect="OK")
         if service == "prefect":
             return prefect_healthy(ends.prefect_api)
+        if service == "dask-scheduler":
+            return http_answers(ends.dask_dashboard + "/health", expect="ok")
+        if service == "dask-workers":
+            return (
+                starters.dask_workers_connected(ends.dask_dashboard) >= self.settings.dask_workers
+            )
         if service == "deployments":
             return bool(self._served_since(record))
         if service == "triton":
@@ -156,6 +167,11 @@ class Stack:
             return "alert receiver at /alerts, quality gauges at /metrics"
         if service == "alertmanager":
             return f"notifies {self.endpoints.monitor}/alerts"
+        if service == "dask-scheduler":
+            return f"{self.endpoints.dask_scheduler} (GENREOPS_DASK_ADDRESS of the stack)"
+        if service == "dask-workers":
+            connected = starters.dask_workers_connected(self.endpoints.dask_dashboard)
+            return f"{connected} workers, 1 thread each (GENREOPS_DASK_WORKERS)"
         return ""
 
     def _triton_detail(self) -> str:
@@ -359,6 +375,8 @@ class Stack:
             "s3": lambda t: starters.start_s3(self, t),
             "mlflow": lambda t: starters.start_mlflow(self, t),
             "prefect": lambda t: starters.start_prefect(self, t),
+            "dask-scheduler": lambda t: starters.start_dask_scheduler(self, t),
+            "dask-workers": lambda t: starters.start_dask_workers(self, t),
             "deployments": lambda t: starters.start_deployments(self, t, launched),
             "triton": lambda t: starters.start_triton(self, t),
             "monitor": lambda t: starters.start_monitor(self, t),

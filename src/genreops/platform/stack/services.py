@@ -19,6 +19,8 @@ SERVICES = (
     "s3",
     "mlflow",
     "prefect",
+    "dask-scheduler",
+    "dask-workers",
     "deployments",
     "triton",
     "monitor",
@@ -29,13 +31,16 @@ SERVICES = (
 # What must run before a service can start (``--only`` pulls these in).
 DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "mlflow": ("s3",),
-    "deployments": ("prefect",),
+    "dask-workers": ("dask-scheduler",),
+    "deployments": ("prefect", "dask-workers"),  # extraction runs on the stack's cluster
     "alertmanager": ("monitor",),  # its one receiver
 }
 TITLES = {
     "s3": "S3 (s3rver)",
     "mlflow": "MLflow",
     "prefect": "Prefect server",
+    "dask-scheduler": "Dask scheduler",
+    "dask-workers": "Dask workers",
     "deployments": "Prefect deployments",
     "triton": "Triton",
     "monitor": "Monitor (quality gauges, alert receiver)",
@@ -47,6 +52,8 @@ TIMEOUTS = {  # seconds to get healthy on a busy 2-core machine
     "s3": 60.0,
     "mlflow": 240.0,
     "prefect": 240.0,
+    "dask-scheduler": 60.0,
+    "dask-workers": 120.0,
     "deployments": 240.0,
     "triton": 300.0,
     "monitor": 60.0,
@@ -89,6 +96,8 @@ class Endpoints:
     s3: str
     mlflow: str
     prefect: str
+    dask_scheduler: str  # tcp://host:port, what GENREOPS_DASK_ADDRESS takes
+    dask_dashboard: str
     triton_http: str
     triton_grpc: str  # host:port, the form tritonclient.grpc and GENREOPS_TRITON_URL take
     triton_metrics: str
@@ -111,6 +120,8 @@ class Endpoints:
             s3=url(settings.s3_port),
             mlflow=url(settings.mlflow_port),
             prefect=url(settings.prefect_port),
+            dask_scheduler=f"tcp://{HOST}:{settings.dask_scheduler_port}",
+            dask_dashboard=url(settings.dask_dashboard_port),
             triton_http=url(settings.triton_http_port),
             triton_grpc=f"{HOST}:{settings.triton_grpc_port}",
             triton_metrics=f"{url(settings.triton_metrics_port)}/metrics",
@@ -126,6 +137,8 @@ class Endpoints:
             "s3": self.s3,
             "mlflow": self.mlflow,
             "prefect": self.prefect,
+            "dask-scheduler": f"{self.dask_dashboard}/status",
+            "dask-workers": f"{self.dask_dashboard}/workers",
             "deployments": f"{self.prefect}/deployments",
             "triton": self.triton_http,
             "monitor": self.monitor,
@@ -141,6 +154,11 @@ def service_ports(settings: Settings) -> dict[str, list[Port]]:
         "s3": [Port("http", settings.s3_port, "GENREOPS_S3_PORT")],
         "mlflow": [Port("http", settings.mlflow_port, "GENREOPS_MLFLOW_PORT")],
         "prefect": [Port("http", settings.prefect_port, "GENREOPS_PREFECT_PORT")],
+        "dask-scheduler": [
+            Port("scheduler", settings.dask_scheduler_port, "GENREOPS_DASK_SCHEDULER_PORT"),
+            Port("dashboard", settings.dask_dashboard_port, "GENREOPS_DASK_DASHBOARD_PORT"),
+        ],
+        "dask-workers": [],  # each worker and nanny on a port of the kernel's choosing
         "deployments": [],
         "triton": [
             Port("http", settings.triton_http_port, "GENREOPS_TRITON_HTTP_PORT"),
@@ -226,9 +244,22 @@ def stack_environment(settings: Settings, running: Iterable[str] | None = None) 
         env["GENREOPS_MLFLOW_TRACKING_URI"] = ends.mlflow
     if "prefect" in up:
         env["PREFECT_API_URL"] = ends.prefect_api
+    external = external_dask(settings)
+    if external:
+        env["GENREOPS_DASK_ADDRESS"] = external
+    elif "dask-scheduler" in up:
+        env["GENREOPS_DASK_ADDRESS"] = ends.dask_scheduler
     if "triton" in up:
         env["GENREOPS_TRITON_URL"] = ends.triton_grpc
     return env
+
+
+def external_dask(settings: Settings) -> str | None:
+    """The user's own Dask scheduler (GENREOPS_DASK_ADDRESS, not the stack's): the stack then
+    starts no scheduler or workers and points extraction there."""
+    ours = Endpoints.from_settings(settings).dask_scheduler
+    address = settings.dask_address
+    return address if address and address.rstrip("/") != ours else None
 
 
 def render_env_file(env: Mapping[str, str]) -> str:

@@ -109,6 +109,66 @@ def start_prefect(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
     )
 
 
+def start_dask_scheduler(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
+    """A Dask scheduler of its own (its dashboard also serves /health and /metrics)."""
+    settings = stack.settings
+    argv = [
+        venv_tool("dask"), "scheduler",
+        "--host", HOST,
+        "--port", str(settings.dask_scheduler_port),
+        "--dashboard-address", f"{HOST}:{settings.dask_dashboard_port}",
+    ]  # fmt: skip
+    return start_process(
+        "the Dask scheduler",
+        argv,
+        ready=lambda: http_answers(stack.endpoints.dask_dashboard + "/health", expect="ok"),
+        url=stack.endpoints.url("dask-scheduler"),
+        log_path=stack.log_file("dask-scheduler"),
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        timeout=limit,
+    )
+
+
+def start_dask_workers(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
+    """GENREOPS_DASK_WORKERS worker processes (one thread each, each under its nanny, which
+    restarts a worker that dies) on the stack's scheduler. Extraction tasks read clips from
+    S3 and write chunks to S3: they get the stack's S3 settings, never a shared folder."""
+    settings = stack.settings
+    env = dict(os.environ)
+    env.update(stack_environment(settings))
+    env.update(PYTHONUNBUFFERED="1", MLFLOW_DISABLE_TELEMETRY="true")
+    argv = [
+        venv_tool("dask"), "worker", stack.endpoints.dask_scheduler,
+        "--nworkers", str(settings.dask_workers),
+        "--nthreads", "1",
+        "--host", HOST,
+        "--no-dashboard",
+        "--local-directory", str(stack.home / "dask"),
+    ]  # fmt: skip
+    return start_process(
+        "the Dask workers",
+        argv,
+        ready=lambda: (
+            dask_workers_connected(stack.endpoints.dask_dashboard) >= settings.dask_workers
+        ),
+        url=stack.endpoints.url("dask-workers"),
+        log_path=stack.log_file("dask-workers"),
+        env=env,
+        timeout=limit,
+    )
+
+
+def dask_workers_connected(dashboard: str) -> int:
+    """Workers the scheduler counts now (its dashboard's JSON; 0 when it does not answer)."""
+    import httpx
+
+    try:
+        counts = httpx.get(f"{dashboard}/json/counts.json", timeout=5, trust_env=False).json()
+        return int(counts.get("workers", 0))
+    except (httpx.HTTPError, ValueError, TypeError):
+        return 0
+
+
 def start_deployments(stack: Stack, limit: float, launched: dt.datetime) -> subprocess.Popen[bytes]:
     env = prefect_env(stack)
     env.update(stack_environment(stack.settings))  # every endpoint, whatever runs yet
