@@ -148,6 +148,9 @@ def test_a_killed_worker_loses_no_clip_and_a_worker_added_mid_run_takes_work(
 def test_stack_down_stops_the_scheduler_and_every_worker(stack: Stack) -> None:
     records = {s: stack.record(s) for s in ("dask-scheduler", "dask-workers")}
     assert all(records.values())
+    log = stack.log_file("dask-scheduler").read_text()  # what ran is in the logs
+    assert f"Scheduler at:     {stack.endpoints.dask_scheduler}" in log, log[-2000:]
+    assert "Start worker at" in stack.log_file("dask-workers").read_text()
     stack.down()
     assert not any(row.healthy for row in stack.status() if row.service.startswith("dask"))
     assert not Path(stack.pid_file("dask-workers")).exists()

@@ -124,9 +124,14 @@ def start_dask_scheduler(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
         ready=lambda: http_answers(stack.endpoints.dask_dashboard + "/health", expect="ok"),
         url=stack.endpoints.url("dask-scheduler"),
         log_path=stack.log_file("dask-scheduler"),
-        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        env=dask_env(),
         timeout=limit,
     )
+
+
+def dask_env() -> dict[str, str]:
+    """The CLI quiets Dask for its own output; a service logs at INFO into its log file."""
+    return dict(os.environ, PYTHONUNBUFFERED="1", DASK_LOGGING__DISTRIBUTED="info")
 
 
 def start_dask_workers(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
@@ -134,9 +139,9 @@ def start_dask_workers(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
     restarts a worker that dies) on the stack's scheduler. Extraction tasks read clips from
     S3 and write chunks to S3: they get the stack's S3 settings, never a shared folder."""
     settings = stack.settings
-    env = dict(os.environ)
+    env = dask_env()
     env.update(stack_environment(settings))
-    env.update(PYTHONUNBUFFERED="1", MLFLOW_DISABLE_TELEMETRY="true")
+    env.update(MLFLOW_DISABLE_TELEMETRY="true")
     argv = [
         venv_tool("dask"), "worker", stack.endpoints.dask_scheduler,
         "--nworkers", str(settings.dask_workers),
