@@ -300,3 +300,28 @@ def test_a_soft_vote_champion_is_retrained_with_its_members() -> None:
     families = with_members(["soft_vote", "random_forest"])
     assert families[-1] == "soft_vote" and "random_forest" in families
     assert {"svc", "xgboost", "logistic_regression"} <= set(families)  # the default members
+
+
+def test_prefect_away_does_not_stop_the_canarys_verdict(
+    store: MonitoringStore, tmp_path: Path
+) -> None:
+    """Reading the last run's state needs Prefect; judging the canary needs only the store."""
+    store.insert_model_events(
+        [{"event": TRIGGERED, "at": NOW - timedelta(minutes=30), "detail": {"run_id": "r"}}]
+    )
+    canary_published(store, "m/3", NOW - timedelta(minutes=20))
+    answers(store, "m/3", right=3, wrong=0)
+    answers(store, "m/1", right=1, wrong=2, start=100)
+    verdicts: list[Any] = []
+
+    def prefect_away(run_id: str) -> RunState:
+        raise ConnectionError("All connection attempts failed")
+
+    policy = RetrainPolicy(POLICY.gate_open_seconds, POLICY.quality, 0, canary_min_answers=3)
+    with MonitoringWriter(store, tmp_path / "spool") as writer:
+        watcher = RetrainWatcher(
+            store, writer, policy, Runs().start, prefect_away, 30, conclude=verdicts.append
+        )
+        assert watcher.check(NOW) is None
+    (verdict,) = verdicts
+    assert verdict.promote is True and "m/3 promoted" in watcher.status

@@ -240,6 +240,9 @@ class RetrainWatcher:
         now = now or utc_now()
         try:
             self.note_failed_run()
+        except Exception as error:  # Prefect away: noted at a later check; the canary goes on
+            log.warning("cannot read the last retraining run's state: %s", error)
+        try:
             verdict = self.judge_canary()
             if verdict is not None:
                 self.status = verdict.message

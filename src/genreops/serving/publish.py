@@ -346,85 +346,67 @@ def publish_pair(
             f"({len(reference.columns)} columns, the model uses {len(champion_ref.feature_names)})"
         )
     with publishing(repository):
-        return _add_version(repository, champion, challenger, reference, options, template, canary)
-
-
-def _add_version(
-    repository: Path,
-    champion: tuple[ModelRef, Any],
-    challenger: tuple[ModelRef, Any],
-    reference: Any,
-    options: ServingOptions,
-    template: Path,
-    canary: tuple[ModelRef, Any] | None,
-) -> PublishResult:
-    champion_ref, challenger_ref = champion[0], challenger[0]
-    canary_ref = canary[0] if canary is not None else None
-    history = read_history(repository)
-    fingerprint = hashlib.sha256(
-        json.dumps(
-            [
-                champion_ref.label,
-                challenger_ref.label,
-                canary_ref.label if canary_ref is not None else None,
-                _template_digest(template),
-                asdict(options),
-            ],
-            sort_keys=True,
-        ).encode()
-    ).hexdigest()[:16]
-    current = next((v for v in history["versions"] if v["version"] == history["current"]), None)
-    if current is not None and current["fingerprint"] == fingerprint:
+        history = read_history(repository)
+        fingerprint = hashlib.sha256(
+            json.dumps(
+                [
+                    champion_ref.label,
+                    challenger_ref.label,
+                    canary_ref.label if canary_ref is not None else None,
+                    _template_digest(template),
+                    asdict(options),
+                ],
+                sort_keys=True,
+            ).encode()
+        ).hexdigest()[:16]
+        current = next((v for v in history["versions"] if v["version"] == history["current"]), None)
+        if current is not None and current["fingerprint"] == fingerprint:
+            return PublishResult(
+                repository, current["version"], champion_ref, challenger_ref, created=False,
+                history=history["versions"], canary=canary_ref,
+            )  # fmt: skip
+        version = max((v["version"] for v in history["versions"]), default=0) + 1
+        write_version(
+            repository, template, version, champion=champion, challenger=challenger,
+            reference=reference, canary=canary,
+        )  # fmt: skip
+        render_configs(repository, template, version, champion_ref.genres, options)
+        entry = {
+            "version": version,
+            "fingerprint": fingerprint,
+            "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "champion": asdict(champion_ref),
+            "challenger": asdict(challenger_ref),
+            "canary": asdict(canary_ref) if canary_ref is not None else None,
+            "options": asdict(options),
+        }
+        history["versions"].append(entry)
+        history["current"] = version
+        history["versions"] = history["versions"][-KEEP_VERSIONS:]
+        atomic_write(repository / HISTORY_FILE, json.dumps(history, indent=2))
+        _prune(repository, [v["version"] for v in history["versions"]])
         return PublishResult(
-            repository, current["version"], champion_ref, challenger_ref, created=False,
+            repository, version, champion_ref, challenger_ref, created=True,
             history=history["versions"], canary=canary_ref,
         )  # fmt: skip
-    version = max((v["version"] for v in history["versions"]), default=0) + 1
-    write_version(
-        repository, template, version, champion=champion, challenger=challenger,
-        reference=reference, canary=canary,
-    )  # fmt: skip
-    render_configs(repository, template, version, champion_ref.genres, options)
-    entry = {
-        "version": version,
-        "fingerprint": fingerprint,
-        "published_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "champion": asdict(champion_ref),
-        "challenger": asdict(challenger_ref),
-        "canary": asdict(canary_ref) if canary_ref is not None else None,
-        "options": asdict(options),
-    }
-    history["versions"].append(entry)
-    history["current"] = version
-    history["versions"] = history["versions"][-KEEP_VERSIONS:]
-    atomic_write(repository / HISTORY_FILE, json.dumps(history, indent=2))
-    _prune(repository, [v["version"] for v in history["versions"]])
-    return PublishResult(
-        repository, version, champion_ref, challenger_ref, created=True,
-        history=history["versions"], canary=canary_ref,
-    )  # fmt: skip
 
 
 def rollback(repository: Path, template: Path = TEMPLATE_DIR) -> dict[str, Any]:
     """Pin the version published before the current one; returns its history entry."""
     with publishing(repository):
-        return _pin_previous(repository, template)
-
-
-def _pin_previous(repository: Path, template: Path) -> dict[str, Any]:
-    history = read_history(repository)
-    versions = [v["version"] for v in history["versions"]]
-    if history["current"] not in versions or versions.index(history["current"]) == 0:
-        raise PublishError(f"{repository}: no earlier published version to roll back to")
-    previous = history["versions"][versions.index(history["current"]) - 1]
-    options = ServingOptions(**previous["options"])
-    render_configs(
-        repository, template, previous["version"], previous["champion"]["genres"], options
-    )
-    history["current"] = previous["version"]
-    atomic_write(repository / HISTORY_FILE, json.dumps(history, indent=2))
-    entry: dict[str, Any] = previous
-    return entry
+        history = read_history(repository)
+        versions = [v["version"] for v in history["versions"]]
+        if history["current"] not in versions or versions.index(history["current"]) == 0:
+            raise PublishError(f"{repository}: no earlier published version to roll back to")
+        previous = history["versions"][versions.index(history["current"]) - 1]
+        options = ServingOptions(**previous["options"])
+        render_configs(
+            repository, template, previous["version"], previous["champion"]["genres"], options
+        )
+        history["current"] = previous["version"]
+        atomic_write(repository / HISTORY_FILE, json.dumps(history, indent=2))
+        entry: dict[str, Any] = previous
+        return entry
 
 
 @dataclass(frozen=True)
