@@ -228,6 +228,12 @@ def test_every_answer_is_in_the_store_and_on_the_metrics(platform: Cli, demo: st
 
     assert _wait(scraped, timeout=120), "Prometheus never scraped the served predictions"
 
+    def dask_workers() -> float:  # the extraction cluster, as Prometheus sees it
+        answer = api(f'{prometheus}?query=sum(dask_scheduler_workers{{job="dask"}})')
+        return sum(float(s["value"][1]) for s in answer["data"]["result"])
+
+    assert _wait(lambda: dask_workers() == 2, timeout=60), dask_workers()
+
 
 def test_the_drift_view_shows_the_drift_tests(platform: Cli, demo: str) -> None:
     drift_ui = f"http://127.0.0.1:{platform.ports['GENREOPS_DRIFT_UI_PORT']}"

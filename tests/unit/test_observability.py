@@ -283,6 +283,7 @@ def test_compose_config_has_the_native_jobs_on_compose_hosts() -> None:
         "triton": ["triton:8002"],
         "node": ["node-exporter:9100"],
         "monitor": ["monitor:9095"],
+        "dask": ["dask-scheduler:8787"],
     }
     assert jobs(compose).keys() == jobs(native).keys()
 

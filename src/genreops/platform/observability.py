@@ -35,11 +35,13 @@ JOB_PROMETHEUS = "prometheus"
 JOB_TRITON = "triton"
 JOB_NODE = "node"
 JOB_MONITOR = "monitor"  # genreops' monitor service: live-quality gauges
+JOB_DASK = "dask"  # the extraction cluster's scheduler (its dashboard's /metrics)
 NATIVE_TARGETS: dict[str, list[str]] = {
     JOB_PROMETHEUS: [f"{HOST}:9090"],
     JOB_TRITON: [f"{HOST}:8002"],
     JOB_NODE: [f"{HOST}:9100"],
     JOB_MONITOR: [f"{HOST}:9095"],
+    JOB_DASK: [f"{HOST}:8787"],
 }
 NATIVE_ALERTMANAGERS = [f"{HOST}:9093"]
 

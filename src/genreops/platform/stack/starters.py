@@ -23,6 +23,7 @@ from genreops.platform.stack.services import (
     HOST,
     RUNNER_POLL_SECONDS,
     StackError,
+    external_dask,
     stack_environment,
 )
 
@@ -306,6 +307,10 @@ def start_prometheus(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
         observability.JOB_PROMETHEUS: [f"{HOST}:{settings.prometheus_port}"],
         observability.JOB_TRITON: [f"{HOST}:{settings.triton_metrics_port}"],
         observability.JOB_MONITOR: [f"{HOST}:{settings.monitor_port}"],
+        # workers, tasks, memory of the extraction cluster (none when the user brings theirs)
+        observability.JOB_DASK: (
+            [] if external_dask(settings) else [f"{HOST}:{settings.dask_dashboard_port}"]
+        ),
     }
     rules = None
     if observability.ALERT_RULES.is_file():  # shipped in the package (genreops.configs)
