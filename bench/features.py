@@ -36,7 +36,6 @@ import time  # noqa: E402
 from collections.abc import Callable, Sequence  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 from datetime import datetime  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import librosa  # noqa: E402
 import numba  # noqa: E402
@@ -45,10 +44,9 @@ import scipy  # noqa: E402
 
 import genreops  # noqa: E402
 from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH, extract_features  # noqa: E402
-from machine import describe  # noqa: E402
+from machine import RESULTS, describe, record  # noqa: E402
 
 SR = 22050
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Features"
 SECTION_INTRO = (
     "Per-clip feature extraction, one thread: the per-feature librosa style (each feature by its\n"
@@ -289,19 +287,6 @@ def block(base: Timing, ours: Timing, source: str, seconds: float, load_start: f
     return "\n".join(lines)
 
 
-def record(text: str, path: Path = RESULTS) -> None:
-    """Add ``text`` at the end of the Features section, creating the file or section if needed."""
-    current = path.read_text() if path.exists() else "# Benchmark results\n"
-    if SECTION not in current.splitlines():
-        current = current.rstrip("\n") + f"\n\n{SECTION}\n\n{SECTION_INTRO}\n"
-    lines = current.splitlines(keepends=True)
-    start = lines.index(SECTION + "\n") if SECTION + "\n" in lines else lines.index(SECTION)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    before = "".join(lines[:end]).rstrip("\n") + "\n\n"
-    after = "".join(lines[end:])
-    path.write_text(before + text.rstrip("\n") + "\n" + ("\n" + after if after else ""))
-
-
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=8, help="clips per implementation")
@@ -319,7 +304,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print()
     print(text)
     if not args.no_record:
-        record(text)
+        record(text, SECTION, SECTION_INTRO)
         print(f"recorded in {RESULTS}")
 
 

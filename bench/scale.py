@@ -30,9 +30,8 @@ from typing import Any
 
 import psutil
 
-from machine import describe
+from machine import RESULTS, describe, record
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Scaling"
 SECTION_INTRO = (
     "Extraction on the native stack's Dask cluster (`dask scheduler` + `dask worker`\n"
@@ -105,8 +104,8 @@ def _warm_worker() -> int:
 def _stack_pids(stack: Any) -> dict[str, list[int]]:
     pids: dict[str, list[int]] = {}
     for service in ("dask-workers", "dask-scheduler", "s3", "prefect"):
-        record = stack.record(service)
-        pids[service] = [record.pid] if record is not None else []
+        pid_record = stack.record(service)
+        pids[service] = [pid_record.pid] if pid_record is not None else []
     pids["flow (this process)"] = [os.getpid()]
     return pids
 
@@ -187,16 +186,6 @@ def render(args: argparse.Namespace, runs: list[Measured], load: tuple[float, fl
     return "\n".join(lines) + "\n"
 
 
-def record(block: str) -> None:
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if SECTION not in text:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{SECTION_INTRO}"
-    head, _, rest = text.partition(SECTION)
-    following = rest.find("\n## ")
-    body, tail = (rest, "") if following < 0 else (rest[:following], rest[following:])
-    RESULTS.write_text(head + SECTION + body.rstrip("\n") + "\n\n" + block + tail)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--clips-per-genre", type=int, default=20)
@@ -245,7 +234,7 @@ def main() -> None:
     block = render(args, runs, (load_start, os.getloadavg()[0]))
     print(block)
     if not args.no_record:
-        record(block)
+        record(block, SECTION, SECTION_INTRO)
         print(f"recorded in {RESULTS}")
 
 

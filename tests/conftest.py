@@ -62,12 +62,8 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """The two longest units first: units are handed out in this order, and a long one
     last would keep one core idle at the end."""
-    items.sort(
-        key=lambda item: (
-            _unit_of_work(item.nodeid) != SHARED_ENSEMBLE,
-            _unit_of_work(item.nodeid) != FIRST,
-        )
-    )
+    rank = {SHARED_ENSEMBLE: 0, FIRST: 1}  # the rest keep their order after these
+    items.sort(key=lambda item: rank.get(_unit_of_work(item.nodeid), 2))
 
 
 @pytest.fixture(scope="session")

@@ -25,6 +25,18 @@ from genreops.serving.publish import ServingOptions
 from genreops.serving.triton.server import TritonPorts, start_triton, stop_triton
 
 
+def render_labeled_corpus(
+    root: Path, per_genre: int, seconds: float, seed: int, *, workers: int = 1
+) -> int:
+    """A synthetic corpus of <genre>/<clip>.wav files only (the renderer's manifest removed, as
+    a user's folder has none); returns the number of clips."""
+    from genreops.data.synth import render_corpus
+
+    render_corpus(root, per_genre=per_genre, seconds=seconds, seed=seed, workers=workers)
+    (root / "manifest.json").unlink(missing_ok=True)
+    return len(list(root.glob("*/*.wav")))
+
+
 def synthetic_feature_frame(
     per_genre: int = 12,
     genres: tuple[str, ...] = ("blues", "classical", "metal", "pop"),

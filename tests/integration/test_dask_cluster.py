@@ -19,10 +19,9 @@ from genreops.flows.extract import dask_runner, extract_features
 from genreops.core.settings import Settings, get_settings
 from genreops.data import extraction
 from genreops.data.storage import ensure_bucket, upload_dir
-from genreops.data.synth import render_corpus
 from genreops.platform.stack import Stack
 from genreops.platform.stack.starters import dask_workers_connected, venv_tool
-from helpers import free_port, wait_until
+from helpers import free_port, render_labeled_corpus, wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -33,8 +32,7 @@ SECONDS = 6.0
 @pytest.fixture(scope="module")
 def corpus(s3_server: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
     root = tmp_path_factory.mktemp("corpus")
-    render_corpus(root, per_genre=PER_GENRE, seconds=SECONDS, seed=11)
-    (root / "manifest.json").unlink()
+    render_labeled_corpus(root, per_genre=PER_GENRE, seconds=SECONDS, seed=11)
     for bucket in ("s3://cluster-raw/x", "s3://cluster-features/x"):
         ensure_bucket(bucket, s3=s3_server.config)
     upload_dir(root, "s3://cluster-raw/corpus", s3=s3_server.config)

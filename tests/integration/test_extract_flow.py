@@ -19,8 +19,7 @@ from genreops.core.settings import get_settings
 from genreops.data import extraction
 from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH
 from genreops.data.storage import ensure_bucket, read_bytes, upload_dir
-from genreops.data.synth import render_corpus
-from helpers import free_port
+from helpers import free_port, render_labeled_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -32,8 +31,7 @@ SECONDS = 6.0
 def corpus_in_s3(s3_server: Any, tmp_path_factory: pytest.TempPathFactory) -> str:
     """A small synthetic corpus plus one corrupt file, uploaded to the embedded S3 server."""
     root = tmp_path_factory.mktemp("corpus")
-    render_corpus(root, per_genre=PER_GENRE, seconds=SECONDS, seed=7)
-    (root / "manifest.json").unlink()
+    render_labeled_corpus(root, per_genre=PER_GENRE, seconds=SECONDS, seed=7)
     (root / "rock" / "broken.00099.wav").write_bytes(b"RIFF\x00\x00\x00\x00 this is not audio")
     ensure_bucket("s3://raw/corpus", s3=s3_server.config)
     ensure_bucket("s3://features/x", s3=s3_server.config)

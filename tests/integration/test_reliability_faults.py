@@ -50,7 +50,14 @@ from genreops.serving.triton.control import is_ready, model_ready
 from genreops.serving.triton.install import STUB_NAME
 from genreops.serving.triton.server import TritonPorts, watchdog_log_path
 from genreops.serving.triton.watchdog import RESTART_DONE
-from helpers import RELIABILITY_FULL, free_port, record_reliability, running_ensemble, wait_until
+from helpers import (
+    RELIABILITY_FULL,
+    free_port,
+    record_reliability,
+    render_labeled_corpus,
+    running_ensemble,
+    wait_until,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.reliability]
 
@@ -459,11 +466,7 @@ CHUNK_SIZE = 2
 
 def _corpus(root: Path, per_genre: int, seed: int) -> int:
     """A labeled synthetic corpus (10 genres); returns the number of clips."""
-    from genreops.data.synth import render_corpus
-
-    render_corpus(root, per_genre=per_genre, seconds=CLIP_SECONDS, seed=seed, workers=2)
-    (root / "manifest.json").unlink(missing_ok=True)  # only <genre>/<clip> files
-    return len(list(root.glob("*/*.wav")))
+    return render_labeled_corpus(root, per_genre, CLIP_SECONDS, seed, workers=2)
 
 
 def _run_extraction(runner: Any, input_url: str, output_url: str) -> Any:

@@ -122,7 +122,7 @@ def start_dask_scheduler(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
     return start_process(
         "the Dask scheduler",
         argv,
-        ready=lambda: http_answers(stack.endpoints.dask_dashboard + "/health", expect="ok"),
+        ready=lambda: stack.healthy("dask-scheduler"),
         url=stack.endpoints.url("dask-scheduler"),
         log_path=stack.log_file("dask-scheduler"),
         env=dask_env(),
@@ -154,9 +154,7 @@ def start_dask_workers(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
     return start_process(
         "the Dask workers",
         argv,
-        ready=lambda: (
-            dask_workers_connected(stack.endpoints.dask_dashboard) >= settings.dask_workers
-        ),
+        ready=lambda: stack.healthy("dask-workers"),  # the scheduler counts them all
         url=stack.endpoints.url("dask-workers"),
         log_path=stack.log_file("dask-workers"),
         env=env,
