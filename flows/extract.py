@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Self, cast
 
 from genreops.flows import progress
 from prefect import flow, get_run_logger, task
@@ -18,7 +18,7 @@ from genreops.data.extraction import Chunk, ChunkResult, ExtractionSummary, Extr
 from genreops.data.storage import S3Config
 
 
-def dask_runner(address: str | None = None, workers: int = 2) -> TaskRunner[Any]:
+def dask_runner(address: str | None = None, workers: int = 2) -> DaskTaskRunner:
     """An external scheduler when given an address, else a local cluster of processes."""
     if address:
         return DaskTaskRunner(address=address)
@@ -34,6 +34,17 @@ def dask_runner(address: str | None = None, workers: int = 2) -> TaskRunner[Any]
     )
 
 
+class ConfiguredDaskRunner(DaskTaskRunner):
+    """The cluster named by the settings of the process that runs the flow, chosen when the run
+    starts (Prefect duplicates the runner then): a Prefect worker's run, which imports the flow
+    afresh, extracts on GENREOPS_DASK_ADDRESS like the CLI does; without one, a local cluster."""
+
+    def duplicate(self) -> Self:
+        settings = get_settings()
+        chosen = dask_runner(settings.dask_address, settings.dask_workers)
+        return type(self)(address=chosen.address, cluster_kwargs=chosen.cluster_kwargs)
+
+
 @task(name="extract-chunk", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NONE)
 def extract_chunk_task(
     chunk: Chunk, options: ExtractOptions, output_url: str, s3: S3Config
@@ -41,7 +52,7 @@ def extract_chunk_task(
     return extraction.extract_or_reuse_chunk(chunk, options, output_url, s3=s3)
 
 
-@flow(name="extract-features", task_runner=dask_runner())
+@flow(name="extract-features", task_runner=cast("TaskRunner[Any]", ConfiguredDaskRunner()))
 def extract_features(
     input_url: str,
     output_url: str,

@@ -480,13 +480,14 @@ def running_ensemble(
     log_path: Path | None = None,
     timeout: float = 180.0,
     extra_args: Sequence[str] = (),
+    ports: TritonPorts | None = None,
 ) -> Iterator[tuple[subprocess.Popen[bytes], TritonPorts]]:
-    """The ensemble of ``repository`` on a real tritonserver (free ports, every model loaded)
-    whose Python stubs keep their state under ``home``: drift state and the monitoring store
-    (SQLite there unless ``database_url``). Stopped on exit."""
+    """The ensemble of ``repository`` on a real tritonserver (``ports`` None: free ones; every
+    model loaded) whose Python stubs keep their state under ``home``: drift state and the
+    monitoring store (SQLite there unless ``database_url``). Stopped on exit."""
     from genreops.serving.publish import MODELS
 
-    ports = TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
+    ports = ports or TritonPorts(http=free_port(), grpc=free_port(), metrics=free_port())
     with pytest.MonkeyPatch.context() as patch:  # the stubs read settings at start
         patch.setenv("GENREOPS_HOME", str(home))
         if database_url is None:

@@ -132,7 +132,9 @@ def test_a_fresh_stack_is_healthy_idempotent_self_healing_and_serves_the_deploym
     assert all(row["state"] == "running" for s, row in status.items() if s in expected)
     assert status["mlflow"]["url"] == f"http://127.0.0.1:{platform.ports['GENREOPS_MLFLOW_PORT']}"
     assert status["triton"]["detail"] == "no model loaded: waiting for `genreops publish`"
-    assert status["deployments"]["detail"] == f"{len(deployment_names())} deployments served"
+    assert status["deployments"]["detail"] == (
+        f"{len(deployment_names())} deployments served (work pool genreops)"
+    )
     pids = {s: row["pid"] for s, row in status.items()}
 
     # `up` again changes nothing

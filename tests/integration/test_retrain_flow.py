@@ -14,7 +14,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness"
 
 def test_the_monitor_starts_the_retrain_deployment_and_sees_it_until_it_ends() -> None:
     """The Prefect side of the monitor's trigger, on the session's real Prefect server."""
-    from genreops.flows.deployments import DEPLOYMENTS, build_deployments
+    from genreops.flows.deployments import DEPLOYMENTS, register
     from genreops.flows.retrain import retrain_run_state, start_retrain_run
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
@@ -23,10 +23,9 @@ def test_the_monitor_starts_the_retrain_deployment_and_sees_it_until_it_ends() -
     from genreops.monitoring.retraining import RetrainReason
 
     (spec,) = [s for s in DEPLOYMENTS if s.name == "retrain"]
-    (deployment,) = build_deployments(get_settings(), [spec])
-    deployment.apply()
+    assert register(get_settings(), [spec]) == ["retrain/retrain"]
     run_id = start_retrain_run(RetrainReason("drift", "the gate stayed open"))
-    assert retrain_run_state(run_id).active  # scheduled: no runner serves it in this test
+    assert retrain_run_state(run_id).active  # scheduled: no worker polls its pool in this test
     with get_client(sync_client=True) as client:
         run = client.read_flow_run(UUID(run_id))
         settings = get_settings()  # the monitor's trials and canary share go with the run

@@ -200,3 +200,24 @@ def test_the_predictor_handler_answers_per_request_without_triton(
     assert metrics.series("fallback_errors").value == 4
     answers = metrics.families["predictions"].series.values()
     assert sum(s.value for s in answers) == 4
+
+
+def test_several_replicas_are_one_comma_separated_list() -> None:
+    """`--url`, GENREOPS_TRITON_URL and GENREOPS_TRITON_CONTROL_URL name several replicas
+    the same way; a scheme is dropped for gRPC and added for HTTP, per replica."""
+    from genreops.app.cli.common import host_port, http_url
+    from genreops.serving.client import ClientError, EnsembleClient, endpoints
+    from genreops.serving.publish import replica_urls
+
+    assert endpoints("10.0.0.1:8001, 10.0.0.2:8001,10.0.0.1:8001") == [
+        "10.0.0.1:8001",
+        "10.0.0.2:8001",
+    ]
+    assert endpoints(["a:1,b:2", "c:3"]) == ["a:1", "b:2", "c:3"]
+    with pytest.raises(ClientError, match="no Triton address"):
+        endpoints(" , ")
+    client = EnsembleClient("a:1,b:2")
+    assert client.urls == ["a:1", "b:2"] and client.url == "a:1,b:2"
+    assert host_port("grpc://a:1/, b:2") == "a:1,b:2"
+    assert http_url("a:8000,https://b:8000") == "http://a:8000,https://b:8000"
+    assert replica_urls("http://a:8000, http://b:8000,") == ["http://a:8000", "http://b:8000"]

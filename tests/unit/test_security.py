@@ -315,7 +315,8 @@ COVERED_STARTERS = {
     "src/genreops/monitoring/drift/monitor.py": "the drift worker: a child on pipes, it opens no "
     "socket",
     "flows/runtime.py": "Prefect's temporary server (SubprocessASGIServer)",
-    "flows/deployments.py": "prefect.serve: the runner's webserver is off by default",
+    "flows/deployments.py": "the Prefect worker it becomes (os.execv): its health-check server "
+    "(worker_defaults)",
 }
 
 
@@ -371,7 +372,7 @@ def launches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Launches:
     monkeypatch.setattr(observability, "find_alertmanager", lambda: "alertmanager")
     monkeypatch.setattr(starters, "venv_tool", lambda name: name)
     for name in list(os.environ):  # default settings: nothing from this shell
-        if name.startswith(("GENREOPS_", "PREFECT_SERVER_", "PREFECT_RUNNER_")):
+        if name.startswith(("GENREOPS_", "PREFECT_SERVER_", "PREFECT_WORKER_")):
             monkeypatch.delenv(name)
     monkeypatch.setenv("GENREOPS_USE_STACK_ENV", "false")
     return recorder
@@ -443,7 +444,9 @@ def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
     seen["prefect temporary server"] = bind_addresses(popen[0])
     prefect_settings = PrefectSettings()
     seen["prefect server default (PREFECT_SERVER_API_HOST)"] = [prefect_settings.server.api.host]
-    runner_webserver_off = not prefect_settings.runner.server.enable
+    from genreops.flows.deployments import worker_defaults
+
+    seen["prefect worker health check"] = [worker_defaults()["PREFECT_WORKER_WEBSERVER_HOST"]]
 
     # the local Dask cluster of the extraction flow
     runner: Any = dask_runner()  # a DaskTaskRunner
@@ -500,7 +503,7 @@ def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
         for path in product_files()
         for node in ast.walk(ast.parse(path.read_text()))
         if isinstance(node, ast.Call)
-        and _call_name(node) in ("start_process", "Popen", "SubprocessASGIServer", "serve")
+        and _call_name(node) in ("start_process", "Popen", "SubprocessASGIServer", "serve", "execv")
     }
     uncovered = sorted(starters_found - set(COVERED_STARTERS))
 
@@ -517,7 +520,6 @@ def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
         not not_loopback
         and not bad_defaults
         and not bad_endpoints
-        and runner_webserver_off
         and explicit == ["0.0.0.0"] * 3
         and refused == ["::", "10.0.0.1"]
         and bool(published)
@@ -530,7 +532,6 @@ def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
         + (f"; NOT loopback: {not_loopback}" if not_loopback else "")
         + (f"; settings defaults with 0.0.0.0/::: {bad_defaults}" if bad_defaults else "")
         + (f"; endpoints off loopback: {bad_endpoints}" if bad_endpoints else "")
-        + f"; Prefect runner webserver {'off' if runner_webserver_off else 'ON'} by default"
         + f"; start_triton(host='0.0.0.0') binds {explicit} (explicit request, containers)"
         + f"; refused hosts {refused}"
         + f"; {len(published)} Compose published ports, {len(open_ports)} not on 127.0.0.1"
@@ -542,7 +543,6 @@ def test_services_bind_loopback(launches: Launches, tmp_path: Path) -> None:
     record("services_bind_loopback", passed, detail, servers=len(seen))
     assert not not_loopback, not_loopback
     assert not bad_defaults and not bad_endpoints, (bad_defaults, bad_endpoints)
-    assert runner_webserver_off
     assert explicit == ["0.0.0.0"] * 3
     assert refused == ["::", "10.0.0.1"]
     assert published and not open_ports, open_ports

@@ -417,7 +417,7 @@ def test_status_of_a_stack_that_never_ran(tmp_path: Path) -> None:
 def test_every_flow_is_deployed_under_its_own_name_with_typed_parameters(
     tmp_path: Path,
 ) -> None:
-    from genreops.flows.deployments import TAG, build_deployments, deployment_names
+    from genreops.flows.deployments import HEAVY_QUEUE, TAG, build_deployments, deployment_names
 
     names = deployment_names()
     for flow in ("extract-features", "train-model", "register-best", "publish", "batch-predict"):
@@ -429,6 +429,12 @@ def test_every_flow_is_deployed_under_its_own_name_with_typed_parameters(
         assert TAG in deployment.tags
         assert deployment.description
         assert deployment.entrypoint.startswith("genreops.flows.")  # importable from any folder
+        assert deployment.work_pool_name == "genreops"
+        # a process worker starts runs where they were registered from (a `.env` there applies)
+        assert deployment.job_variables == {"working_dir": str(Path.cwd())}
+    # long CPU-bound runs share the heavy queue's limit; serving-side ones never wait on them
+    heavy = {name for name, d in built.items() if d.work_queue_name == HEAVY_QUEUE}
+    assert heavy == {"extract-features", "train-model", "pipeline", "retrain"}
     train = built["train-model"]._parameter_openapi_schema.model_dump()
     assert train["required"] == ["features_url"]
     assert train["properties"]["trials"]["type"] == "integer"

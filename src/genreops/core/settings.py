@@ -115,7 +115,11 @@ class Settings(BaseSettings):
     database_url: str | None = Field(
         default=None, description="Monitoring store (SQLAlchemy URL); default SQLite under home."
     )
-    triton_url: str = Field(default="127.0.0.1:8001", description="Triton gRPC host:port.")
+    triton_url: str = Field(
+        default="127.0.0.1:8001",
+        description="Triton gRPC host:port, or several replicas comma-separated (clients "
+        "spread requests over them).",
+    )
     triton_repository: Path | None = Field(
         default=None, description="Published Triton model repository; default under home."
     )
@@ -141,7 +145,8 @@ class Settings(BaseSettings):
     triton_control_url: str | None = Field(
         default=None,
         description="Triton HTTP URL that publish, promotion and rollback load new versions "
-        "into; None: the server `genreops serve` or the stack runs for this home, if any.",
+        "into, or several replicas comma-separated; None: the server `genreops serve` or the "
+        "stack runs for this home, if any.",
     )
     drift_expected_run: float = Field(
         default=NoveltySettings.expected_run,
@@ -207,6 +212,26 @@ class Settings(BaseSettings):
         ge=1,
         description="Dask worker processes: of the local cluster a run starts, or the native "
         "stack's `dask worker` (one thread each).",
+    )
+    work_pool: str = Field(
+        default="genreops",
+        min_length=1,
+        description="Prefect work pool the deployments are registered to and its workers poll.",
+    )
+    work_pool_type: str = Field(
+        default="process",
+        min_length=1,
+        description="Type of the work pool when it is created (process; kubernetes or docker "
+        "with their Prefect integration installed on the workers).",
+    )
+    work_pool_concurrency: int = Field(
+        default=3, ge=1, description="Flow runs of the work pool at once, whatever their kind."
+    )
+    heavy_run_concurrency: int = Field(
+        default=1,
+        ge=1,
+        description="Extraction, training and pipeline runs at once (the work pool's `heavy` "
+        "queue), so two heavy runs never starve serving on a small machine.",
     )
 
     # Live quality and alerts (labels that came back; the monitor service, Alertmanager).

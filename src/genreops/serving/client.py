@@ -6,12 +6,18 @@ whole request), its files are resent one by one so each bad file fails alone. Re
 server never ran are retried with backoff (inference is idempotent): connection failures, and
 a model instance whose backend process has died; refusals of the input are not. Every answer
 says how many attempts it took, and a failure keeps the server's last message.
+
+Several Triton replicas on one repository: requests go to them in turn, and one the server
+never ran is sent at once to another replica; a replica that failed so is passed over for
+``REPLICA_REST_SECONDS`` (it may be restarting; until its models are loaded it answers "not
+ready" or "unknown model", which sends the request elsewhere too).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import logging
 import threading
@@ -41,6 +47,7 @@ log = logging.getLogger(__name__)
 ENSEMBLE = "genre_ensemble"
 PROTOCOLS = ("grpc", "http")
 ATTEMPTS = 4  # per request: the first try and up to three retries (0.5, 1, 2 s apart)
+REPLICA_REST_SECONDS = 5.0  # a replica that failed a request is passed over this long
 
 
 class ClientError(GenreopsError):
@@ -112,6 +119,27 @@ def _retryable(error: BaseException) -> bool:
     return "stub process" in text and "not healthy" in text
 
 
+def _not_on_this_replica(error: BaseException) -> bool:
+    """The server runs but does not serve the ensemble now (loading it after a restart, or an
+    unload): another replica may. Alone, that is a final error worth reporting as it is."""
+    text = str(error).lower()
+    return ENSEMBLE in text and any(
+        word in text
+        for word in ("not ready", "unknown model", "not found", "no available versions")
+    )
+
+
+def endpoints(urls: str | Sequence[str]) -> list[str]:
+    """``host:port`` endpoints from one address, a comma-separated list, or a list of either;
+    duplicates dropped, order kept."""
+    parts = [urls] if isinstance(urls, str) else list(urls)
+    split = (p.strip() for part in parts for p in part.split(","))
+    found = list(dict.fromkeys(p for p in split if p))
+    if not found:
+        raise ClientError("no Triton address given")
+    return found
+
+
 def _log_retry(state: RetryCallState) -> None:
     error = state.outcome.exception() if state.outcome is not None else None
     log.warning(
@@ -120,32 +148,64 @@ def _log_retry(state: RetryCallState) -> None:
 
 
 class EnsembleClient:
-    """A thread-safe wrapper over tritonclient for ``genre_ensemble`` (one client per thread)."""
+    """A thread-safe wrapper over tritonclient for ``genre_ensemble`` on one or several
+    replicas (``urls``: an address, a comma-separated list or a list; one client per thread
+    and replica)."""
 
-    def __init__(self, url: str, protocol: str = "grpc", timeout: float = 60.0) -> None:
+    def __init__(
+        self, urls: str | Sequence[str], protocol: str = "grpc", timeout: float = 60.0
+    ) -> None:
         if protocol not in PROTOCOLS:
             raise ClientError(f"protocol must be one of {PROTOCOLS}, not {protocol!r}")
-        self.url, self.protocol, self.timeout = url, protocol, timeout
+        self.urls = endpoints(urls)
+        self.url = ",".join(self.urls)
+        self.protocol, self.timeout = protocol, timeout
         self._local = threading.local()
+        self._turn = itertools.count()
+        self._resting: dict[str, float] = {}  # replica -> monotonic time it is tried again
+        self._lock = threading.Lock()
 
-    def _client(self) -> Any:
-        client = getattr(self._local, "client", None)
-        if client is None:
+    def _client(self, url: str) -> Any:
+        clients: dict[str, Any] = self._local.__dict__.setdefault("clients", {})
+        if url not in clients:
             if self.protocol == "grpc":
                 import tritonclient.grpc as triton
             else:
                 import tritonclient.http as triton
-            client = triton.InferenceServerClient(self.url)
-            self._local.client = client
+            clients[url] = triton.InferenceServerClient(url)
             self._local.module = triton
-        return client
+        return clients[url]
+
+    def _pick(self) -> str:
+        """The next replica in turn that is not resting; if all are, the one that rests least."""
+        now = time.monotonic()
+        with self._lock:
+            start = next(self._turn)
+            order = [self.urls[(start + i) % len(self.urls)] for i in range(len(self.urls))]
+            awake = [url for url in order if self._resting.get(url, 0.0) <= now]
+            return awake[0] if awake else min(order, key=lambda url: self._resting[url])
+
+    def _rest(self, url: str) -> None:
+        with self._lock:
+            self._resting[url] = time.monotonic() + REPLICA_REST_SECONDS
+
+    def _another_awake(self, url: str) -> bool:
+        now = time.monotonic()
+        with self._lock:
+            return any(u != url and self._resting.get(u, 0.0) <= now for u in self.urls)
 
     def labels(self) -> list[str]:
-        """Genre names in probability order, from the published ensemble's config."""
-        try:
-            config = self._client().get_model_config(ENSEMBLE)
-        except Exception as error:
-            raise ClientError(f"{self.url}: cannot read {ENSEMBLE}'s config ({error})") from error
+        """Genre names in probability order, from the published ensemble's config (the first
+        replica that answers)."""
+        errors = []
+        for url in self.urls:
+            try:
+                config = self._client(url).get_model_config(ENSEMBLE)
+                break
+            except Exception as error:
+                errors.append(f"{url}: {_error_text(error)}")
+        else:
+            raise ClientError(f"cannot read {ENSEMBLE}'s config ({'; '.join(errors)})")
         if self.protocol == "grpc":
             params = {k: v.string_value for k, v in config.config.parameters.items()}
         else:
@@ -153,19 +213,39 @@ class EnsembleClient:
         return [g for g in params.get("labels", "").split(",") if g]
 
     def infer(self, payloads: Sequence[bytes], clip_ids: Sequence[str]) -> dict[str, np.ndarray]:
-        """One inference request, retried as ``_retryable`` allows (see ``last_attempts``)."""
+        """One inference request, retried as ``_retryable`` allows (see ``last_attempts``):
+        at once on another replica when one is awake, else after a back-off."""
+        several = len(self.urls) > 1
+        backoff = wait_exponential(multiplier=0.5, max=8)
+        failed_on: dict[int, str] = {}  # attempt -> the replica that failed it
+
+        def wait(state: RetryCallState) -> float:
+            failed = failed_on.get(state.attempt_number, "")
+            return 0.0 if several and self._another_awake(failed) else backoff(state)
+
+        def worth_retrying(error: BaseException) -> bool:
+            return _retryable(error) or (several and _not_on_this_replica(error))
+
         retrying = Retrying(
-            retry=retry_if_exception(_retryable),
-            stop=stop_after_attempt(ATTEMPTS),
-            wait=wait_exponential(multiplier=0.5, max=8),
+            retry=retry_if_exception(worth_retrying),
+            stop=stop_after_attempt(ATTEMPTS + len(self.urls) - 1),
+            wait=wait,
             before_sleep=_log_retry,
             reraise=True,
         )
         self._local.attempts = 0
         for attempt in retrying:
             with attempt:
-                self._local.attempts = attempt.retry_state.attempt_number
-                return self._infer_once(payloads, clip_ids)
+                number = attempt.retry_state.attempt_number
+                self._local.attempts = number
+                url = self._pick()
+                try:
+                    return self._infer_once(url, payloads, clip_ids)
+                except Exception as error:
+                    if worth_retrying(error):
+                        failed_on[number] = url
+                        self._rest(url)
+                    raise
         raise AssertionError("unreachable: tenacity reraises the last error")
 
     def last_attempts(self) -> int:
@@ -173,9 +253,9 @@ class EnsembleClient:
         return int(getattr(self._local, "attempts", 0))
 
     def _infer_once(
-        self, payloads: Sequence[bytes], clip_ids: Sequence[str]
+        self, url: str, payloads: Sequence[bytes], clip_ids: Sequence[str]
     ) -> dict[str, np.ndarray]:
-        client = self._client()
+        client = self._client(url)
         triton = self._local.module
         audio = np.array([[p] for p in payloads], dtype=np.object_)
         # surrogateescape: a path that is not UTF-8 is sent as its own bytes

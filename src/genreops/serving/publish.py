@@ -24,6 +24,7 @@ import shutil
 import string
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -39,6 +40,7 @@ from genreops.core.settings import NoveltySettings, Settings, default
 from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH, SCHEMA_VERSION, serving_columns
 from genreops.monitoring.drift import REFERENCE_FILE
 from genreops.serving.labels import LABELS_FILE
+from genreops.serving.triton.errors import TritonModelError, TritonServerError
 
 log = logging.getLogger(__name__)
 
@@ -163,8 +165,9 @@ class PublishResult:
     created: bool  # False: these models were already the published version
     loaded: bool = False
     history: list[dict[str, Any]] = field(default_factory=list)
-    server_url: str | None = None  # the running server it was loaded into
+    server_url: str | None = None  # the running server(s) it was loaded into, comma-separated
     canary: ModelRef | None = None
+    unreachable: list[str] = field(default_factory=list)  # replicas passed over: not answering
 
     @property
     def entry(self) -> dict[str, Any]:
@@ -484,6 +487,64 @@ def reload_server(server_url: str) -> None:
         load_model(server_url, model)
 
 
+def replica_urls(server_url: str) -> list[str]:
+    """The Triton HTTP URLs of a comma-separated list (several replicas on one repository)."""
+    return list(dict.fromkeys(url.strip() for url in server_url.split(",") if url.strip()))
+
+
+def reload_replicas(
+    server_url: str, repository: Path, template: Path = TEMPLATE_DIR, *, restore: bool = True
+) -> tuple[list[str], list[str]]:
+    """Every replica of ``server_url`` (comma-separated) loads the pinned versions, all at
+    once; returns the replicas that did and those that could not be reached.
+
+    A replica that cannot be reached is passed over (when it starts it loads what the
+    repository pins), unless none answers. A replica that refuses the new version has the
+    repository pinned back to the version before it, and every replica loads that again, so
+    all of them keep serving the same models; the PublishError says who refused and why.
+    ``restore`` False (a rollback being loaded) raises the refusal as it is.
+    """
+    urls = replica_urls(server_url)
+    with ThreadPoolExecutor(max_workers=len(urls)) as pool:
+        outcomes = dict(zip(urls, pool.map(_reload_outcome, urls), strict=True))
+    refusals = [error for error in outcomes.values() if isinstance(error, TritonModelError)]
+    if refusals:
+        if not restore:
+            raise refusals[0]
+        restored = _restore_previous(repository, template, urls)
+        raise PublishError(f"{'; '.join(map(str, refusals))}; {restored}") from refusals[0]
+    unreachable = [url for url, error in outcomes.items() if error is not None]
+    for url in unreachable:
+        log.warning("replica passed over: %s", outcomes[url])
+    loaded = [url for url, error in outcomes.items() if error is None]
+    if not loaded:
+        raise TritonServerError(f"no Triton replica answers: {', '.join(unreachable)}")
+    return loaded, unreachable
+
+
+def _reload_outcome(url: str) -> TritonServerError | None:
+    """None when the replica loaded the pinned versions, else why not."""
+    try:
+        reload_server(url)
+    except TritonServerError as error:  # refused (TritonModelError) or not reachable
+        return error
+    return None
+
+
+def _restore_previous(repository: Path, template: Path, replicas: list[str]) -> str:
+    """Pin the version before the current one and have every replica load it again; what was
+    done, for the error message."""
+    try:
+        entry = rollback(repository, template)
+    except PublishError as error:
+        return f"nothing rolled back ({error})"
+    with ThreadPoolExecutor(max_workers=len(replicas)) as pool:
+        outcomes = zip(replicas, pool.map(_reload_outcome, replicas), strict=True)
+    failed = [f"{url}: {error}" for url, error in outcomes if error is not None]
+    done = f"the repository and every replica rolled back to version {entry['version']}"
+    return done + (f", except {'; '.join(failed)}" if failed else "")
+
+
 def publish_registered(
     target: Any,
     repository: Path,
@@ -519,9 +580,9 @@ def _publish_registered(
         canary=registered.canary,
     )
     if server_url:
-        reload_server(server_url)
+        loaded, result.unreachable = reload_replicas(server_url, repository, template)
         result.loaded = True
-        result.server_url = server_url
+        result.server_url = ",".join(loaded)
     return result
 
 
@@ -579,7 +640,7 @@ def rollback_and_record(
     with publishing(repository):
         entry = rollback(repository)
         if target:
-            reload_server(target)
+            reload_replicas(target, repository, restore=False)
         record_event(settings.monitoring_db_url, settings.monitoring_spool_dir, "rollback", entry)
     return RollbackResult(entry, target)
 

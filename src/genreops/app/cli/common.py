@@ -170,13 +170,17 @@ def metric(values: dict[str, float], name: str) -> str:
 
 
 def http_url(address: str) -> str:
-    """Triton's HTTP endpoint as a URL; ``host:port`` is accepted like elsewhere."""
-    return address if "://" in address else f"http://{address}"
+    """Triton's HTTP endpoint as a URL; ``host:port`` is accepted like elsewhere. A
+    comma-separated list (several replicas) keeps its commas."""
+    parts = (part.strip() for part in address.split(","))
+    return ",".join(p if "://" in p else f"http://{p}" for p in parts if p)
 
 
 def host_port(address: str) -> str:
-    """``host:port`` as tritonclient takes it; a scheme (http://, grpc://) is dropped."""
-    return address.split("://", 1)[1].rstrip("/") if "://" in address else address
+    """``host:port`` as tritonclient takes it; a scheme (http://, grpc://) is dropped. A
+    comma-separated list (several replicas) keeps its commas."""
+    parts = (part.strip() for part in address.split(","))
+    return ",".join(p.split("://", 1)[1].rstrip("/") if "://" in p else p for p in parts if p)
 
 
 def triton_http_address(settings: Settings) -> str:

@@ -46,8 +46,10 @@ def publish(
         str | None,
         typer.Option(
             "--url",
-            help="Triton HTTP address (host:port or http://...) to hot-load into; "
-            "default: the server `genreops serve` started, if running.",
+            help="Triton HTTP address (host:port or http://...) to hot-load into, or several "
+            "replicas comma-separated (all load the new version, or all go back to the one "
+            "before); default: GENREOPS_TRITON_CONTROL_URL, else the server `genreops serve` "
+            "started, if running.",
         ),
     ] = None,
     server_url: ServerUrlAlias = None,
@@ -70,6 +72,8 @@ def publish(
         if result.loaded
         else "no running server: `genreops serve` next"
     )
+    for replica in result.unreachable:
+        out.print(f"passed over {replica}: not answering (it loads this version when it starts)")
 
 
 def rollback(
@@ -147,8 +151,9 @@ def predict(
     url: Annotated[
         str | None,
         typer.Option(
-            help="Triton host:port for --protocol; default: GENREOPS_TRITON_URL for grpc, its "
-            "host with GENREOPS_TRITON_HTTP_PORT for http.",
+            help="Triton host:port for --protocol, or several replicas comma-separated (requests "
+            "go to each in turn; one a replica could not run goes to another); default: "
+            "GENREOPS_TRITON_URL for grpc, its host with GENREOPS_TRITON_HTTP_PORT for http.",
         ),
     ] = None,
     protocol: Annotated[str, typer.Option(help="grpc or http.")] = "grpc",

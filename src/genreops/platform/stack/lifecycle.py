@@ -150,13 +150,15 @@ class Stack:
         since = utcnow() - dt.timedelta(seconds=POLL_STALE_SECONDS)
         launched = launched_at(record)
         if launched is not None and launched > since:
-            since = launched  # polls of an earlier runner do not count for this one
+            since = launched  # polls of an earlier worker do not count for this one
         return served_deployments(self.endpoints.prefect_api, since)
 
     def _detail(self, service: str, record: PidRecord | None) -> str:
         if service == "deployments":
             served = self._served_since(record)
-            return f"{len(served)} deployments served" if served else "no runner polling yet"
+            if not served:
+                return "no worker polling yet"
+            return f"{len(served)} deployments served (work pool {self.settings.work_pool})"
         if service == "triton":
             return self._triton_detail()
         if service == "s3":

@@ -104,9 +104,9 @@ def flow_names(client: SyncPrefectClient, flow_ids: Iterable[UUID]) -> dict[UUID
 
 
 def served_deployments(api_url: str, since: dt.datetime) -> list[str]:
-    """``flow/deployment`` names of our deployments that a runner polled after ``since``.
+    """``flow/deployment`` names of our deployments that a worker polled after ``since``.
 
-    A serving runner polls every few seconds and the server records it (``last_polled``), so
+    A worker polls its work pool every few seconds and the server records it (``last_polled``), so
     this tells a live deployments process from deployments left in the database.
     """
     import httpx
