@@ -192,6 +192,31 @@ def free_port() -> int:
             return port
 
 
+def ensemble_answers(metrics_url: str) -> int:
+    """Requests a Triton server's ensemble answered (its own counter; 0 after a restart)."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    return int(
+        sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("nv_inference_request_success{") and 'model="genre_ensemble"' in line
+        )
+    )
+
+
+def free_port_block(size: int) -> int:
+    """The first of ``size`` consecutive free loopback ports, all handed out (a Triton server
+    and its replicas on ports + 10 * i)."""
+    own = _worker_ports() or range(40000, 60000)
+    for first in range(own.start, own.stop - size):
+        block = range(first, first + size)
+        if all(p not in _HANDED_OUT and _bindable(p) for p in block):
+            _HANDED_OUT.update(block)
+            return first
+    raise RuntimeError(f"no {size} consecutive free ports in {own}")
+
+
 # --- PostgreSQL (the server on this machine: 127.0.0.1:5432, user postgres, trust auth) ---
 
 HOST, PORT = "127.0.0.1", 5432
@@ -336,6 +361,9 @@ PORT_SETTINGS = (
 )
 
 
+TEST_REPLICAS = 2  # Triton replicas a test stack may run (GENREOPS_TRITON_REPLICAS)
+
+
 class Cli:
     """Runs `genreops` in a clean environment: only this test's home and ports."""
 
@@ -348,7 +376,13 @@ class Cli:
             if not k.startswith(("GENREOPS_", "PREFECT_", "AWS_", "MLFLOW_"))
         }
         self.env["GENREOPS_HOME"] = str(home)
-        self.ports = {name: free_port() for name in PORT_SETTINGS}
+        self.ports = {name: free_port() for name in PORT_SETTINGS if "_TRITON_" not in name}
+        triton = free_port_block(3 + 10 * (TEST_REPLICAS - 1))  # replica i: ports + 10 i
+        self.ports.update(
+            GENREOPS_TRITON_HTTP_PORT=triton,
+            GENREOPS_TRITON_GRPC_PORT=triton + 1,
+            GENREOPS_TRITON_METRICS_PORT=triton + 2,
+        )
         self.env.update({name: str(port) for name, port in self.ports.items()})
 
     def __call__(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

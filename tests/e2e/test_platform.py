@@ -9,6 +9,7 @@ second run reuses (and how the summary says so) is tested on the pipeline flow i
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -31,7 +32,7 @@ from genreops.core.settings import Settings
 from genreops.monitoring.store import MonitoringStore
 from genreops.platform.stack import SERVICES
 from genreops.platform.stack.prefect_api import flow_names, prefect_client, read_deployments
-from helpers import Cli, api, recorded
+from helpers import GENREOPS, TEST_REPLICAS, Cli, api, ensemble_answers, recorded, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -93,6 +94,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
             # the demo's labeled drifted answers could start a retraining run in the middle
             # of these checks; the monitor's retraining is tested on its own
             "GENREOPS_RETRAIN_AUTO": "false",
+            # two Triton servers: clients use both, publish loads both, one is killed below
+            "GENREOPS_TRITON_REPLICAS": str(TEST_REPLICAS),
         }
     )
     try:
@@ -217,10 +220,12 @@ def test_every_answer_is_in_the_store_and_on_the_metrics(platform: Cli, demo: st
     assert store.count("drift_tests") >= 1
     assert any(test["dataset_drift"] for test in store.recent_drift_tests())
     metrics_port = platform.ports["GENREOPS_TRITON_METRICS_PORT"]
-    metrics = _get(f"http://127.0.0.1:{metrics_port}/metrics")
-    assert _metric_sum(metrics, "genreops_predictions_total") == served
-    assert _metric_sum(metrics, "genreops_drift_tests_total") >= 1
-    assert _metric_sum(metrics, 'genreops_fallback_answers_total{cause="drift"}') >= 0
+    replicas = [  # each replica answered its share; together, every request
+        _get(f"http://127.0.0.1:{metrics_port + 10 * i}/metrics") for i in range(TEST_REPLICAS)
+    ]
+    shares = [_metric_sum(metrics, "genreops_predictions_total") for metrics in replicas]
+    assert sum(shares) == served and all(share > 0 for share in shares), shares
+    assert sum(_metric_sum(m, "genreops_drift_tests_total") for m in replicas) >= 1
     prometheus = f"http://127.0.0.1:{platform.ports['GENREOPS_PROMETHEUS_PORT']}/api/v1/query"
 
     def scraped() -> bool:
@@ -229,12 +234,57 @@ def test_every_answer_is_in_the_store_and_on_the_metrics(platform: Cli, demo: st
         return values == [served]
 
     assert _wait(scraped, timeout=120), "Prometheus never scraped the served predictions"
+    up = api(f'{prometheus}?query=sum(up{{job="triton"}})')["data"]["result"]
+    assert [float(s["value"][1]) for s in up] == [TEST_REPLICAS]  # every replica scraped
 
     def dask_workers() -> float:  # the extraction cluster, as Prometheus sees it
         answer = api(f'{prometheus}?query=sum(dask_scheduler_workers{{job="dask"}})')
         return sum(float(s["value"][1]) for s in answer["data"]["result"])
 
     assert _wait(lambda: dask_workers() == 2, timeout=60), dask_workers()
+
+
+def test_a_replica_killed_under_traffic_fails_no_request(platform: Cli, demo: str) -> None:
+    """`genreops predict` sends the demo's clips to both of the stack's Triton replicas (its
+    GENREOPS_TRITON_URL lists them) while replica 1 is SIGKILLed: every clip is answered (what
+    the dead one never ran goes to the other), its keeper starts it again, and then it takes
+    requests again."""
+    from genreops.serving.triton.control import model_ready
+    from genreops.serving.triton.server import read_pid_file, server_pid_file
+
+    killed = read_pid_file(server_pid_file(platform.home, 1))
+    assert killed is not None
+    folders = [platform.home / "demo" / name for name in ("corpus", "clean")]
+    total = sum(len(list(folder.glob("*/*.wav"))) for folder in folders)
+    sending = subprocess.Popen(
+        [GENREOPS, "predict", *map(str, folders), "--concurrency", "4", "--output", "json"],
+        cwd=platform.cwd,
+        env=platform.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # killed in the middle: once it has answered a few of them
+    answered = lambda: ensemble_answers(killed.ports.metrics_url) >= 5  # noqa: E731
+    assert wait_until(answered, timeout=120, every=0.1)
+    assert sending.poll() is None, "predict ended before the kill"
+    os.kill(killed.pid, signal.SIGKILL)
+    stdout, stderr = sending.communicate(timeout=600)
+    assert sending.returncode == 0, f"{stdout[-2000:]}\n{stderr[-3000:]}"
+    summary = json.loads(stdout)["summary"]
+    assert summary["answered"] == summary["total"] == total, summary
+
+    def back() -> bool:
+        again = read_pid_file(server_pid_file(platform.home, 1))
+        return (
+            again is not None
+            and again.pid != killed.pid
+            and model_ready(killed.ports.http_url, "genre_ensemble")
+        )
+
+    assert _wait(back, timeout=300), (platform.home / "logs" / "triton-replicas.log").read_text()
+    platform("predict", str(folders[1]), "--concurrency", "2")
+    assert ensemble_answers(killed.ports.metrics_url) > 0  # the new replica 1 answers too
 
 
 def test_the_drift_view_shows_the_drift_tests(platform: Cli, demo: str) -> None:

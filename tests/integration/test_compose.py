@@ -56,6 +56,7 @@ EXPECTED_SERVICES = {
     "dask-worker-1",
     "dask-worker-2",
     "triton",
+    "triton-2",
     "monitor",
     "alertmanager",
     "prometheus",
@@ -438,7 +439,9 @@ def test_compose_uses_the_native_settings_names() -> None:
     assert "GENREOPS_DASK_ADDRESS" in used and "GENREOPS_S3_ENDPOINT_URL" in used
 
 
-@pytest.mark.parametrize("name", ["triton", "prefect-worker", "dask-worker-1", "s3-init"])
+@pytest.mark.parametrize(
+    "name", ["triton", "triton-2", "prefect-worker", "dask-worker-1", "s3-init"]
+)
 def test_app_containers_settings_parse(
     name: str, services: dict[str, dict[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -454,7 +457,10 @@ def test_app_containers_settings_parse(
     assert settings.dask_address == "tcp://dask-scheduler:8786"
     assert settings.prefect_api_url == "http://prefect-server:4200/api"
     assert settings.mlflow_uri == "http://mlflow:5000"
-    assert settings.triton_url == "triton:8001"
+    # both replicas, for every client and every publisher
+    assert settings.triton_url == "triton:8001,triton-2:8001"
+    assert settings.triton_control_url == "http://triton:8000,http://triton-2:8000"
+    assert settings.serving_replica == (1 if name == "triton-2" else 0)  # state kept apart
     assert settings.home == Path("/var/lib/genreops")
     assert settings.monitoring_db_url.startswith("postgresql://")
     assert "genreops-home:/var/lib/genreops:rw" in [str(v) for v in services[name]["volumes"]]

@@ -439,9 +439,9 @@ def test_app_containers_use_composes_setting_names(
 
 def test_secrets_carry_only_the_example_values(objects: list[dict[str, Any]]) -> None:
     example = parse_env_file(SECRET_EXAMPLE)
-    secrets = [obj for obj in objects if obj["kind"] == "Secret"]
-    assert secrets
-    for secret in secrets:
+    generated = [obj for obj in objects if obj["kind"] == "Secret"]
+    assert generated
+    for secret in generated:
         assert "stringData" not in secret
         for name, encoded in secret["data"].items():
             assert name in example, f"{name}: not a name of {SECRET_EXAMPLE.name}"

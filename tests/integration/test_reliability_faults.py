@@ -11,10 +11,8 @@ asserting, so a failing run still reports what happened:
 * triton_stub_killed: SIGKILL of a Python-backend stub process of the running ensemble;
   every request is answered or fails with a reason, the watchdog started with the server
   (genreops.serving.triton.watchdog) reloads the model, and the server answers again.
-* triton_replica_killed: SIGKILL of one of two tritonservers on one repository under client
-  traffic spread over both; no request fails (the client sends what was never run to the
-  other), the replica restarted on its ports takes requests again, and a publication one
-  replica refuses leaves both on the version before.
+* triton_replica_refuses_a_version: one of two tritonservers on one repository cannot load
+  a new version; the publication fails naming it, and both stay on the version before.
 * mlflow_stop_during_register: the MLflow tracking server stopped between two alias writes of
   register-best; a clear error, and the aliases are never half-set.
 * dask_worker_killed: a worker process of the local Dask cluster killed mid-extraction; the
@@ -35,10 +33,9 @@ import subprocess
 import tempfile
 import threading
 import time
-import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -244,7 +241,7 @@ def _own_copies(clips: list[str], folder: Path) -> list[str]:
 class Traffic:
     """Client traffic in a background thread: the clips, over and over, until stopped."""
 
-    make_client: Callable[[], EnsembleClient]
+    served: Served
     clips: list[str]
     concurrency: int = 2
     answers: list[Answer] = field(default_factory=list)
@@ -263,7 +260,7 @@ class Traffic:
         self.stop()
 
     def _run(self) -> None:
-        client = self.make_client()
+        client = self.served.client()
         try:
             while not self._stop.is_set():
                 with self._lock:
@@ -313,7 +310,7 @@ def test_database_restart_mid_traffic_loses_no_prediction(served: Served, tmp_pa
             and time.monotonic() - stopped >= down_at_least
         ) or traffic.error is not None
 
-    with Traffic(served.client, clips) as traffic:
+    with Traffic(served, clips) as traffic:
         assert traffic.wait_answered(per_phase), traffic.error
         phases["before"] = traffic.answered
         served.postgres.stop()
@@ -382,7 +379,7 @@ def test_killed_backend_stub_loses_no_request_and_the_server_answers_again(
     notes: list[str] = []
     recovered_by_itself, reported_unready = True, False
     watchdog_log = watchdog_log_path(served.log_path)
-    with Traffic(served.client, clips, concurrency=4) as traffic:
+    with Traffic(served, clips, concurrency=4) as traffic:
         assert traffic.wait_answered(len(clips)), traffic.error
         serving = {p.pid for p in served.stubs(model)}  # the instances that take requests
         for kill in range(1, kills + 1):
@@ -467,19 +464,6 @@ def test_killed_backend_stub_loses_no_request_and_the_server_answers_again(
 # --- 4. two Triton replicas on one repository -------------------------------------------------
 
 
-def _answered_by(ports: TritonPorts) -> int:
-    """Requests this replica's ensemble answered (Triton's own counter; 0 after a restart)."""
-    with urllib.request.urlopen(ports.metrics_url, timeout=10) as response:
-        text = response.read().decode()
-    return int(
-        sum(
-            float(line.rsplit(" ", 1)[1])
-            for line in text.splitlines()
-            if line.startswith("nv_inference_request_success{") and 'model="genre_ensemble"' in line
-        )
-    )
-
-
 def _loaded_versions(ports: TritonPorts, model: str) -> set[str]:
     return {
         str(entry.get("version"))
@@ -488,114 +472,67 @@ def _loaded_versions(ports: TritonPorts, model: str) -> set[str]:
     }
 
 
-def test_one_of_two_replicas_killed_under_traffic_fails_no_request(
-    published_ensemble: Any, private_postgres: PrivatePostgres, tmp_path: Path
+def test_a_publication_one_replica_refuses_leaves_both_on_the_version_before(
+    published_ensemble: Any, tmp_path: Path
 ) -> None:
-    """Two tritonservers on one repository behind one client: SIGKILL of one while requests
-    are in flight fails none (what it never ran goes to the other), and restarted on its
-    ports it takes requests again. Then a publication that one replica refuses leaves the
-    repository and both replicas on the version before; once the fault is gone, both load
-    the next one."""
+    """Two tritonservers on one repository; the second cannot load the new version (its drift
+    folder for it cannot be made: a file is in the way, so its predictor fails to initialize).
+    The publication fails naming it, the repository is pinned back, both replicas serve the
+    version before, and clients over both get every answer. (A replica killed under traffic
+    is the e2e test's, on the stack's own replicas.)"""
     from genreops.serving.publish import PublishError, publish_registered, read_history
     from genreops.training.tracking import TrackingTarget
 
     repository = tmp_path / "repository"
     shutil.copytree(published_ensemble.repository, repository)  # its publications stay here
-    prefix = str(tmp_path / "replicas") + "/"
     clips = _own_copies(published_ensemble.clean, tmp_path / "replicas")
+    before = int(read_history(repository)["current"])
+    blocker = tmp_path / "b" / "serving" / "drift" / f"v{before + 1}"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("in the way")
+    registry = Settings(  # the session's registry, where the published pair came from
+        _env_file=None,  # type: ignore[call-arg]
+        home=published_ensemble.home,
+        use_stack_env=False,
+    )
     with contextlib.ExitStack() as servers:
-
-        def start(home: str, ports: TritonPorts | None = None) -> tuple[Any, TritonPorts]:
-            return servers.enter_context(
-                running_ensemble(
-                    repository,
-                    tmp_path / home,  # drift state of its own; one monitoring store
-                    database_url=private_postgres.url(),
-                    ports=ports,
-                    extra_args=["--exit-timeout-secs=5"],
-                )
-            )
-
-        (_, a), (b_process, b) = start("a"), start("b")
-        grpc = f"{a.grpc_url},{b.grpc_url}"
-        with Traffic(lambda: EnsembleClient(grpc, "grpc", timeout=60), clips, 4) as traffic:
-            assert traffic.wait_answered(len(clips)), traffic.error
-            b_share = _answered_by(b) / max(1, _answered_by(a) + _answered_by(b))
-            os.killpg(b_process.pid, signal.SIGKILL)  # the server and its Python stubs
-            b_process.wait(timeout=30)
-            assert traffic.wait_answered(2 * len(clips), timeout=180), traffic.error
-            killed_at, restarted = traffic.answered, time.monotonic()
-            _, b = start("b", ports=b)  # same ports: the client's list stays right
-            restart_seconds = time.monotonic() - restarted
-            took_requests = wait_until(lambda: _answered_by(b) > 0, timeout=60)
-        answers = list(traffic.answers)
-        failed = [a for a in answers if not a.ok]
-        answered = sum(a.ok for a in answers)
-        stored = private_postgres.scalar(
-            "SELECT count(*) FROM predictions WHERE substr(clip_id, 1, %s) = %s",
-            (len(prefix), prefix),
+        a, b = (
+            servers.enter_context(running_ensemble(repository, tmp_path / home))[1]
+            for home in ("a", "b")  # drift state and store of their own
         )
-        record_reliability(
-            "faults",
-            "triton_replica_killed",
-            {
-                "fault": "SIGKILL of one of two tritonserver replicas (and its stubs) under "
-                "client traffic over both, then a restart on its ports",
-                "injected": 1,
-                "survived": traffic.error is None and not failed and took_requests,
-                "served": answered,
-                "stored": int(stored or 0),
-                "detail": f"{traffic.sent} requests: {answered} answered, {len(failed)} failed "
-                f"{sorted({a.error for a in failed})[:2]}; "
-                f"{sum(a.attempts > 1 for a in answers)} sent again to the other replica; "
-                f"the killed replica had answered {b_share:.0%}; {killed_at} answered before "
-                f"its restart ({restart_seconds:.0f} s), which then took requests: "
-                f"{took_requests}; rows the killed replica answered but had not written "
-                f"yet (its writer's queue) are lost: {answered - int(stored or 0)}",
-            },
-        )
-        assert traffic.error is None, traffic.error
-        assert len(answers) == traffic.sent and not failed, failed[:3]
-        assert 0.2 < b_share < 0.8, f"the killed replica answered {b_share:.0%} before"
-        assert any(a.attempts > 1 for a in answers), "no request went to the other replica"
-        assert took_requests, "the restarted replica took no request"
-
-        # a publication the restarted replica refuses: its drift folder for the new version
-        # cannot be made (a file is in the way), so its predictor fails to load
-        before = int(read_history(repository)["current"])
-        blocker = tmp_path / "b" / "serving" / "drift" / f"v{before + 1}"
-        blocker.parent.mkdir(parents=True, exist_ok=True)
-        blocker.write_text("in the way")
-        registry = Settings(  # the session's registry, where the published pair came from
-            _env_file=None,  # type: ignore[call-arg]
-            home=published_ensemble.home,
-            use_stack_env=False,
-        )
-        replicas = f"{a.http_url},{b.http_url}"
-        changed = replace(serving_options(), drift_window=31)  # a new version, same models
-
-        def publish() -> Any:
-            return publish_registered(
-                TrackingTarget.from_settings(registry), repository,
-                model_name=registry.model_name, options=changed, server_url=replicas,
-            )  # fmt: skip
-
+        started = time.monotonic()
         with pytest.raises(PublishError) as refused:
-            publish()
-        assert b.http_url in str(refused.value), refused.value
-        assert f"every replica rolled back to version {before}" in str(refused.value)
-        assert read_history(repository)["current"] == before
-        for replica in (a, b):
-            assert _loaded_versions(replica, "predictor") == {str(before)}
-        again = predict(clips, EnsembleClient(grpc, "grpc"), concurrency=2)
-        assert all(answer.ok for answer in again), [x.error for x in again if not x.ok][:3]
-
-        blocker.unlink()
-        result = publish()
-        assert result.created and result.version == before + 2
-        assert result.server_url == replicas and not result.unreachable
-        for replica in (a, b):
-            assert _loaded_versions(replica, "predictor") == {str(before + 2)}
+            publish_registered(
+                TrackingTarget.from_settings(registry), repository,
+                model_name=registry.model_name,
+                options=replace(serving_options(), drift_window=31),  # a new version
+                server_url=f"{a.http_url},{b.http_url}",
+            )  # fmt: skip
+        seconds = time.monotonic() - started
+        loaded = {r.http_url: _loaded_versions(r, "predictor") for r in (a, b)}
+        current = read_history(repository)["current"]
+        answers = predict(clips, EnsembleClient(f"{a.grpc_url},{b.grpc_url}"), concurrency=2)
+    message = str(refused.value)
+    record_reliability(
+        "faults",
+        "triton_replica_refuses_a_version",
+        {
+            "fault": "one of two Triton replicas cannot load a new version (a file where its "
+            "drift folder for that version goes)",
+            "injected": 1,
+            "survived": current == before
+            and all(v == {str(before)} for v in loaded.values())
+            and all(answer.ok for answer in answers),
+            "detail": f"publish failed in {seconds:.0f} s: {message[:300]}; repository pinned "
+            f"at {current} (was {before}); predictor versions loaded {loaded}; "
+            f"{sum(x.ok for x in answers)}/{len(answers)} answered afterwards over both",
+        },
+    )
+    assert b.http_url in message, message
+    assert f"every replica rolled back to version {before}" in message, message
+    assert current == before
+    assert loaded == {a.http_url: {str(before)}, b.http_url: {str(before)}}
+    assert all(answer.ok for answer in answers), [x.error for x in answers if not x.ok][:3]
 
 
 # --- extraction corpora -----------------------------------------------------------------------

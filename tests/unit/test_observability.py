@@ -280,7 +280,7 @@ def test_compose_config_has_the_native_jobs_on_compose_hosts() -> None:
 
     assert jobs(compose) == {
         "prometheus": ["localhost:9090"],
-        "triton": ["triton:8002"],
+        "triton": ["triton:8002", "triton-2:8002"],
         "node": ["node-exporter:9100"],
         "monitor": ["monitor:9095"],
         "dask": ["dask-scheduler:8787"],

@@ -93,10 +93,12 @@ TOKENS: dict[str, re.Pattern[str]] = {
 EXAMPLE_FILE = "docker_env/secrets.env.example"
 PUBLIC_DUMMY_KEYS = {"S3RVER"}
 TEST_DUMMIES = {"secret", "hunter2", "s3cret-Value", "not-printed", "x", "WRONG"}
-# Placeholders: ${VAR}, $VAR, {name} (format strings), <name>, masked values, empty.
+# Placeholders: ${VAR}, $VAR, $(VAR) (Kubernetes), {name} (format strings), <name>, masked
+# values, empty; YAML anchors/aliases (&name, *name); booleans (automountServiceAccountToken).
 PLACEHOLDER = re.compile(
-    r"^(?:\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|\{[^{}]*\}|<[^<>]*>|\*+|[&*][\w-]+|)$"
-)  # ... and YAML anchors/aliases (&name, *name)
+    r"^(?:\$\{?[A-Za-z_][A-Za-z0-9_]*\}?|\$\([A-Za-z_][A-Za-z0-9_]*\)|\{[^{}]*\}|<[^<>]*>|\*+"
+    r"|[&*][\w-]+|true|false|)$"
+)
 SHELL_DEFAULT = re.compile(
     r"^\$\{(?P<var>[A-Za-z_][A-Za-z0-9_]*)(?P<op>:?[-?])(?P<default>[^}]*)\}$"
 )
@@ -137,8 +139,10 @@ class CredentialScanner:
 
     documented: dict[str, str] = field(default_factory=documented_defaults)
 
-    def allowed_value(self, path: str, value: str, quoted: bool) -> bool:
+    def allowed_value(self, path: str, value: str, quoted: bool, name: str = "") -> bool:
         if PLACEHOLDER.match(value):
+            return True
+        if name and self.documented.get(name) == value:  # the example file's public value
             return True
         shell = SHELL_DEFAULT.match(value)
         if shell:  # ${VAR:-default}: the default must be the documented one (or none)
@@ -168,7 +172,8 @@ class CredentialScanner:
                 if prose and match["sep"] == ":":  # "the password: see ..." is a sentence
                     continue
                 value = match["value"]
-                if not self.allowed_value(path, value, quoted=bool(match["quote"])):
+                quoted = bool(match["quote"])
+                if not self.allowed_value(path, value, quoted=quoted, name=match["name"]):
                     found.append(
                         Finding(path, number, f"secret_assignment {match['name']}", mask(value))
                     )

@@ -94,6 +94,7 @@ def test_services_start_in_dependency_order() -> None:
         "dask-workers",
         "deployments",
         "triton",
+        "triton-replicas",
         "monitor",
         "alertmanager",
         "prometheus",
@@ -249,6 +250,44 @@ def test_extraction_goes_to_the_stacks_dask_cluster_or_to_the_users_own(tmp_path
         assert Stack(theirs).missing(service) == (
             "extraction uses the cluster at GENREOPS_DASK_ADDRESS=tcp://10.0.0.5:8786"
         )
+
+
+def test_triton_replicas_get_ports_state_and_clients_of_their_own(tmp_path: Path) -> None:
+    """GENREOPS_TRITON_REPLICAS=3: two more servers on ports + 10 and + 20, checked for
+    clashes like every port; clients get all three; each replica's drift state is its own and
+    the drift views read them all."""
+    from genreops.platform.stack.services import duplicate_ports, service_ports
+
+    one = settings_for(tmp_path)
+    assert Stack(one).missing("triton-replicas") == (
+        "one Triton server (GENREOPS_TRITON_REPLICAS=1)"
+    )
+    assert stack_environment(one)["GENREOPS_TRITON_URL"] == "127.0.0.1:8001"
+
+    three = settings_for(tmp_path, triton_replicas=3)
+    assert Stack(three).missing("triton-replicas") is None
+    ports = service_ports(three)["triton-replicas"]
+    assert [p.number for p in ports] == [8010, 8011, 8012, 8020, 8021, 8022]
+    assert stack_environment(three)["GENREOPS_TRITON_URL"] == (
+        "127.0.0.1:8001,127.0.0.1:8011,127.0.0.1:8021"
+    )
+    only_first = stack_environment(three, running=["triton"])["GENREOPS_TRITON_URL"]
+    assert only_first == "127.0.0.1:8001"  # replicas not started: not sent requests
+    clash = settings_for(tmp_path, triton_replicas=2, drift_ui_port=8010)
+    assert any("Triton replicas replica 1" in p for p in duplicate_ports(service_ports(clash)))
+
+    home = tmp_path.resolve()
+    replica = settings_for(tmp_path, serving_replica=2)
+    assert replica.serving_dir == home / "serving" / "replica-2"
+    assert replica.monitoring_spool_dir == home / "serving" / "replica-2" / "spool"
+    (home / "serving" / "replica-10").mkdir(parents=True)
+    (home / "serving" / "replica-x").mkdir()  # not a replica's
+    replica.serving_dir.mkdir()
+    assert one.serving_dirs == [
+        home / "serving",
+        home / "serving" / "replica-2",
+        home / "serving" / "replica-10",
+    ]
 
 
 def test_settings_pick_up_the_stack_env_file_below_explicit_settings(

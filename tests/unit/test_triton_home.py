@@ -62,7 +62,10 @@ def test_an_empty_home_starts_with_nothing_loaded_and_is_recorded(
     assert args == (repository,) and repository.is_dir()  # made, ready for a publish
     assert kwargs["load_models"] == []
     assert kwargs["ports"] == TritonPorts(9100, 9101, settings.triton_metrics_port)
-    assert kwargs["env"] == {"GENREOPS_HOME": str((tmp_path / "home").resolve())}
+    assert kwargs["env"] == {  # the stubs' settings: this home, replica 0's serving state
+        "GENREOPS_HOME": str((tmp_path / "home").resolve()),
+        "GENREOPS_SERVING_REPLICA": "0",
+    }
     assert kwargs["log_path"] == settings.log_dir.resolve() / "triton.log"
     assert said == [f"starting Triton on {repository} (log {kwargs['log_path']}) ..."]
     assert home_server.published is None

@@ -120,6 +120,20 @@ class Settings(BaseSettings):
         description="Triton gRPC host:port, or several replicas comma-separated (clients "
         "spread requests over them).",
     )
+    triton_replicas: int = Field(
+        default=1,
+        ge=1,
+        le=8,
+        description="tritonserver processes the native stack runs on the published "
+        "repository; replica i > 0 listens on the Triton ports + 10 * i.",
+    )
+    serving_replica: int = Field(
+        default=0,
+        ge=0,
+        le=7,
+        description="Which replica a Triton server process is (set by whoever starts it): its "
+        "drift state and monitoring spool are its own (serving/replica-<i>; 0: serving/).",
+    )
     triton_repository: Path | None = Field(
         default=None, description="Published Triton model repository; default under home."
     )
@@ -374,8 +388,16 @@ class Settings(BaseSettings):
 
     @property
     def serving_dir(self) -> Path:
-        """Drift state and the monitoring spool of the serving processes (absolute)."""
-        return self.home.resolve() / "serving"
+        """Drift state and the monitoring spool of this Triton replica's processes
+        (absolute)."""
+        return serving_dir(self.home, self.serving_replica)
+
+    @property
+    def serving_dirs(self) -> list[Path]:
+        """Those of every replica that has served from this home (replica 0 first)."""
+        root = serving_dir(self.home, 0)
+        replicas = [p for p in root.glob("replica-*") if p.name.removeprefix("replica-").isdigit()]
+        return [root, *sorted(replicas, key=lambda p: int(p.name.removeprefix("replica-")))]
 
     @property
     def monitoring_spool_dir(self) -> Path:
@@ -450,6 +472,13 @@ class _StackEnvSource(PydanticBaseSettingsSource):
 def default(name: str) -> Any:
     """A setting's default, so option objects built without settings share the one source."""
     return Settings.model_fields[name].default
+
+
+def serving_dir(home: Path, replica: int) -> Path:
+    """Serving state of one Triton replica: replica 0 (the only one, usually) in
+    ``serving/``, replica i in ``serving/replica-<i>``."""
+    root = home.resolve() / "serving"
+    return root / f"replica-{replica}" if replica else root
 
 
 @lru_cache(maxsize=1)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -74,9 +74,14 @@ class ViewsSummary:
     quality: list[str] = field(default_factory=list)  # quality reports added: "version (n)"
 
 
-def pending_tests(drift_root: Path, repository: Path, published: set[str]) -> Iterator[PendingTest]:
-    """Tests under ``drift_root/v<N>/`` not yet published, oldest first per version."""
-    for folder in sorted(drift_root.glob("v*"), key=lambda p: p.name):
+def pending_tests(
+    drift_roots: Path | Sequence[Path], repository: Path, published: set[str]
+) -> Iterator[PendingTest]:
+    """Tests under ``<drift root>/v<N>/`` (of each Triton replica's root) not yet published,
+    oldest first per version."""
+    roots = [drift_roots] if isinstance(drift_roots, Path) else list(drift_roots)
+    folders = (folder for root in roots for folder in sorted(root.glob("v*"), key=lambda p: p.name))
+    for folder in folders:
         if not folder.name[1:].isdigit() or not (folder / TESTS_FILE).exists():
             continue
         version = int(folder.name[1:])
@@ -142,7 +147,7 @@ def ensure_project(workspace: Any) -> Any:
 
 
 def publish_drift_views(
-    drift_root: Path,
+    drift_root: Path | Sequence[Path],
     repository: Path,
     workspace_dir: Path,
     *,
@@ -302,7 +307,7 @@ def publish_for(settings: Settings, limit: int | None = None) -> ViewsSummary:
 
     ui_url = running_ui(settings.drift_ui_port)
     summary = publish_drift_views(
-        settings.serving_dir / "drift",
+        [folder / "drift" for folder in settings.serving_dirs],  # every Triton replica's
         settings.repository,
         settings.drift_workspace,
         limit=limit,

@@ -119,7 +119,11 @@ def serve(
     ] = False,
     stop: Annotated[bool, typer.Option("--stop", help="Stop the server started before.")] = False,
 ) -> None:
-    """Run the real Triton server on the published repository (Ctrl-C or --stop ends it)."""
+    """Run the real Triton server on the published repository (Ctrl-C or --stop ends it).
+
+    With GENREOPS_SERVING_REPLICA=i (i > 0) it is replica i of a home several servers share:
+    its own record, log and serving state (the native stack's `triton-replicas` starts such
+    replicas on shifted ports by itself)."""
     from genreops.serving.triton.home import start_home_server, stop_home_server
     from genreops.serving.triton.server import TritonPorts
 
@@ -136,6 +140,8 @@ def serve(
             ports=TritonPorts(http=http_port, grpc=grpc_port, metrics=metrics_port),
             host=host,
             say=console.print,
+            # replicas sharing one home (containers on one volume) keep records and state apart
+            replica=settings.serving_replica,
         )
     ports, published = server.ports, server.published
     out.print(

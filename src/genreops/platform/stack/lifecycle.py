@@ -109,6 +109,8 @@ class Stack:
             return starters.prometheus_missing()
         if service == "alertmanager":
             return starters.alertmanager_missing()
+        if service == "triton-replicas" and self.settings.triton_replicas == 1:
+            return "one Triton server (GENREOPS_TRITON_REPLICAS=1)"
         if service in ("dask-scheduler", "dask-workers"):
             external = external_dask(self.settings)
             if external:
@@ -136,6 +138,10 @@ class Stack:
             from genreops.serving.triton.control import is_ready
 
             return is_ready(ends.triton_http)
+        if service == "triton-replicas":
+            from genreops.serving.triton.control import is_ready
+
+            return all(is_ready(ports.http_url) for ports in ends.triton_replicas)
         if service == "monitor":
             return http_answers(ends.monitor + "/healthz", expect="{")
         if service == "alertmanager":
@@ -161,6 +167,14 @@ class Stack:
             return f"{len(served)} deployments served (work pool {self.settings.work_pool})"
         if service == "triton":
             return self._triton_detail()
+        if service == "triton-replicas":
+            from genreops.serving.triton.control import is_ready
+
+            ready = sum(is_ready(ports.http_url) for ports in self.endpoints.triton_replicas)
+            return (
+                f"{ready} of {len(self.endpoints.triton_replicas)} more servers ready "
+                "(GENREOPS_TRITON_REPLICAS, ports + 10 each)"
+            )
         if service == "s3":
             return f"data in {self.home / 's3'}"
         if service == "drift-ui":
@@ -381,6 +395,7 @@ class Stack:
             "dask-workers": lambda t: starters.start_dask_workers(self, t),
             "deployments": lambda t: starters.start_deployments(self, t, launched),
             "triton": lambda t: starters.start_triton(self, t),
+            "triton-replicas": lambda t: starters.start_triton_replicas(self, t),
             "monitor": lambda t: starters.start_monitor(self, t),
             "alertmanager": lambda t: starters.start_alertmanager(self, t),
             "prometheus": lambda t: starters.start_prometheus(self, t),
@@ -431,7 +446,8 @@ class Stack:
                 path.unlink(missing_ok=True)
                 continue
             emit(service, "stopping", f"pid {record.pid}")
-            timeout = 60.0 if service == "triton" else STOP_TIMEOUT  # Triton drains requests
+            # Triton drains requests; the replicas' keeper stops its servers one by one
+            timeout = {"triton": 60.0, "triton-replicas": 180.0}.get(service, STOP_TIMEOUT)
             if stop_record(record, timeout=timeout):
                 stopped.append(service)
                 emit(service, "stopped", f"pid {record.pid}")

@@ -13,6 +13,7 @@ from pathlib import Path
 from genreops.core.errors import GenreopsError
 from genreops.core.settings import Settings
 from genreops.platform import s3server
+from genreops.serving.triton.server import TritonPorts, settings_ports
 
 HOST = "127.0.0.1"
 SERVICES = (
@@ -23,6 +24,7 @@ SERVICES = (
     "dask-workers",
     "deployments",
     "triton",
+    "triton-replicas",
     "monitor",
     "alertmanager",
     "prometheus",
@@ -34,6 +36,7 @@ DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "dask-workers": ("dask-scheduler",),
     "deployments": ("prefect", "dask-workers"),  # extraction runs on the stack's cluster
     "alertmanager": ("monitor",),  # its one receiver
+    "triton-replicas": ("triton",),  # more servers of the same repository
 }
 TITLES = {
     "s3": "S3 (s3rver)",
@@ -43,6 +46,7 @@ TITLES = {
     "dask-workers": "Dask workers",
     "deployments": "Prefect deployments",
     "triton": "Triton",
+    "triton-replicas": "Triton replicas",
     "monitor": "Monitor (quality gauges, alert receiver)",
     "alertmanager": "Alertmanager",
     "prometheus": "Prometheus",
@@ -56,6 +60,7 @@ TIMEOUTS = {  # seconds to get healthy on a busy 2-core machine
     "dask-workers": 120.0,
     "deployments": 240.0,
     "triton": 300.0,
+    "triton-replicas": 600.0,  # one after the other
     "monitor": 60.0,
     "alertmanager": 60.0,
     "prometheus": 60.0,
@@ -101,6 +106,7 @@ class Endpoints:
     triton_http: str
     triton_grpc: str  # host:port, the form tritonclient.grpc and GENREOPS_TRITON_URL take
     triton_metrics: str
+    triton_replicas: tuple[TritonPorts, ...]  # replicas 1.. (GENREOPS_TRITON_REPLICAS - 1)
     monitor: str
     alertmanager: str
     prometheus: str
@@ -125,6 +131,9 @@ class Endpoints:
             triton_http=url(settings.triton_http_port),
             triton_grpc=f"{HOST}:{settings.triton_grpc_port}",
             triton_metrics=f"{url(settings.triton_metrics_port)}/metrics",
+            triton_replicas=tuple(
+                settings_ports(settings, i) for i in range(1, settings.triton_replicas)
+            ),
             monitor=url(settings.monitor_port),
             alertmanager=url(settings.alertmanager_port),
             prometheus=url(settings.prometheus_port),
@@ -141,6 +150,7 @@ class Endpoints:
             "dask-workers": f"{self.dask_dashboard}/workers",
             "deployments": f"{self.prefect}/deployments",
             "triton": self.triton_http,
+            "triton-replicas": self.triton_replicas[0].http_url if self.triton_replicas else "",
             "monitor": self.monitor,
             "alertmanager": self.alertmanager,
             "prometheus": self.prometheus,
@@ -164,6 +174,15 @@ def service_ports(settings: Settings) -> dict[str, list[Port]]:
             Port("http", settings.triton_http_port, "GENREOPS_TRITON_HTTP_PORT"),
             Port("gRPC", settings.triton_grpc_port, "GENREOPS_TRITON_GRPC_PORT"),
             Port("metrics", settings.triton_metrics_port, "GENREOPS_TRITON_METRICS_PORT"),
+        ],
+        "triton-replicas": [
+            Port(f"replica {i} {role}", number, f"GENREOPS_TRITON_{setting}_PORT + {10 * i}")
+            for i in range(1, settings.triton_replicas)
+            for role, number, setting in (
+                ("http", settings_ports(settings, i).http, "HTTP"),
+                ("gRPC", settings_ports(settings, i).grpc, "GRPC"),
+                ("metrics", settings_ports(settings, i).metrics, "METRICS"),
+            )
         ],
         "monitor": [Port("http", settings.monitor_port, "GENREOPS_MONITOR_PORT")],
         "alertmanager": [Port("http", settings.alertmanager_port, "GENREOPS_ALERTMANAGER_PORT")],
@@ -250,7 +269,11 @@ def stack_environment(settings: Settings, running: Iterable[str] | None = None) 
     elif "dask-scheduler" in up:
         env["GENREOPS_DASK_ADDRESS"] = ends.dask_scheduler
     if "triton" in up:
-        env["GENREOPS_TRITON_URL"] = ends.triton_grpc
+        # clients spread requests over every replica (publish finds them by their records)
+        replicas = [ends.triton_grpc]
+        if "triton-replicas" in up:
+            replicas += [ports.grpc_url for ports in ends.triton_replicas]
+        env["GENREOPS_TRITON_URL"] = ",".join(replicas)
     return env
 
 

@@ -26,6 +26,7 @@ from genreops.platform.stack.services import (
     external_dask,
     stack_environment,
 )
+from genreops.serving.triton.server import settings_ports
 
 if TYPE_CHECKING:
     from genreops.platform.stack.lifecycle import Stack
@@ -207,6 +208,34 @@ def start_triton(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
     return started.process
 
 
+def start_triton_replicas(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
+    """Replicas 1.. of the home's server under one keeper process that restarts a replica that
+    dies (genreops.serving.triton.replicas)."""
+    settings = stack.settings
+    env = dict(os.environ)
+    env.update(stack_environment(settings))
+    env.update(  # the stack's own, whatever the keeper's environment says
+        GENREOPS_TRITON_REPOSITORY=str(settings.repository),
+        GENREOPS_TRITON_HTTP_PORT=str(settings.triton_http_port),
+        GENREOPS_TRITON_GRPC_PORT=str(settings.triton_grpc_port),
+        GENREOPS_TRITON_METRICS_PORT=str(settings.triton_metrics_port),
+        PYTHONUNBUFFERED="1",
+    )
+    argv = [
+        sys.executable, "-m", "genreops.serving.triton.replicas",
+        "--count", str(settings.triton_replicas - 1),
+    ]  # fmt: skip
+    return start_process(
+        "the Triton replicas",
+        argv,
+        ready=lambda: stack.healthy("triton-replicas"),
+        url=stack.endpoints.url("triton-replicas"),
+        log_path=stack.log_file("triton-replicas"),
+        env=env,
+        timeout=limit,
+    )
+
+
 def start_drift_ui(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
     stack.drift_workspace.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, DO_NOT_TRACK="true")
@@ -303,7 +332,11 @@ def start_prometheus(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
     settings = stack.settings
     targets = {
         observability.JOB_PROMETHEUS: [f"{HOST}:{settings.prometheus_port}"],
-        observability.JOB_TRITON: [f"{HOST}:{settings.triton_metrics_port}"],
+        # every replica: the dashboards sum their counters
+        observability.JOB_TRITON: [
+            f"{HOST}:{settings_ports(settings, replica).metrics}"
+            for replica in range(settings.triton_replicas)
+        ],
         observability.JOB_MONITOR: [f"{HOST}:{settings.monitor_port}"],
         # workers, tasks, memory of the extraction cluster (none when the user brings theirs)
         observability.JOB_DASK: (

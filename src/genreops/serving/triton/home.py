@@ -18,7 +18,7 @@ from genreops.core.pidfiles import SERVE_OWNER
 from genreops.core.settings import Settings
 from genreops.serving.publish import MODELS, read_history
 from genreops.serving.triton import server
-from genreops.serving.triton.server import HOST, TritonPorts
+from genreops.serving.triton.server import HOST, TritonPorts, settings_ports
 
 
 @dataclass(frozen=True)
@@ -38,15 +38,6 @@ class HomeServer:
         self.pid_file.unlink(missing_ok=True)
 
 
-def settings_ports(settings: Settings) -> TritonPorts:
-    """GENREOPS_TRITON_HTTP_PORT / _GRPC_PORT / _METRICS_PORT."""
-    return TritonPorts(
-        http=settings.triton_http_port,
-        grpc=settings.triton_grpc_port,
-        metrics=settings.triton_metrics_port,
-    )
-
-
 def start_home_server(
     settings: Settings,
     *,
@@ -58,6 +49,7 @@ def start_home_server(
     extra: dict[str, Any] | None = None,
     timeout: float = 180.0,
     say: Callable[[str], None] | None = None,
+    replica: int = 0,
 ) -> HomeServer:
     """Start Triton on the published repository of ``settings.home`` and record it.
 
@@ -65,12 +57,14 @@ def start_home_server(
     yet is ready for ``genreops publish``); ``ports`` None: the settings'; ``log_path`` None:
     ``triton.log`` in the settings' log folder. The published models are loaded at start
     (the fallback is loaded by the predictor's BLS call). ``say`` hears one line before the
-    start, which can take a minute.
+    start, which can take a minute. ``replica`` i > 0 is one more server on the same repository:
+    its own ports (``settings_ports``), log, record and serving state (GENREOPS_SERVING_REPLICA).
     """
     home = settings.home.resolve()
     repository = (repository or settings.repository).resolve()
-    ports = ports or settings_ports(settings)
-    log_path = log_path or settings.log_dir.resolve() / "triton.log"
+    ports = ports or settings_ports(settings, replica)
+    log_name = f"triton-{replica}.log" if replica else "triton.log"
+    log_path = log_path or settings.log_dir.resolve() / log_name
     repository.mkdir(parents=True, exist_ok=True)
     published = read_history(repository)["current"]
     if say is not None:
@@ -84,9 +78,9 @@ def start_home_server(
         host=host,
         timeout=timeout,
         # the Python stubs read the settings too: an absolute home, whatever their cwd
-        env={"GENREOPS_HOME": str(home)},
+        env={"GENREOPS_HOME": str(home), "GENREOPS_SERVING_REPLICA": str(replica)},
     )
-    pid_file = server.server_pid_file(home)
+    pid_file = server.server_pid_file(home, replica)
     server.write_pid_file(
         pid_file, process, ports, repository, log_path=log_path, owner=owner, extra=extra
     )
@@ -95,4 +89,5 @@ def start_home_server(
 
 def stop_home_server(settings: Settings) -> bool:
     """Stop the server recorded for ``settings.home``; False when none was running."""
-    return server.stop_from_pid_file(server.server_pid_file(settings.home))
+    record = server.server_pid_file(settings.home, settings.serving_replica)
+    return server.stop_from_pid_file(record)

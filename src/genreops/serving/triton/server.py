@@ -32,6 +32,7 @@ from genreops.core.processes import (
     start_ticks,
     stop_process,
 )
+from genreops.core.settings import Settings
 from genreops.serving.triton.control import is_ready, model_ready, repository_index
 from genreops.serving.triton.errors import TritonModelError, TritonServerError
 from genreops.serving.triton.install import find_tritonserver, prepare_backends, triton_environment
@@ -63,6 +64,19 @@ class TritonPorts:
     @property
     def metrics_url(self) -> str:
         return f"http://{HOST}:{self.metrics}/metrics"
+
+
+REPLICA_PORT_STEP = 10  # replica i listens on the settings' Triton ports + 10 * i
+
+
+def settings_ports(settings: Settings, replica: int = 0) -> TritonPorts:
+    """GENREOPS_TRITON_HTTP_PORT / _GRPC_PORT / _METRICS_PORT, shifted for replica i."""
+    step = REPLICA_PORT_STEP * replica
+    return TritonPorts(
+        http=settings.triton_http_port + step,
+        grpc=settings.triton_grpc_port + step,
+        metrics=settings.triton_metrics_port + step,
+    )
 
 
 @dataclass(frozen=True)
@@ -300,17 +314,26 @@ def read_pid_file(path: Path) -> TritonPidFile | None:
         ) from error
 
 
-def server_pid_file(home: Path) -> Path:
-    """Where `genreops serve` and the stack record the server they started."""
-    return Path(home).resolve() / "run" / "triton.json"
+def server_pid_file(home: Path, replica: int = 0) -> Path:
+    """Where `genreops serve` and the stack record the server they started (replica i > 0 of
+    the stack: ``triton-<i>.json``)."""
+    return Path(home).resolve() / "run" / (f"triton-{replica}.json" if replica else "triton.json")
 
 
 def running_server_url(home: Path) -> str | None:
-    """The HTTP URL of the server recorded under ``home``, if it still answers as ready."""
-    info = read_pid_file(server_pid_file(home))
-    if info is None or not is_ready(info.ports.http_url):
-        return None
-    return info.ports.http_url
+    """The HTTP URLs of the servers recorded under ``home`` that answer as ready, comma-
+    separated (replica 0 first); None when none does."""
+    run = Path(home).resolve() / "run"
+    records = sorted(run.glob("triton-*.json"), key=lambda p: p.stem)
+    urls = []
+    for path in [server_pid_file(home), *records]:
+        try:
+            info = read_pid_file(path)
+        except TritonServerError:
+            continue  # a damaged record of another replica does not hide the others
+        if info is not None and is_ready(info.ports.http_url):
+            urls.append(info.ports.http_url)
+    return ",".join(urls) or None
 
 
 def stop_from_pid_file(path: Path, timeout: float = STOP_TIMEOUT) -> bool:
