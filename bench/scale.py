@@ -1,4 +1,7 @@
-"""Extraction throughput on the native stack's Dask cluster with 1 and 2 workers.
+"""Capacity figures: extraction with 1 and 2 Dask workers, serving with 1 and 2 Triton
+replicas, and the monitoring store's write rate on PostgreSQL.
+
+``extraction`` (the default):
 
 The stack's own services do the work (`genreops stack up --only s3,prefect,dask-workers` in a
 temporary home, on ports of their own): the embedded S3 server holds the corpus, the
@@ -13,7 +16,20 @@ processes), then the timed run on the whole corpus into a fresh output. Adds a b
 "Scaling" section of ``bench/RESULTS.md`` (``--no-record`` to skip).
 
     .venv/bin/python bench/scale.py                       # 200 clips x 30 s, 1 then 2 workers
-    .venv/bin/python bench/scale.py --clips-per-genre 10 --seconds 10 --no-record
+    .venv/bin/python bench/scale.py extraction --clips-per-genre 10 --seconds 10 --no-record
+
+``serving``: a short training and a published ensemble (as ``bench/serving.py`` builds them),
+then one tritonserver, then a second replica on the same repository, each time loaded by the
+product's client (genreops.serving.client.EnsembleClient over every replica) with 30 s clips:
+clips/s, latency, CPU per clip in each stage (the preprocessor, predictor and postprocessor
+stubs, the drift worker, tritonserver itself, the client) and memory per replica.
+
+``store``: the serving processes' monitoring writer (genreops.monitoring.store.MonitoringWriter)
+on the PostgreSQL server at 127.0.0.1:5432, in a schema of its own: prediction rows stored per
+second, sustained.
+
+    .venv/bin/python bench/scale.py serving --duration 60
+    .venv/bin/python bench/scale.py store --rows 100000
 """
 
 from __future__ import annotations
@@ -186,14 +202,7 @@ def render(args: argparse.Namespace, runs: list[Measured], load: tuple[float, fl
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--clips-per-genre", type=int, default=20)
-    parser.add_argument("--seconds", type=float, default=30.0)
-    parser.add_argument("--chunk", type=int, default=8, help="clips per Dask task")
-    parser.add_argument("--no-record", action="store_true")
-    args = parser.parse_args()
-
+def extraction(args: argparse.Namespace) -> None:
     from genreops.data.storage import ensure_bucket, upload_dir
     from genreops.data.synth import render_corpus
     from genreops.platform import s3server
@@ -236,6 +245,323 @@ def main() -> None:
     if not args.no_record:
         record(block, SECTION, SECTION_INTRO)
         print(f"recorded in {RESULTS}")
+
+
+# --- serving: 1 and 2 Triton replicas ---------------------------------------------------------
+
+
+@dataclass
+class Served:
+    replicas: int
+    concurrency: int
+    seconds: float
+    latencies_ms: list[float]
+    errors: list[str]
+    cpu: dict[str, float]  # CPU seconds by stage during the timed load
+    rss_mb: list[float]  # resident memory of each replica (server, stubs, drift worker)
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies_ms) / self.seconds
+
+
+def _load(
+    client: Any, payloads: list[bytes], concurrency: int, seconds: float
+) -> tuple[list[float], list[str], float]:
+    """``concurrency`` threads sending one clip per request for ``seconds``."""
+    import itertools
+    import threading
+
+    counter, lock = itertools.count(), threading.Lock()
+    latencies: list[float] = []
+    errors: list[str] = []
+    started = time.perf_counter()
+    deadline = started + seconds
+
+    def worker() -> None:
+        while time.perf_counter() < deadline:
+            i = next(counter)
+            t0 = time.perf_counter()
+            try:
+                client.infer([payloads[i % len(payloads)]], [f"scale-{i}"])
+            except Exception as error:  # counted: a failed request is a result here
+                with lock:
+                    errors.append(str(error)[:200])
+                continue
+            with lock:
+                latencies.append((time.perf_counter() - t0) * 1e3)
+
+    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return latencies, errors, time.perf_counter() - started
+
+
+def _stage_cpu(roots: list[int]) -> dict[str, float]:
+    """CPU seconds by stage over every replica's process tree, and this client's."""
+    from serving import server_processes
+
+    totals: dict[str, float] = {}
+    for root in roots:
+        for kind, seconds in server_processes(root).values():
+            totals[kind] = totals.get(kind, 0.0) + seconds
+    me = psutil.Process().cpu_times()
+    totals["client (this process)"] = me.user + me.system
+    return totals
+
+
+def _rss_mb(root: int) -> float:
+    process = psutil.Process(root)
+    members = [process, *process.children(recursive=True)]
+    total = 0
+    for member in members:
+        try:
+            total += member.memory_info().rss
+        except psutil.NoSuchProcess:
+            continue
+    return total / 2**20
+
+
+def serving_scaling(args: argparse.Namespace) -> None:
+    from genreops.core.settings import get_settings
+    from genreops.serving.client import EnsembleClient
+    from genreops.serving.publish import MODELS, publish_registered
+    from genreops.serving.triton.server import TritonPorts, start_triton, stop_triton
+    from genreops.training.tracking import TrackingTarget
+    from serving import NORMAL, build, say
+
+    for name in [n for n in os.environ if n.startswith("GENREOPS_")]:
+        del os.environ[name]  # self-contained: nothing from the caller's stack
+    home = Path(tempfile.mkdtemp(prefix="genreops-scale-serving-"))
+    os.environ["GENREOPS_HOME"] = str(home)
+    get_settings.cache_clear()
+    setup = build(home, args.train_per_genre, args.served_per_genre, args.families, args.trials)
+    settings = get_settings()
+    repository = home / "repository"
+    published = publish_registered(
+        TrackingTarget.from_settings(settings), repository,
+        model_name=settings.model_name, options=NORMAL,
+    )  # fmt: skip
+    payloads = [path.read_bytes() for path in setup.served]
+    ports = _free_ports(6)
+    servers: list[tuple[Any, TritonPorts]] = []
+    runs: list[Served] = []
+    load_start = os.getloadavg()[0]
+    try:
+        for replica in range(2):
+            replica_ports = TritonPorts(*ports[3 * replica : 3 * replica + 3])
+            say(f"starting replica {replica}")
+            process = start_triton(
+                repository,
+                state_dir=home / f"replica-{replica}",
+                ports=replica_ports,
+                log_path=home / f"triton-{replica}.log",
+                load_models=list(MODELS),
+                env={"GENREOPS_HOME": str(home), "GENREOPS_SERVING_REPLICA": str(replica)},
+            )
+            servers.append((process, replica_ports))
+            warm = EnsembleClient(replica_ports.grpc_url)
+            _load(warm, payloads, 1, args.warmup)  # its stubs' first requests
+            client = EnsembleClient([p.grpc_url for _, p in servers])
+            for concurrency in args.concurrency:
+                roots = [proc.pid for proc, _ in servers]
+                before = _stage_cpu(roots)
+                latencies, errors, seconds = _load(client, payloads, concurrency, args.duration)
+                after = _stage_cpu(roots)
+                run = Served(
+                    len(servers), concurrency, seconds, latencies, errors,
+                    {k: after[k] - before.get(k, 0.0) for k in after},
+                    [_rss_mb(r) for r in roots],
+                )  # fmt: skip
+                say(
+                    f"{run.replicas} replica(s), concurrency {concurrency}: {run.rate:.2f} clips/s"
+                    f", {len(errors)} errors"
+                )
+                runs.append(run)
+    finally:
+        for process, _ in servers:
+            stop_triton(process)
+    block = render_serving(args, runs, published, (load_start, os.getloadavg()[0]))
+    print(block)
+    if not args.no_record:
+        record(block, SECTION, SECTION_INTRO)
+        print(f"recorded in {RESULTS}")
+
+
+def _pct(values: list[float], q: float) -> float:
+    import numpy as np
+
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+STAGES = (
+    "preprocessor stub(s)",
+    "predictor stub(s)",
+    "fallback stub(s)",
+    "postprocessor stub(s)",
+    "drift worker",
+    "tritonserver",
+    "client (this process)",
+)
+
+
+def render_serving(
+    args: argparse.Namespace, runs: list[Served], published: Any, load: tuple[float, float]
+) -> str:
+    lines = [
+        f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: serving, 1 and 2 Triton replicas, "
+        f"30 s clips, {args.duration:g} s per load",
+        "",
+        f"- command: `.venv/bin/python bench/scale.py serving --duration {args.duration:g}`",
+        f"- machine: {describe()}; 1-min load average {load[0]:.2f} at start, {load[1]:.2f} at end",
+        f"- models: champion {published.champion.label} ({published.champion.family}), "
+        f"challenger {published.challenger.label} ({published.challenger.family}); the drift "
+        "gate and its tests on (shipped defaults); the client (EnsembleClient over every "
+        "replica) on the same cores",
+        "",
+        "| replicas | concurrency | clips/s | p50 ms | p99 ms | errors | CPU ms/clip: "
+        + " / ".join(s.replace(" stub(s)", "").replace(" (this process)", "") for s in STAGES)
+        + " | total CPU ms/clip | RSS MB per replica |",
+        "|---:|---:|---:|---:|---:|---:|---|---:|---|",
+    ]
+    for run in runs:
+        answered = max(1, len(run.latencies_ms))
+        per_clip = [1000 * run.cpu.get(stage, 0.0) / answered for stage in STAGES]
+        total = 1000 * sum(run.cpu.values()) / answered
+        lines.append(
+            f"| {run.replicas} | {run.concurrency} | {run.rate:.2f} | "
+            f"{_pct(run.latencies_ms, 50):.0f} | {_pct(run.latencies_ms, 99):.0f} | "
+            f"{len(run.errors)} | {' / '.join(f'{v:.0f}' for v in per_clip)} | {total:.0f} | "
+            f"{', '.join(f'{mb:.0f}' for mb in run.rss_mb)} |"
+        )
+    best = {r: max((x.rate for x in runs if x.replicas == r), default=0.0) for r in (1, 2)}
+    if best[1] > 0:
+        lines += [
+            "",
+            f"- best throughput: 1 replica {best[1]:.2f} clips/s, 2 replicas {best[2]:.2f} "
+            f"clips/s ({best[2] / best[1]:.2f}x) on the same cores",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+# --- the monitoring store's write rate on PostgreSQL ---------------------------------------
+
+
+def store_rate(args: argparse.Namespace) -> None:
+    import uuid
+
+    import psycopg2
+
+    from genreops.monitoring.store import MonitoringStore, MonitoringWriter
+
+    server = "postgresql://postgres@127.0.0.1:5432"
+    database = "genreops_bench"
+    admin = psycopg2.connect(f"{server}/postgres", connect_timeout=5)
+    admin.autocommit = True
+    with admin.cursor() as cursor:
+        cursor.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
+        if cursor.fetchone() is None:
+            cursor.execute(f'CREATE DATABASE "{database}"')  # fixed name: bench data only
+    admin.close()
+    schema = f"bench_{uuid.uuid4().hex[:10]}"
+    connection = psycopg2.connect(f"{server}/{database}", connect_timeout=5)
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute(f'CREATE SCHEMA "{schema}"')  # generated identifier
+    url = f"{server}/{database}?options=-csearch_path%3D{schema}"
+    spool = Path(tempfile.mkdtemp(prefix="genreops-scale-spool-"))
+    genres = ["blues", "classical", "country", "disco", "hiphop",
+              "jazz", "metal", "pop", "reggae", "rock"]  # fmt: skip
+    try:
+        store = MonitoringStore(url)
+        store.ensure_schema()
+        writer = MonitoringWriter(store, spool)
+        load_start = os.getloadavg()[0]
+        started = time.perf_counter()
+        cpu_before = psutil.Process().cpu_times()
+        for i in range(args.rows):
+            while writer.submitted - writer.stored - writer.spooled > 8000:
+                time.sleep(0.005)  # keep the queue from overflowing into the spool
+            writer.submit_prediction(
+                {
+                    "clip_id": f"bench/{i}.wav",
+                    "genre": genres[i % 10],
+                    "confidence": 0.8,
+                    "probabilities": {g: 0.1 for g in genres},
+                    "model_version": "genre-classifier/1",
+                    "model_role": "champion",
+                    "drift_gate_open": False,
+                    "ood": False,
+                    "ood_score": 0.01,
+                    "latency_ms": 120.0,
+                    "repository_version": 1,
+                }
+            )
+        writer.flush(timeout=600)
+        seconds = time.perf_counter() - started
+        cpu_after = psutil.Process().cpu_times()
+        stored, spooled = writer.stored, writer.spooled
+        writer.close()
+        counted = store.count("predictions")
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'DROP SCHEMA "{schema}" CASCADE')  # this run's rows only
+        connection.close()
+    client_cpu = (cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system)
+    block = "\n".join(
+        [
+            f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: monitoring store on PostgreSQL, "
+            f"{args.rows} prediction rows",
+            "",
+            f"- command: `.venv/bin/python bench/scale.py store --rows {args.rows}`",
+            f"- machine: {describe()}; 1-min load average {load_start:.2f} at start; "
+            "PostgreSQL 15 on the same machine (127.0.0.1:5432)",
+            f"- one MonitoringWriter (the serving processes' writer: batches of "
+            f"{writer.batch_size}, one transaction each): **{stored / seconds:,.0f} rows/s** "
+            f"sustained ({stored} stored, {spooled} spooled, {counted} counted in the table, "
+            f"{seconds:.1f} s); the writing process used {1000 * client_cpu / max(1, stored):.2f} "
+            "ms CPU per row",
+            "",
+        ]
+    )
+    print(block)
+    if not args.no_record:
+        record(block, SECTION, SECTION_INTRO)
+        print(f"recorded in {RESULTS}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--no-record", action="store_true")
+    parts = parser.add_subparsers(dest="what")
+    extract = parts.add_parser("extraction", help="1 and 2 Dask workers (the default)")
+    for options in (parser, extract):  # `scale.py --clips-per-genre 10` still works
+        options.add_argument("--clips-per-genre", type=int, default=20)
+        options.add_argument("--seconds", type=float, default=30.0)
+        options.add_argument("--chunk", type=int, default=8, help="clips per Dask task")
+    serve = parts.add_parser("serving", help="1 and 2 Triton replicas")
+    serve.add_argument("--train-per-genre", type=int, default=8)
+    serve.add_argument("--served-per-genre", type=int, default=4)
+    serve.add_argument("--families", type=lambda v: v.split(","), default=["knn", "random_forest"])
+    serve.add_argument("--trials", type=int, default=2)
+    serve.add_argument("--duration", type=float, default=60.0, help="seconds per load")
+    serve.add_argument("--warmup", type=float, default=10.0, help="seconds per new replica")
+    serve.add_argument(
+        "--concurrency", type=lambda v: [int(x) for x in v.split(",")], default=[4, 8]
+    )
+    store = parts.add_parser("store", help="the monitoring store's write rate on PostgreSQL")
+    store.add_argument("--rows", type=int, default=100_000)
+    for sub in (extract, serve, store):
+        sub.add_argument("--no-record", action="store_true")
+    args = parser.parse_args()
+    if args.what == "serving":
+        serving_scaling(args)
+    elif args.what == "store":
+        store_rate(args)
+    else:
+        extraction(args)
 
 
 if __name__ == "__main__":

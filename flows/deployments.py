@@ -174,10 +174,7 @@ def _job_variables(settings: Settings) -> dict[str, Any]:
 def ensure_work_pool(client: SyncPrefectClient, settings: Settings) -> None:
     """The work pool and its queues with the limits of the settings; limits of an existing pool
     are brought up to date, its type and job template are left as they are."""
-    from prefect.client.schemas.actions import (
-        WorkPoolCreate,
-        WorkPoolUpdate,
-    )
+    from prefect.client.schemas.actions import WorkPoolCreate, WorkPoolUpdate
     from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
     from prefect.workers.base import BaseWorker
 

@@ -150,7 +150,8 @@ def test_a_fresh_stack_is_healthy_idempotent_self_healing_and_serves_the_deploym
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
     found = Settings(_env_file=None, home=platform.home, use_stack_env=True)  # type: ignore[call-arg]
     assert found.mlflow_uri == status["mlflow"]["url"]
-    assert found.triton_url == f"127.0.0.1:{platform.ports['GENREOPS_TRITON_GRPC_PORT']}"
+    grpc = platform.ports["GENREOPS_TRITON_GRPC_PORT"]
+    assert found.triton_url == f"127.0.0.1:{grpc},127.0.0.1:{grpc + 10}"  # both replicas
     assert found.prefect_api_url == platform.prefect_api
 
     # a dead service with its pid file left behind: `up` restarts just that one

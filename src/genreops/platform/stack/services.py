@@ -67,7 +67,6 @@ TIMEOUTS = {  # seconds to get healthy on a busy 2-core machine
     "drift-ui": 120.0,
 }
 DEPLOYMENT_TAG = "genreops"  # carried by every deployment of flows/deployments.py
-WORKER_POLL_SECONDS = 2
 # a worker that has not polled for this long is not serving (Prefect's foreman uses 60 s)
 POLL_STALE_SECONDS = 60.0
 STOP_TIMEOUT = 30.0

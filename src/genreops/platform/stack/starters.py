@@ -21,7 +21,6 @@ from genreops.platform.stack.prefect_api import prefect_healthy, served_deployme
 from genreops.platform.stack.records import utcnow
 from genreops.platform.stack.services import (
     HOST,
-    WORKER_POLL_SECONDS,
     StackError,
     external_dask,
     stack_environment,
@@ -178,7 +177,6 @@ def start_deployments(stack: Stack, limit: float, launched: dt.datetime) -> subp
     env = prefect_env(stack)
     env.update(stack_environment(stack.settings))  # every endpoint, whatever runs yet
     env.update(
-        PREFECT_WORKER_QUERY_SECONDS=str(WORKER_POLL_SECONDS),
         PYTHONUNBUFFERED="1",
         MLFLOW_DISABLE_TELEMETRY="true",
     )

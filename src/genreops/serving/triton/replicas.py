@@ -19,6 +19,7 @@ from types import FrameType
 
 from genreops.core.errors import GenreopsError
 from genreops.core.settings import Settings, get_settings
+from genreops.serving.publish import reload_server
 from genreops.serving.triton.home import HomeServer, start_home_server
 
 log = logging.getLogger("genreops.serving.triton.replicas")
@@ -41,6 +42,10 @@ class Replicas:
             self.running[replica] = start_home_server(
                 self.settings, replica=replica, owner="stack", timeout=300.0
             )
+            if self.running[replica].published:
+                # a publication that came while it started pinned a newer version: load it
+                # (loading what is loaded already is a no-op)
+                reload_server(self.running[replica].ports.http_url)
         except GenreopsError as error:
             log.error("replica %d did not start: %s", replica, error)
             return False
