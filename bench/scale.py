@@ -65,10 +65,42 @@ class Measured:
     clips: int
     seconds: float
     cpu: dict[str, float]  # CPU seconds by process group during the timed run
+    worker_rss_mb: float = 0.0  # the largest resident memory of one worker process seen
 
     @property
     def rate(self) -> float:
         return self.clips / self.seconds
+
+
+class PeakRss:
+    """The largest resident memory of any one descendant process of ``root``, sampled."""
+
+    def __init__(self, root: int, every: float = 0.5) -> None:
+        import threading
+
+        self.root, self.every, self.peak_mb = root, every, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.every):
+            try:
+                members = psutil.Process(self.root).children(recursive=True)
+            except psutil.NoSuchProcess:
+                return
+            for member in members:
+                try:
+                    self.peak_mb = max(self.peak_mb, member.memory_info().rss / 2**20)
+                except psutil.NoSuchProcess:
+                    continue
+
+    def __enter__(self) -> PeakRss:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _free_ports(count: int, first: int = 27000) -> list[int]:
@@ -161,12 +193,16 @@ def measure(home: Path, ports: dict[str, int], workers: int, corpus: str, chunk:
         pids = _stack_pids(stack)
         before = _cpu_seconds(pids)
         started = time.perf_counter()
-        summary = flow(input_url=corpus, output_url=output, chunk_size=chunk, window_seconds=30.0)
+        with PeakRss(pids["dask-workers"][0]) as rss:
+            summary = flow(
+                input_url=corpus, output_url=output, chunk_size=chunk, window_seconds=30.0
+            )
         seconds = time.perf_counter() - started
         after = _cpu_seconds(pids)
         if summary.n_extracted != clips:
             raise SystemExit(f"{summary.n_extracted} of {clips} clips extracted")
-        return Measured(workers, clips, seconds, {k: after[k] - before[k] for k in after})
+        cpu = {k: after[k] - before[k] for k in after}
+        return Measured(workers, clips, seconds, cpu, rss.peak_mb)
     finally:
         stack.down()
 
@@ -182,15 +218,16 @@ def render(args: argparse.Namespace, runs: list[Measured], load: tuple[float, fl
         "- where: scheduler, workers, S3 server, Prefect server and the flow on this machine",
         "",
         "| workers | seconds | clips/s | worker CPU ms/clip | other CPU ms/clip (S3, scheduler, "
-        "Prefect, flow) |",
-        "|---:|---:|---:|---:|---:|",
+        "Prefect, flow) | peak RSS of a worker process MB |",
+        "|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
         worker_cpu = run.cpu["dask-workers"]
         other = sum(v for k, v in run.cpu.items() if k != "dask-workers")
         lines.append(
             f"| {run.workers} | {run.seconds:.1f} | {run.rate:.2f} | "
-            f"{1000 * worker_cpu / run.clips:.0f} | {1000 * other / run.clips:.0f} |"
+            f"{1000 * worker_cpu / run.clips:.0f} | {1000 * other / run.clips:.0f} | "
+            f"{run.worker_rss_mb:.0f} |"
         )
     lines += [
         "",

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 
 from genreops.core.settings import get_settings
@@ -203,6 +204,14 @@ def ensemble_answers(metrics_url: str) -> int:
             if line.startswith("nv_inference_request_success{") and 'model="genre_ensemble"' in line
         )
     )
+
+
+def alive(process: psutil.Process) -> bool:
+    """Running, not a zombie (tritonserver does not reap a stub it did not stop itself)."""
+    try:
+        return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
 
 
 def free_port_block(size: int) -> int:

@@ -288,6 +288,42 @@ def test_a_replica_killed_under_traffic_fails_no_request(platform: Cli, demo: st
     assert ensemble_answers(killed.ports.metrics_url) > 0  # the new replica 1 answers too
 
 
+def test_a_version_one_replica_refuses_leaves_both_on_the_version_before(
+    platform: Cli, demo: str
+) -> None:
+    """`genreops publish` of a new version (other drift settings, same models) that replica 1
+    cannot load, for a file lies where its drift folder for that version goes: the command
+    fails naming that replica, the repository is pinned back, and both replicas keep serving
+    the version before."""
+    from genreops.serving.publish import read_history
+    from genreops.serving.triton.control import repository_index
+
+    repository = platform.home / "triton" / "repository"
+    before = read_history(repository)["current"]
+    blocker = platform.home / "serving" / "replica-1" / "drift" / f"v{before + 1}"
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("in the way")
+    platform.env["GENREOPS_DRIFT_WINDOW"] = "41"  # a new version of the same models
+    try:
+        refused = platform("publish", check=False)
+    finally:
+        del platform.env["GENREOPS_DRIFT_WINDOW"]
+        blocker.unlink()
+    said = " ".join((refused.stdout + refused.stderr).split())
+    http = platform.ports["GENREOPS_TRITON_HTTP_PORT"]
+    assert refused.returncode == 1, said
+    assert f"Triton at http://127.0.0.1:{http + 10} could not load model" in said, said
+    assert f"every replica rolled back to version {before}" in said, said
+    assert read_history(repository)["current"] == before
+    for port in (http, http + 10):
+        loaded = {
+            str(entry.get("version"))
+            for entry in repository_index(f"http://127.0.0.1:{port}")
+            if entry.get("name") == "predictor" and entry.get("state") == "READY"
+        }
+        assert loaded == {str(before)}, (port, loaded)
+
+
 def test_the_drift_view_shows_the_drift_tests(platform: Cli, demo: str) -> None:
     drift_ui = f"http://127.0.0.1:{platform.ports['GENREOPS_DRIFT_UI_PORT']}"
     projects = api(f"{drift_ui}/api/projects")

@@ -446,8 +446,11 @@ class Stack:
                 path.unlink(missing_ok=True)
                 continue
             emit(service, "stopping", f"pid {record.pid}")
-            # Triton drains requests; the replicas' keeper stops its servers one by one
-            timeout = {"triton": 60.0, "triton-replicas": 180.0}.get(service, STOP_TIMEOUT)
+            # Triton drains requests; the replicas' keeper stops its servers one by one; the
+            # Prefect worker holds nothing to drain, and its shutdown can hang on its API calls
+            timeout = {"triton": 60.0, "triton-replicas": 180.0, "deployments": 10.0}.get(
+                service, STOP_TIMEOUT
+            )
             if stop_record(record, timeout=timeout):
                 stopped.append(service)
                 emit(service, "stopped", f"pid {record.pid}")
