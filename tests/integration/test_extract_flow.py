@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import shutil
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -19,7 +15,7 @@ from genreops.core.settings import get_settings
 from genreops.data import extraction
 from genreops.data.features import FEATURE_NAMES, SCHEMA_HASH
 from genreops.data.storage import ensure_bucket, read_bytes, upload_dir
-from helpers import free_port, render_labeled_corpus
+from helpers import render_labeled_corpus
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("prefect_harness")]
 
@@ -119,50 +115,3 @@ def test_run_fails_when_failed_share_passes_the_threshold(
     # the manifest is still written, so the user can see what failed
     manifest = extraction.read_manifest("s3://features/run3", s3=s3_server.config)
     assert manifest["counts"]["failed"] == 1
-
-
-@pytest.fixture
-def external_dask_cluster(tmp_path: Path) -> Iterator[str]:
-    """A real scheduler and worker processes, as on a cluster (here on loopback)."""
-    port = free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    dask = shutil.which("dask", path=str(Path(sys.executable).parent))
-    assert dask, "dask CLI missing from the venv"
-    common = {"cwd": tmp_path, "stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    scheduler = subprocess.Popen(
-        [dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], **common
-    )
-    worker = subprocess.Popen(
-        [dask, "worker", address, "--nworkers", "2", "--nthreads", "1", "--no-dashboard"], **common
-    )
-    try:
-        from distributed import Client
-
-        with Client(address, timeout=60) as client:
-            client.wait_for_workers(2, timeout=60)
-        yield address
-    finally:
-        for process in (worker, scheduler):
-            process.terminate()
-        for process in (worker, scheduler):
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-@pytest.mark.usefixtures("s3_settings")
-def test_same_flow_runs_on_an_external_dask_cluster(
-    corpus_in_s3: str, s3_server: Any, external_dask_cluster: str
-) -> None:
-    from distributed import Client
-
-    summary = _run(
-        corpus_in_s3, "s3://features/run4", runner=dask_runner(address=external_dask_cluster)
-    )
-    assert summary.n_extracted == PER_GENRE * 10
-    with Client(external_dask_cluster, timeout=30) as client:
-        prefixes = client.run_on_scheduler(
-            lambda dask_scheduler: list(dask_scheduler.task_prefixes)
-        )
-    assert any("extract" in prefix for prefix in prefixes), prefixes

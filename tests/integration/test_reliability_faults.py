@@ -6,17 +6,13 @@ asserting, so a failing run still reports what happened:
 * database_restart: the monitoring store on a private PostgreSQL 15 cluster that the test
   stops (``pg_ctl stop -m fast``) and restarts during client traffic; every served answer
   must end up stored (spool, then replay).
-* s3_stop_during_extraction: the embedded S3 server stopped while the extraction flow writes
-  its chunks; the flow retries, and a second run reuses every finished chunk.
 * triton_stub_killed: SIGKILL of a Python-backend stub process of the running ensemble;
   every request is answered or fails with a reason, the watchdog started with the server
   (genreops.serving.triton.watchdog) reloads the model, and the server answers again.
-* triton_replica_refuses_a_version: one of two tritonservers on one repository cannot load
-  a new version; the publication fails naming it, and both stay on the version before.
-* mlflow_stop_during_register: the MLflow tracking server stopped between two alias writes of
-  register-best; a clear error, and the aliases are never half-set.
-* dask_worker_killed: a worker process of the local Dask cluster killed mid-extraction; the
-  flow finishes with every row.
+
+The pipeline stages' faults, which need no published ensemble, are in
+test_reliability_pipeline_faults.py; a Triton replica killed, or refusing a version, is in the
+e2e test (tests/e2e/test_platform.py), on the stack's two replicas.
 
 Fast mode (``make test``) keeps corpora and traffic small; ``GENREOPS_RELIABILITY=full``
 sends more traffic, extracts more clips and adds the harder variants.

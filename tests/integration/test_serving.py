@@ -260,7 +260,7 @@ def test_publishing_during_load_fails_no_request_and_rollback_works(served: Serv
     def load() -> None:
         # every clean clip in turn: a window of a few clips repeated is a drifted window
         while not stop.is_set():
-            results.extend(served.ask(served.clean, concurrency=2))
+            results.extend(served.ask(served.clean, concurrency=1))
 
     worker = threading.Thread(target=load)
     worker.start()
