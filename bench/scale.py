@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import os
 import socket
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -451,7 +452,7 @@ def render_serving(
         f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: serving, 1 and 2 Triton replicas, "
         f"30 s clips, {args.duration:g} s per load",
         "",
-        f"- command: `.venv/bin/python bench/scale.py serving --duration {args.duration:g}`",
+        f"- command: `.venv/bin/python bench/scale.py {' '.join(sys.argv[1:])}`",
         f"- machine: {describe()}; 1-min load average {load[0]:.2f} at start, {load[1]:.2f} at end",
         f"- models: champion {published.champion.label} ({published.champion.family}), "
         f"challenger {published.challenger.label} ({published.challenger.family}); the drift "
@@ -552,7 +553,7 @@ def store_rate(args: argparse.Namespace) -> None:
             f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: monitoring store on PostgreSQL, "
             f"{args.rows} prediction rows",
             "",
-            f"- command: `.venv/bin/python bench/scale.py store --rows {args.rows}`",
+            f"- command: `.venv/bin/python bench/scale.py {' '.join(sys.argv[1:])}`",
             f"- machine: {describe()}; 1-min load average {load_start:.2f} at start; "
             "PostgreSQL 15 on the same machine (127.0.0.1:5432)",
             f"- one MonitoringWriter (the serving processes' writer: batches of "
