@@ -172,6 +172,10 @@ def start_triton(
         # Triton 2.51 has no option to refuse a large request before it is buffered (no
         # --http-max-input-size, no gRPC message size limit); the preprocessor refuses it.
         "--grpc-infer-allocation-pool-size=0",
+        # Python-backend shared-memory regions of their own: two servers on one machine (the
+        # replicas, the tests) with the default names collide, and one aborts
+        # (boost::interprocess::lock_exception, seen in CI)
+        f"--backend-config=python,shm-region-prefix-name=genreops{ports.http}_",
         *extra_args,
     ]  # fmt: skip
     process = start_process(
