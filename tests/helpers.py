@@ -20,7 +20,7 @@ import pandas as pd
 import psutil
 import pytest
 
-from genreops.core.settings import get_settings
+from genreops.core.settings import Settings, get_settings
 from genreops.platform.stack import SERVICES, read_record
 from genreops.serving.publish import ServingOptions
 from genreops.serving.triton.server import TritonPorts, start_triton, stop_triton
@@ -191,6 +191,29 @@ def free_port() -> int:
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines as docker-compose and kustomize read them (no quotes, no expansion)."""
+    values = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            key, sep, value = line.partition("=")
+            assert sep, f"{path}: not KEY=VALUE: {line!r}"
+            values[key.strip()] = value
+    return values
+
+
+def settings_env_names() -> set[str]:
+    """Every environment name genreops' Settings reads: GENREOPS_<field> and aliases."""
+    names = set()
+    for field_name, field in Settings.model_fields.items():
+        names.add(f"GENREOPS_{field_name.upper()}")
+        alias = field.validation_alias
+        choices = getattr(alias, "choices", [alias] if isinstance(alias, str) else [])
+        names.update(c.upper() for c in choices if isinstance(c, str))
+    return names
 
 
 def ensemble_answers(metrics_url: str) -> int:

@@ -33,6 +33,7 @@ import pytest
 import yaml
 
 from genreops.core.settings import Settings
+from helpers import read_env_file, settings_env_names
 
 pytestmark = pytest.mark.integration
 
@@ -110,18 +111,6 @@ def run_config(env_file: Path, workdir: Path) -> subprocess.CompletedProcess[str
         text=True,
         timeout=120,
     )
-
-
-def read_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines as docker-compose reads them (no quotes or expansion in ours)."""
-    values = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, sep, value = line.partition("=")
-            assert sep, f"{path.name}: not KEY=VALUE: {line!r}"
-            values[key.strip()] = value
-    return values
 
 
 def env_files() -> list[Path]:
@@ -235,17 +224,6 @@ def dockerfile_instructions() -> list[tuple[str, list[str]]]:
             keyword, _, rest = line.partition(" ")
             instructions.append((keyword.upper(), rest.split()))
     return instructions
-
-
-def settings_env_names() -> set[str]:
-    """Every environment name Settings reads: GENREOPS_<field> and explicit aliases."""
-    names = set()
-    for field_name, field in Settings.model_fields.items():
-        names.add(f"GENREOPS_{field_name.upper()}")
-        alias = field.validation_alias
-        choices = getattr(alias, "choices", [alias] if isinstance(alias, str) else [])
-        names.update(c.upper() for c in choices if isinstance(c, str))
-    return names
 
 
 # --- fixtures -----------------------------------------------------------------------------

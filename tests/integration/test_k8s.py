@@ -32,7 +32,7 @@ import yaml
 from prefect.settings import Settings as PrefectSettings
 from prefect.settings.legacy import _get_settings_fields
 
-from genreops.core.settings import Settings
+from helpers import read_env_file, settings_env_names
 
 pytestmark = pytest.mark.integration
 
@@ -63,22 +63,10 @@ KEY_REFS = (("configMapKeyRef", "ConfigMap"), ("secretKeyRef", "Secret"))
 # --- a renderer of the kustomize subset kustomization.yaml keeps to ----------------------------
 
 
-def parse_env_file(path: Path) -> dict[str, str]:
-    """KEY=VALUE lines, as kustomize (and Compose) read env files: no quotes, no expansion."""
-    pairs = {}
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            key, sep, value = line.partition("=")
-            assert sep, f"{path}: not KEY=VALUE: {line!r}"
-            pairs[key] = value
-    return pairs
-
-
 def generated_data(base: Path, generator: dict[str, Any]) -> dict[str, str]:
     data: dict[str, str] = {}
     for env in generator.get("envs", []):
-        data.update(parse_env_file(base / env))
+        data.update(read_env_file(base / env))
     for item in generator.get("files", []):
         key, sep, source = item.partition("=")
         path = base / (source if sep else key)
@@ -205,17 +193,6 @@ def containers(pod_spec: dict[str, Any]) -> list[dict[str, Any]]:
 
 def image_name(image: str) -> str:
     return image.rpartition(":")[0]
-
-
-def settings_env_names() -> set[str]:
-    """Every environment name genreops' Settings reads: GENREOPS_<field> and aliases."""
-    names = set()
-    for field_name, field in Settings.model_fields.items():
-        names.add(f"GENREOPS_{field_name.upper()}")
-        alias = field.validation_alias
-        choices = getattr(alias, "choices", [alias] if isinstance(alias, str) else [])
-        names.update(c.upper() for c in choices if isinstance(c, str))
-    return names
 
 
 def container_env_names(container: dict[str, Any], by_key: dict[tuple[str, str], Any]) -> set:
@@ -409,13 +386,13 @@ def test_app_containers_use_composes_setting_names(
     """Compose's app.env is the app ConfigMap (same names); every GENREOPS_*/PREFECT_* name a
     container is given is one Compose gives (or a listed Kubernetes-only one), and one that
     genreops' Settings or Prefect reads."""
-    compose_app_env = parse_env_file(ROOT / "docker_env" / "app.env")
+    compose_app_env = read_env_file(ROOT / "docker_env" / "app.env")
     assert by_key["ConfigMap", "genreops-app"]["data"] == compose_app_env
     compose_names = set()
     for service in compose["services"].values():
         compose_names.update(service.get("environment", {}))
         for env_file in service.get("env_file", []):
-            compose_names.update(parse_env_file(ROOT / env_file))
+            compose_names.update(read_env_file(ROOT / env_file))
     known = settings_env_names() | set(_get_settings_fields(PrefectSettings))
     seen = set()
     for owner, _, pod_spec in pod_templates(objects):
@@ -438,7 +415,7 @@ def test_app_containers_use_composes_setting_names(
 
 
 def test_secrets_carry_only_the_example_values(objects: list[dict[str, Any]]) -> None:
-    example = parse_env_file(SECRET_EXAMPLE)
+    example = read_env_file(SECRET_EXAMPLE)
     generated = [obj for obj in objects if obj["kind"] == "Secret"]
     assert generated
     for secret in generated:

@@ -175,12 +175,12 @@ def service_ports(settings: Settings) -> dict[str, list[Port]]:
             Port("metrics", settings.triton_metrics_port, "GENREOPS_TRITON_METRICS_PORT"),
         ],
         "triton-replicas": [
-            Port(f"replica {i} {role}", number, f"GENREOPS_TRITON_{setting}_PORT + {10 * i}")
-            for i in range(1, settings.triton_replicas)
-            for role, number, setting in (
-                ("http", settings_ports(settings, i).http, "HTTP"),
-                ("gRPC", settings_ports(settings, i).grpc, "GRPC"),
-                ("metrics", settings_ports(settings, i).metrics, "METRICS"),
+            Port(f"replica {i} {role}", number, f"GENREOPS_TRITON_{role.upper()}_PORT + {10 * i}")
+            for i, ports in enumerate(Endpoints.from_settings(settings).triton_replicas, 1)
+            for role, number in (
+                ("http", ports.http),
+                ("gRPC", ports.grpc),
+                ("metrics", ports.metrics),
             )
         ],
         "monitor": [Port("http", settings.monitor_port, "GENREOPS_MONITOR_PORT")],
