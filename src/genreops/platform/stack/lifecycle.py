@@ -139,9 +139,7 @@ class Stack:
 
             return is_ready(ends.triton_http)
         if service == "triton-replicas":
-            from genreops.serving.triton.control import is_ready
-
-            return all(is_ready(ports.http_url) for ports in ends.triton_replicas)
+            return self._replicas_ready() == len(ends.triton_replicas)
         if service == "monitor":
             return http_answers(ends.monitor + "/healthz", expect="{")
         if service == "alertmanager":
@@ -151,6 +149,21 @@ class Stack:
         if service == "drift-ui":
             return http_answers(ends.drift_ui + "/")
         raise StackError(f"unknown service {service}")
+
+    def _replicas_ready(self) -> int:
+        """Replicas that answer as ready *and* have their record written: the keeper writes
+        it just after the server turns ready, and publishers find replicas by their records."""
+        from genreops.serving.triton.control import is_ready
+        from genreops.serving.triton.server import TritonServerError, read_pid_file, server_pid_file
+
+        ready = 0
+        for replica, ports in enumerate(self.endpoints.triton_replicas, start=1):
+            try:
+                record = read_pid_file(server_pid_file(self.home, replica))
+            except TritonServerError:
+                continue  # being written
+            ready += record is not None and record.ports == ports and is_ready(ports.http_url)
+        return ready
 
     def _served_since(self, record: PidRecord | None) -> list[str]:
         since = utcnow() - dt.timedelta(seconds=POLL_STALE_SECONDS)
@@ -168,9 +181,7 @@ class Stack:
         if service == "triton":
             return self._triton_detail()
         if service == "triton-replicas":
-            from genreops.serving.triton.control import is_ready
-
-            ready = sum(is_ready(ports.http_url) for ports in self.endpoints.triton_replicas)
+            ready = self._replicas_ready()
             return (
                 f"{ready} of {len(self.endpoints.triton_replicas)} more servers ready "
                 "(GENREOPS_TRITON_REPLICAS, ports + 10 each)"
