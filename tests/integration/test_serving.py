@@ -276,7 +276,7 @@ def test_publishing_during_load_fails_no_request_and_rollback_works(served: Serv
         assert newer.created and newer.version == served.published.version + 1
         time.sleep(2.0)
         rollback(served.repository)
-        reload_server(served.ports.http_url)
+        reload_server(served.ports.http_url, served.repository)
         time.sleep(1.0)
     finally:
         stop.set()

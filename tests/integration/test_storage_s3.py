@@ -234,3 +234,39 @@ def test_a_public_feature_table_loads_from_s3_as_file_or_prefix(
         load_feature_table(f"{bucket}/gtzan", s3=s3)
     with pytest.raises(TrainingError, match="no feature table here"):
         load_feature_table(f"{bucket}/nothing", s3=s3)
+
+
+def test_a_chunk_read_from_s3_fails_each_bad_clip_alone_in_order(
+    s3_server: Any, bucket: str, tmp_path: Path
+) -> None:
+    """What a Dask worker does with a chunk of S3 clips: a clip that vanished after listing,
+    one over the size limit and one that is no audio each fail alone with their reason; the
+    good ones keep their order and the features of the same file read from disk."""
+    import numpy as np
+
+    from genreops.data.audio import load_audio
+    from genreops.data.extraction import Chunk, ExtractOptions, extract_chunk, list_clips
+    from genreops.data.features import extract_features
+    from genreops.data.synth import render_corpus
+
+    s3 = s3_server.config
+    render_corpus(tmp_path / "c", per_genre=2, seconds=6, seed=11, genres=("blues", "rock"))
+    (tmp_path / "c" / "manifest.json").unlink(missing_ok=True)
+    (tmp_path / "c" / "rock" / "noise.wav").write_bytes(os.urandom(4000))
+    (tmp_path / "c" / "rock" / "huge.wav").write_bytes(b"RIFF" + bytes(3 * MB))
+    (tmp_path / "c" / "rock" / "gone.wav").write_bytes(b"RIFF")
+    upload_dir(tmp_path / "c", f"{bucket}/c", s3=s3)
+    clips = list_clips(f"{bucket}/c", s3=s3)
+    s3_client(s3).delete_object(Bucket=bucket.removeprefix("s3://"), Key="c/rock/gone.wav")
+
+    options = ExtractOptions(window_seconds=6.0, min_seconds=1.0, max_file_bytes=2 * MB)
+    result = extract_chunk(Chunk("c", tuple(clips)), options, s3=s3)
+    reasons = {f.clip_id: f.reason for f in result.failures}
+    assert reasons == {
+        "rock/gone.wav": "unreadable", "rock/huge.wav": "too_large", "rock/noise.wav": "not_audio"
+    }, result.failures  # fmt: skip
+    assert all(f.message.startswith(f.clip_id) for f in result.failures)
+    good = [c for c in clips if c.clip_id not in reasons]
+    assert result.clip_ids == [c.clip_id for c in good] and len(good) == 4
+    first = load_audio(tmp_path / "c" / good[0].clip_id, duration=6.0, min_seconds=1.0)
+    np.testing.assert_allclose(result.features[0], extract_features(first), rtol=1e-5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -22,6 +23,7 @@ from genreops.serving.publish import (
     ModelRef,
     PublishError,
     ServingOptions,
+    load_order,
     publish_pair,
     read_history,
     rollback,
@@ -121,6 +123,43 @@ def test_a_new_pair_becomes_version_2_and_rollback_returns_to_1(
         assert "versions: [ 1 ]" in (repo / name / "config.pbtxt").read_text()
     with pytest.raises(PublishError, match="no earlier published version"):
         rollback(repo)
+
+
+def test_a_canary_loads_before_the_predictor_that_calls_it_and_leaves_after_it(
+    tmp_path: Path, reference: pd.DataFrame
+) -> None:
+    """While a server swaps versions, the predictor in place must find what it calls: a new
+    canary is loaded before the predictor sending it traffic, an emptied canary slot only
+    after the predictor that no longer does (a promotion, a withdrawal)."""
+    model = _classifier(tmp_path)
+    repo = tmp_path / "repo"
+    options = ServingOptions()
+    pair = {"champion": _pair(model, "1"), "challenger": _pair(model, "2")}
+    publish_pair(repo, **pair, canary=_pair(model, "3"), reference=reference, options=options)
+    with_canary = load_order(repo)
+    assert with_canary == MODELS
+    assert with_canary.index("canary") < with_canary.index("predictor")
+    publish_pair(repo, **pair, reference=reference, options=options)  # the canary withdrawn
+    without = load_order(repo)
+    assert sorted(without) == sorted(MODELS) and without[-1] == MODELS[-1]  # the ensemble last
+    assert without.index("predictor") < without.index("canary")
+    assert without.index("fallback") < without.index("predictor")
+
+
+def test_each_version_holds_its_bytecode_before_any_server_imports_it(
+    tmp_path: Path, reference: pd.DataFrame
+) -> None:
+    """A stub importing model.py must not add files to a loaded version: Triton would take
+    the version for changed and load it again."""
+    model = _classifier(tmp_path)
+    repo = tmp_path / "repo"
+    publish_pair(
+        repo, champion=_pair(model, "1"), challenger=_pair(model, "2"), reference=reference,
+        options=ServingOptions(),
+    )  # fmt: skip
+    for source in repo.glob("*/1/model.py"):
+        assert Path(importlib.util.cache_from_source(str(source))).is_file(), source
+    assert len(list(repo.glob("*/1/model.py"))) == len(MODELS) - 1  # all but the ensemble
 
 
 def test_a_model_on_a_subset_of_the_columns_is_served_from_the_full_vectors(

@@ -193,6 +193,7 @@ def run_demo(settings: Settings, plan: DemoPlan, say: Say) -> DemoResult:
     failed (first of all: a service of the stack that is not healthy)."""
     services = stack_services(settings)
     monitor_url = ""
+    policy: dict[str, Any] = {}
     if plan.loop:  # before anything: a monitor that would take hours says so now
         from genreops.platform.stack import Stack
 
@@ -244,6 +245,7 @@ def run_demo(settings: Settings, plan: DemoPlan, say: Say) -> DemoResult:
             say,
             monitor_url=monitor_url,
             timeout=plan.loop_timeout,
+            canary_min_answers=int(policy.get("canary_min_answers") or 0) or None,
         ).run()
         seconds["loop"] = time.perf_counter() - started
     return DemoResult(summary, str(run.id), views, seconds, explore_urls(services), loop)

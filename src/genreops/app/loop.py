@@ -22,7 +22,7 @@ from typing import Any
 
 from genreops.core.errors import GenreopsError
 from genreops.core.settings import Settings
-from genreops.monitoring.canary import PROMOTED, PUBLISHED, WITHDRAWN, canary_on_trial
+from genreops.monitoring.canary import PROMOTED, PUBLISHED, WITHDRAWN, canary_on_trial, judge
 from genreops.monitoring.retraining import FAILED, TRIGGERED
 from genreops.monitoring.store import MonitoringStore
 
@@ -88,6 +88,7 @@ class Loop:
         monitor_url: str,
         timeout: float = 900.0,
         poll: float = 2.0,
+        canary_min_answers: int | None = None,
     ) -> None:
         from genreops.serving.client import EnsembleClient
 
@@ -95,6 +96,8 @@ class Loop:
         self.monitor_url = monitor_url
         self.monitor_status = ""  # what the monitor's last check said (its /healthz)
         self.timeout, self.poll = timeout, poll
+        # the monitor's (its /healthz policy), which judges; this process's settings otherwise
+        self.canary_min_answers = canary_min_answers or settings.canary_min_answers
         self.client = EnsembleClient(settings.triton_url, "grpc")
         self.result = LoopResult()
         self.started = time.monotonic()
@@ -181,15 +184,18 @@ class Loop:
                             concluded = name
                             self._record_conclusion(event)
                 if PUBLISHED in seen and concluded is None:
-                    if canary_on_trial(store) is None:
+                    trial = canary_on_trial(store)
+                    if trial is None:
                         if trial_gone:  # twice: not a conclusion recorded between two reads
                             raise LoopError(
                                 "the canary's trial ended without a verdict: a newer "
                                 "publication serves without it (see `genreops models`)"
                             )
                         trial_gone = True
-                    else:
-                        self.send(labeled=True)  # labeled traffic judges the canary
+                    elif judge(store, trial, self.canary_min_answers).promote is None:
+                        # labeled traffic judges the canary; no more once the monitor can
+                        # decide, so its publication does not compete with the demo's load
+                        self.send(labeled=True)
                 time.sleep(self.poll)
             if not alerted:  # the alert's delivery is slower than the loop on a fast machine
                 self._wait_for_alert(store, deadline)

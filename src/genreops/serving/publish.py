@@ -20,6 +20,7 @@ import hashlib
 import json
 import logging
 import os
+import py_compile
 import shutil
 import string
 import time
@@ -274,6 +275,7 @@ def write_version(
             code = template / model / "model.py"
             if code.exists():
                 shutil.copy2(code, folder / "model.py")
+                _compile_ahead(folder / "model.py")
             if model == "predictor":
                 joblib.dump(champion_model, folder / MODEL_FILE)
                 atomic_write(folder / META_FILE, json.dumps(asdict(champion_ref), indent=2))
@@ -293,6 +295,15 @@ def write_version(
             elif model == "preprocessor":
                 schema = {"version": SCHEMA_VERSION, "hash": SCHEMA_HASH, "names": FEATURE_NAMES}
                 atomic_write(folder / "schema.json", json.dumps(schema))
+
+
+def _compile_ahead(source: Path) -> None:
+    """Write the model's bytecode with the folder, before Triton loads it. Otherwise the first
+    stub to import it writes ``__pycache__`` into the version folder, Triton takes that newer
+    file for a changed model, and the ensemble's load loads the model a second time (seen: the
+    preprocessor, predictor and postprocessor loaded twice in every publish; the embedded
+    stubs ignore PYTHONDONTWRITEBYTECODE)."""
+    py_compile.compile(str(source), doraise=True)
 
 
 @contextmanager
@@ -475,16 +486,30 @@ def load_registered_pair(target: Any, model_name: str) -> RegisteredModels:
     return RegisteredModels(champion, challenger, pd.read_parquet(local), canary, share)
 
 
-def reload_server(server_url: str) -> None:
-    """Have a running server (explicit model control) load the pinned versions, in order.
+def reload_server(server_url: str, repository: Path | None = None) -> None:
+    """Have a running server (explicit model control) load the pinned versions, in order
+    (``load_order`` of ``repository`` when given).
 
     Triton loads the new version next to the old one and switches when it is ready, so
     requests in flight finish on the old version and none fail during the swap.
     """
     from genreops.serving.triton.control import load_model
 
-    for model in MODELS:
+    for model in MODELS if repository is None else load_order(repository):
         load_model(server_url, model)
+
+
+def load_order(repository: Path) -> tuple[str, ...]:
+    """MODELS, except when the pinned version has no canary: then the predictor loads before
+    the canary slot empties, for the predictor before it sends the canary its share until it
+    is replaced (seen: "no model is published in this slot" while a canary was promoted)."""
+    current = read_history(repository)["current"]
+    canary_file = repository / "predictor" / str(current) / CANARY_FILE
+    if current is None or not canary_file.is_file() or json.loads(canary_file.read_text()):
+        return MODELS
+    order = [m for m in MODELS if m != "canary"]
+    order.insert(order.index("predictor") + 1, "canary")
+    return tuple(order)
 
 
 def replica_urls(server_url: str) -> list[str]:
@@ -505,8 +530,7 @@ def reload_replicas(
     ``restore`` False (a rollback being loaded) raises the refusal as it is.
     """
     urls = replica_urls(server_url)
-    with ThreadPoolExecutor(max_workers=len(urls)) as pool:
-        outcomes = dict(zip(urls, pool.map(_reload_outcome, urls), strict=True))
+    outcomes = _reload_all(urls, repository)
     refusals = [error for error in outcomes.values() if isinstance(error, TritonModelError)]
     if refusals:
         if not restore:
@@ -522,13 +546,19 @@ def reload_replicas(
     return loaded, unreachable
 
 
-def _reload_outcome(url: str) -> TritonServerError | None:
-    """None when the replica loaded the pinned versions, else why not."""
-    try:
-        reload_server(url)
-    except TritonServerError as error:  # refused (TritonModelError) or not reachable
-        return error
-    return None
+def _reload_all(urls: list[str], repository: Path) -> dict[str, TritonServerError | None]:
+    """Every replica loads the pinned versions, all at once: None for each that did, else
+    why not (refused: TritonModelError, or not reachable)."""
+
+    def outcome(url: str) -> TritonServerError | None:
+        try:
+            reload_server(url, repository)
+        except TritonServerError as error:
+            return error
+        return None
+
+    with ThreadPoolExecutor(max_workers=len(urls)) as pool:
+        return dict(zip(urls, pool.map(outcome, urls), strict=True))
 
 
 def _restore_previous(repository: Path, template: Path, replicas: list[str]) -> str:
@@ -538,9 +568,8 @@ def _restore_previous(repository: Path, template: Path, replicas: list[str]) -> 
         entry = rollback(repository, template)
     except PublishError as error:
         return f"nothing rolled back ({error})"
-    with ThreadPoolExecutor(max_workers=len(replicas)) as pool:
-        outcomes = zip(replicas, pool.map(_reload_outcome, replicas), strict=True)
-    failed = [f"{url}: {error}" for url, error in outcomes if error is not None]
+    outcomes = _reload_all(replicas, repository)
+    failed = [f"{url}: {error}" for url, error in outcomes.items() if error is not None]
     done = f"the repository and every replica rolled back to version {entry['version']}"
     return done + (f", except {'; '.join(failed)}" if failed else "")
 

@@ -45,7 +45,9 @@ class Replicas:
             if self.running[replica].published:
                 # a publication that came while it started pinned a newer version: load it
                 # (loading what is loaded already is a no-op)
-                reload_server(self.running[replica].ports.http_url)
+                reload_server(
+                    self.running[replica].ports.http_url, self.running[replica].repository
+                )
         except GenreopsError as error:
             log.error("replica %d did not start: %s", replica, error)
             return False
