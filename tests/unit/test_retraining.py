@@ -85,6 +85,25 @@ def test_too_few_labeled_answers_never_call_for_it(store: MonitoringStore) -> No
     assert why_retrain(store, POLICY, NOW) is None
 
 
+@pytest.mark.parametrize("event", ["publish", "rollback"])
+def test_evidence_about_models_no_longer_serving_never_calls_for_it(
+    store: MonitoringStore, event: str
+) -> None:
+    """A promoted canary, a new publication or a rollback starts the count again: the open
+    gate and the wrong answers before it were the replaced models'."""
+    drift_tests(store, (40, True), (30, True), (20, True))
+    labeled_answers(store, right=2, wrong=6)
+    assert why_retrain(store, POLICY, NOW) is not None
+    changed = NOW - timedelta(minutes=10)
+    store.insert_model_events([{"at": changed, "event": event, "detail": {"version": 2}}])
+    assert why_retrain(store, POLICY, NOW) is None
+    drift_tests(store, (9, True), (1, True))  # the new models' own traffic drifts too
+    assert why_retrain(store, POLICY, NOW) is None  # open for 8 min only
+    reason = why_retrain(store, POLICY, NOW + timedelta(minutes=8))
+    assert reason is not None and reason.kind == "drift"
+    assert reason.figures["gate_open_since"] == (NOW - timedelta(minutes=9)).isoformat()
+
+
 class Runs:
     """The retraining runs a watcher starts (Prefect's part, tested on a real server)."""
 

@@ -144,11 +144,18 @@ class RecentQuality:
 
 
 def recent_quality(
-    store: MonitoringStore, policy: QualityPolicy, model_version: str | None = None
+    store: MonitoringStore,
+    policy: QualityPolicy,
+    model_version: str | None = None,
+    *,
+    since: datetime | None = None,
 ) -> RecentQuality:
     """Accuracy and G-mean over the newest ``policy.recent_answers`` labeled answers (of one
-    model version, or of all), once at least ``policy.min_answers`` back them."""
-    rows = store.labeled_predictions(newest=policy.recent_answers, model_version=model_version)
+    model version, or of all; served at or after ``since``), once at least
+    ``policy.min_answers`` back them."""
+    rows = store.labeled_predictions(
+        since, newest=policy.recent_answers, model_version=model_version
+    )
     if len(rows) < policy.min_answers:
         return RecentQuality(len(rows))
     accuracy, gmean, _recall = score(

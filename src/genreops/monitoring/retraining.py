@@ -72,11 +72,21 @@ class RetrainReason:
     figures: dict[str, Any] = field(default_factory=dict)
 
 
-def gate_open_since(store: MonitoringStore) -> datetime | None:
-    """When the current run of open-gate drift tests began; None while the gate is closed."""
+def serving_since(store: MonitoringStore) -> datetime | None:
+    """When what serves now was put in place (the newest publication or rollback): evidence
+    from before it was about other models (seen: a promoted canary retrained at once on the
+    open gate its predecessor's traffic had left in the store)."""
+    events = [*store.model_events(limit=1, event="publish")]
+    events += store.model_events(limit=1, event="rollback")
+    return max((e["at"] for e in events), default=None)
+
+
+def gate_open_since(store: MonitoringStore, after: datetime | None = None) -> datetime | None:
+    """When the current run of open-gate drift tests began (only tests after ``after``
+    count); None while the gate is closed."""
     since = None
     for test in store.recent_drift_tests(STREAK_TESTS):  # newest first
-        if not test["gate_open"]:
+        if not test["gate_open"] or (after is not None and test["tested_at"] < after):
             break
         since = test["tested_at"]
     return since
@@ -87,7 +97,8 @@ def why_retrain(
 ) -> RetrainReason | None:
     """The reason to retrain now, if there is one (drift first: it is the earlier signal)."""
     now = now or utc_now()
-    since = gate_open_since(store)
+    serving = serving_since(store)
+    since = gate_open_since(store, serving)
     if since is not None:
         seconds = (now - since).total_seconds()
         if seconds >= policy.gate_open_seconds:
@@ -97,7 +108,7 @@ def why_retrain(
                 f"(GENREOPS_RETRAIN_GATE_OPEN_SECONDS={policy.gate_open_seconds:g})",
                 {"gate_open_since": since.isoformat(), "gate_open_seconds": round(seconds, 1)},
             )
-    recent = recent_quality(store, policy.quality)
+    recent = recent_quality(store, policy.quality, since=serving)
     minimum = policy.quality.min_accuracy
     if recent.accuracy is not None and recent.gmean is not None and recent.accuracy < minimum:
         return RetrainReason(
