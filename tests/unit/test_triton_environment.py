@@ -51,3 +51,17 @@ def test_a_stub_keeps_freed_memory_through_mallopt() -> None:
     # large enough for every block of a 30 s clip's features, small enough that a payload
     # over it (an oversized request's copy) is its own mapping and goes back when freed
     assert 16 * 1024 * 1024 <= KEEP_FREED[M_MMAP_THRESHOLD] <= 64 * 1024 * 1024
+
+
+def test_a_new_server_removes_the_shared_memory_a_killed_one_left_on_its_port(
+    tmp_path: Path,
+) -> None:
+    """Only a clean stop removes the Python backend's regions; a SIGKILLed server leaves them
+    in /dev/shm. The next server on the same (free) port removes its prefix's, no other's."""
+    from genreops.serving.triton.server import TritonPorts, _remove_stale_shm, shm_prefix
+
+    mine, other = shm_prefix(TritonPorts(8000, 8001, 8002)), shm_prefix(TritonPorts(8010))
+    for name in (f"{mine}a1", f"{mine}b2", f"{other}c3", "PostgreSQL.1"):
+        (tmp_path / name).write_bytes(b"x")
+    _remove_stale_shm(mine, tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["PostgreSQL.1", f"{other}c3"]

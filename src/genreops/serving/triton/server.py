@@ -4,6 +4,7 @@ commands find it by."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import subprocess
@@ -147,6 +148,7 @@ def start_triton(
             f"Triton model repository {repository} does not exist or is no folder"
         )
     _check_ports(ports)
+    _remove_stale_shm(shm_prefix(ports))
     install = find_tritonserver()
     backends = prepare_backends(state_dir, install=install)
     if log_path is None:
@@ -175,7 +177,7 @@ def start_triton(
         # Python-backend shared-memory regions of their own: two servers on one machine (the
         # replicas, the tests) with the default names collide, and one aborts
         # (boost::interprocess::lock_exception, seen in CI)
-        f"--backend-config=python,shm-region-prefix-name=genreops{ports.http}_",
+        f"--backend-config=python,shm-region-prefix-name={shm_prefix(ports)}",
         *extra_args,
     ]  # fmt: skip
     process = start_process(
@@ -200,6 +202,22 @@ def start_triton(
     if watchdog:
         _WATCHDOGS[process.pid] = _start_watchdog(process.pid, ports.http_url, log_path)
     return process
+
+
+def shm_prefix(ports: TritonPorts) -> str:
+    """The Python backend's shared-memory region names of the server on these ports."""
+    return f"genreops{ports.http}_"
+
+
+SHM_DIR = Path("/dev/shm")  # noqa: S108 - where POSIX shared memory lives on Linux
+
+
+def _remove_stale_shm(prefix: str, shm: Path = SHM_DIR) -> None:
+    """Regions a killed server or stub left behind (only a clean stop removes them). The port
+    is free, so no running server owns names with this prefix."""
+    for region in shm.glob(f"{prefix}*"):
+        with contextlib.suppress(OSError):
+            region.unlink()
 
 
 # tritonserver pid -> its watchdog, so stop_triton can reap it
