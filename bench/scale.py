@@ -249,6 +249,7 @@ def render(
         f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC: {one.clips} clips x {args.seconds:g} s, "
         f"chunks of {args.chunk}",
         "",
+        f"- command: `.venv/bin/python bench/scale.py {' '.join(sys.argv[1:])}`",
         f"- machine: {describe()}; 1-min load average {load[0]:.2f} at start, {load[1]:.2f} at end",
         "- where: scheduler, workers, S3 server, Prefect server and the flow on this machine",
         "",

@@ -76,6 +76,11 @@ def test_publish_writes_a_pinned_version_and_is_idempotent(
     assert (
         json.loads((repo / "preprocessor" / "1" / "schema.json").read_text())["hash"] == SCHEMA_HASH
     )
+    # each model's bytecode is there before any server imports it: a stub writing it into a
+    # loaded version would make Triton take the version for changed and load it again
+    for source in repo.glob("*/1/model.py"):
+        assert Path(importlib.util.cache_from_source(str(source))).is_file(), source
+    assert len(list(repo.glob("*/1/model.py"))) == len(MODELS) - 1  # all but the ensemble
 
     again = publish_pair(
         repo, champion=_pair(model, "1"), challenger=_pair(model, "2"), reference=reference,
@@ -144,22 +149,6 @@ def test_a_canary_loads_before_the_predictor_that_calls_it_and_leaves_after_it(
     assert sorted(without) == sorted(MODELS) and without[-1] == MODELS[-1]  # the ensemble last
     assert without.index("predictor") < without.index("canary")
     assert without.index("fallback") < without.index("predictor")
-
-
-def test_each_version_holds_its_bytecode_before_any_server_imports_it(
-    tmp_path: Path, reference: pd.DataFrame
-) -> None:
-    """A stub importing model.py must not add files to a loaded version: Triton would take
-    the version for changed and load it again."""
-    model = _classifier(tmp_path)
-    repo = tmp_path / "repo"
-    publish_pair(
-        repo, champion=_pair(model, "1"), challenger=_pair(model, "2"), reference=reference,
-        options=ServingOptions(),
-    )  # fmt: skip
-    for source in repo.glob("*/1/model.py"):
-        assert Path(importlib.util.cache_from_source(str(source))).is_file(), source
-    assert len(list(repo.glob("*/1/model.py"))) == len(MODELS) - 1  # all but the ensemble
 
 
 def test_a_model_on_a_subset_of_the_columns_is_served_from_the_full_vectors(

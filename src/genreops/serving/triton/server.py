@@ -45,6 +45,7 @@ BIND_HOSTS = (HOST, "0.0.0.0")  # noqa: S104 - every interface only where asked 
 MODEL_CONTROL_MODES = ("none", "poll", "explicit")
 # Triton waits up to 30 s (its --exit-timeout-secs) for in-flight requests after SIGTERM.
 STOP_TIMEOUT = 45.0
+SHM_DIR = Path("/dev/shm")  # noqa: S108 - where POSIX shared memory lives on Linux
 
 
 @dataclass(frozen=True)
@@ -207,9 +208,6 @@ def start_triton(
 def shm_prefix(ports: TritonPorts) -> str:
     """The Python backend's shared-memory region names of the server on these ports."""
     return f"genreops{ports.http}_"
-
-
-SHM_DIR = Path("/dev/shm")  # noqa: S108 - where POSIX shared memory lives on Linux
 
 
 def _remove_stale_shm(prefix: str, shm: Path = SHM_DIR) -> None:
