@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from genreops.flows.extract import dask_runner, extract_features
 
+from genreops.core.processes import WORKER_MALLOC_ENV
 from genreops.core.settings import Settings, get_settings
 from genreops.data import extraction
 from genreops.data.storage import ensure_bucket, upload_dir
@@ -63,6 +64,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def _worker_pids(client: Any) -> dict[str, int]:
     return dict(client.run(os.getpid))
+
+
+# a lambda travels to the workers by value (this module is not importable there)
+_malloc_env = lambda: {name: os.environ.get(name) for name in WORKER_MALLOC_ENV}  # noqa: E731
+
+
+def test_the_flows_local_cluster_starts_workers_with_the_extraction_allocator() -> None:
+    """Without an external cluster the flow makes a LocalCluster; its worker processes get the
+    allocator settings too (set before they start, where glibc reads them)."""
+    from distributed import Client
+
+    runner: Any = dask_runner(workers=1)
+    with runner.cluster_class(**runner.cluster_kwargs) as cluster, Client(cluster) as client:
+        assert list(client.run(_malloc_env).values()) == [WORKER_MALLOC_ENV]
 
 
 def test_a_killed_worker_loses_no_clip_and_a_worker_added_mid_run_takes_work(
@@ -128,6 +143,10 @@ def test_a_killed_worker_loses_no_clip_and_a_worker_added_mid_run_takes_work(
             )
             assert sum(took.values()) > 0, "the worker added mid-run took no task"
             assert victim_address not in info  # gone; its nanny's new worker replaced it
+            # the stack's workers, the restarted one too, run with the extraction allocator
+            ours = [a for a in info if a not in newcomer]
+            malloc = client.run(_malloc_env, workers=ours)
+            assert malloc == dict.fromkeys(ours, WORKER_MALLOC_ENV), malloc
             assert wait_until(  # the nanny's new worker and the added one
                 lambda: dask_workers_connected(stack.endpoints.dask_dashboard) == 3, timeout=60
             )
