@@ -165,18 +165,36 @@ def _extract_repeatedly(clip: str, times: int) -> float:
     return time.perf_counter() - started
 
 
-def cores_ceiling(clip: Path, times: int = 40) -> tuple[float, float, float]:
-    """What the cores themselves allow: the feature computation alone in 1 process, then in
-    2 at once (no S3, no scheduler, no client). Returns (ms/clip alone, ms/clip paired,
-    throughput of 2 over 1)."""
+def _in_processes(count: int, clip: Path, times: int, env: dict[str, str]) -> float:
+    """Slowest of ``count`` new processes started with ``env`` (where glibc reads it)."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
 
-    with ProcessPoolExecutor(1, mp_context=get_context("spawn")) as pool:
-        alone = pool.submit(_extract_repeatedly, str(clip), times).result()
-    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
-        paired = max(pool.map(_extract_repeatedly, [str(clip)] * 2, [times] * 2))
-    return 1000 * alone / times, 1000 * paired / times, 2 * alone / paired
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    try:
+        with ProcessPoolExecutor(count, mp_context=get_context("spawn")) as pool:
+            return max(pool.map(_extract_repeatedly, [str(clip)] * count, [times] * count))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def cores_ceiling(clip: Path, times: int = 40) -> tuple[float, float, float, float]:
+    """What the cores themselves allow: the feature computation alone in 1 process, then in
+    2 at once (no S3, no scheduler, no client), with the workers' allocator settings; and
+    alone with Dask's own (its nanny's MALLOC_TRIM_THRESHOLD_ only). Returns (ms/clip alone,
+    ms/clip paired, throughput of 2 over 1, ms/clip alone with Dask's allocator settings)."""
+    from genreops.core.processes import WORKER_MALLOC_ENV
+
+    alone = _in_processes(1, clip, times, WORKER_MALLOC_ENV)
+    paired = _in_processes(2, clip, times, WORKER_MALLOC_ENV)
+    dasks = _in_processes(1, clip, times, {"MALLOC_TRIM_THRESHOLD_": "65536"})
+    ms = 1000 / times
+    return alone * ms, paired * ms, 2 * alone / paired, dasks * ms
 
 
 def _stack_pids(stack: Any) -> dict[str, list[int]]:
@@ -241,7 +259,7 @@ def render(
     args: argparse.Namespace,
     runs: list[Measured],
     load: tuple[float, float],
-    ceiling: tuple[float, float, float],
+    ceiling: tuple[float, float, float, float],
 ) -> str:
     one, two = runs
     ratio = two.rate / one.rate
@@ -273,6 +291,8 @@ def render(
         + ", ".join(f"{k} {v:.1f} s" for k, v in two.cpu.items()),
         f"- the cores' own ceiling (the feature computation alone, no I/O): {ceiling[0]:.0f} "
         f"ms/clip in 1 process, {ceiling[1]:.0f} ms/clip each in 2 at once: **{ceiling[2]:.2f}x**",
+        f"- the same alone with Dask's allocator settings (MALLOC_TRIM_THRESHOLD_=65536, no "
+        f"WORKER_MALLOC_ENV): {ceiling[3]:.0f} ms/clip",
     ]
     return "\n".join(lines) + "\n"
 
@@ -311,7 +331,10 @@ def extraction(args: argparse.Namespace) -> None:
 
     load_start = os.getloadavg()[0]
     ceiling = cores_ceiling(next(corpus_dir.glob("*/*.wav")))
-    print(f"the cores' ceiling: {ceiling[2]:.2f}x ({ceiling[0]:.0f} / {ceiling[1]:.0f} ms/clip)")
+    print(
+        f"the cores' ceiling: {ceiling[2]:.2f}x ({ceiling[0]:.0f} / {ceiling[1]:.0f} ms/clip); "
+        f"{ceiling[3]:.0f} ms/clip with Dask's allocator settings"
+    )
     runs = []
     for workers in (1, 2):
         run = measure(home, ports, workers, "s3://bench-raw/corpus", args.chunk)
