@@ -5,8 +5,6 @@ from __future__ import annotations
 import time
 from typing import Any, Self, cast
 
-import dask.config
-from distributed import LocalCluster
 from genreops.flows import progress
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NONE
@@ -14,19 +12,10 @@ from prefect.futures import as_completed
 from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
-from genreops.core.processes import WORKER_MALLOC_ENV
 from genreops.core.settings import get_settings
 from genreops.data import extraction
 from genreops.data.extraction import Chunk, ChunkResult, ExtractionSummary, ExtractOptions
 from genreops.data.storage import S3Config
-
-
-def local_cluster(**cluster_kwargs: Any) -> LocalCluster:
-    """A LocalCluster whose worker processes start with the extraction allocator settings (the
-    nanny reads them from Dask's config when it is created, before it spawns a worker)."""
-    spawn_env = dask.config.get("distributed.nanny.pre-spawn-environ")
-    with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn_env | WORKER_MALLOC_ENV}):
-        return LocalCluster(**cluster_kwargs)
 
 
 def dask_runner(address: str | None = None, workers: int = 2) -> DaskTaskRunner:
@@ -34,7 +23,6 @@ def dask_runner(address: str | None = None, workers: int = 2) -> DaskTaskRunner:
     if address:
         return DaskTaskRunner(address=address)
     return DaskTaskRunner(
-        cluster_class=local_cluster,
         cluster_kwargs={
             "n_workers": workers,
             "threads_per_worker": 1,
@@ -42,7 +30,7 @@ def dask_runner(address: str | None = None, workers: int = 2) -> DaskTaskRunner:
             # loopback only, and a free port so two runs never clash over 8787
             "host": "127.0.0.1",
             "dashboard_address": "127.0.0.1:0",
-        },
+        }
     )
 
 
@@ -54,11 +42,7 @@ class ConfiguredDaskRunner(DaskTaskRunner):
     def duplicate(self) -> Self:
         settings = get_settings()
         chosen = dask_runner(settings.dask_address, settings.dask_workers)
-        return type(self)(
-            address=chosen.address,
-            cluster_class=chosen.cluster_class,
-            cluster_kwargs=chosen.cluster_kwargs,
-        )
+        return type(self)(address=chosen.address, cluster_kwargs=chosen.cluster_kwargs)
 
 
 @task(name="extract-chunk", retries=3, retry_delay_seconds=[2, 5, 15], cache_policy=NONE)

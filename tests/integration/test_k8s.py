@@ -32,7 +32,6 @@ import yaml
 from prefect.settings import Settings as PrefectSettings
 from prefect.settings.legacy import _get_settings_fields
 
-from genreops.core.processes import WORKER_MALLOC_ENV
 from helpers import read_env_file, settings_env_names
 
 pytestmark = pytest.mark.integration
@@ -329,11 +328,6 @@ def test_the_extraction_cluster_is_composes(by_key: dict, compose: dict[str, Any
     assert scheduler == compose["services"]["dask-scheduler"]["command"]
     worker = cluster["spec"]["worker"]["spec"]["containers"][0]["command"]
     assert worker[:2] == ["dask", "worker"] and worker[worker.index("--nthreads") + 1] == "1"
-    env = {
-        e["name"]: e.get("value") for e in cluster["spec"]["worker"]["spec"]["containers"][0]["env"]
-    }
-    assert WORKER_MALLOC_ENV.items() <= env.items()  # as every extraction worker's
-    assert WORKER_MALLOC_ENV.items() <= compose["services"]["dask-worker-2"]["environment"].items()
 
 
 def test_the_flow_run_job_is_a_valid_job(by_key: dict[tuple[str, str], Any]) -> None:

@@ -558,7 +558,7 @@ def test_memory_stays_flat_over_passes_of_oversized_and_hostile_requests(
     stays is a high-water mark, reached early (imports, caches, the first drift test, buffer
     pools): each preprocessor instance's shared-memory region (Triton's Python backend grows
     it to hold the largest input it was handed, and never shrinks it), and the stubs' heaps
-    (they keep freed memory, genreops.serving.triton.allocator). The oversized files go one
+    (they keep freed memory, genreops.core.allocator). The oversized files go one
     at a time, largest first. Sent concurrently, an instance can be handed several at once
     and its region grows to hold them all: bounded by max_batch x the size limit, but not
     reached on a schedule.

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from genreops.serving.triton.allocator import (
+from genreops.core.allocator import (
     KEEP_FREED,
     M_MMAP_THRESHOLD,
     SERVER_MALLOC_ENV,

@@ -8,8 +8,8 @@ server and the other requests in the batch carry on.
 
 from typing import Any
 
+from genreops.core.allocator import keep_freed_memory
 from genreops.serving.handlers import PreprocessorHandler
-from genreops.serving.triton.allocator import keep_freed_memory
 from genreops.serving.triton.backend import answer, metric_family
 
 INPUTS = ("AUDIO", "CLIP_ID")
@@ -18,7 +18,7 @@ INPUTS = ("AUDIO", "CLIP_ID")
 class TritonPythonModel:
     def initialize(self, args: dict[str, str]) -> None:
         # Spectrograms reuse the heap instead of faulting in fresh pages per request; only in
-        # this stub: tritonserver returns large buffers (see genreops.serving.triton.allocator).
+        # this stub: tritonserver returns large buffers (see genreops.core.allocator).
         keep_freed_memory()
         self.handler = PreprocessorHandler.open(args, metric_family)
 

@@ -25,14 +25,6 @@ from genreops.core.errors import GenreopsError
 
 logger = logging.getLogger(__name__)
 
-# glibc's allocator settings for the processes that extract features (the native stack's Dask
-# workers, Compose's and Kubernetes', a flow's LocalCluster), set before they start. Dask's nanny
-# gives its workers MALLOC_TRIM_THRESHOLD_=65536, and setting any threshold freezes malloc's mmap
-# threshold at 128 KiB: each of a clip's arrays (0.1-10 MB spectrograms) was then mapped anew,
-# its pages faulted in and zeroed, 88 ms of worker CPU per 30 s clip instead of 51. Arrays under
-# 32 MiB now come from the heap, which keeps up to 32 MiB free (RSS +40 MB, flat over passes).
-WORKER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "33554432"}
-
 
 def port_in_use(host: str, port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from genreops import __version__
+from genreops.core.allocator import keep_freed_memory
 from genreops.core.errors import AudioError, ExtractionError, StorageError
 from genreops.core.settings import default
 from genreops.data.audio import load_audio
@@ -129,6 +130,7 @@ def extract_chunk(
     chunk: Chunk, options: ExtractOptions, *, s3: S3Config | None = None
 ) -> ChunkResult:
     """Extract every clip of a chunk; a bad clip becomes a Failure, never an exception."""
+    keep_freed_memory()  # a Dask worker's allocator would fault in every spectrogram anew
     started = time.perf_counter()
     clip_ids: list[str] = []
     genres: list[str] = []

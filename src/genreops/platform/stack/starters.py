@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from genreops.core.pidfiles import STACK_OWNER
-from genreops.core.processes import WORKER_MALLOC_ENV, http_answers, start_process
+from genreops.core.processes import http_answers, start_process
 from genreops.platform import s3server
 from genreops.platform.stack.prefect_api import prefect_healthy, served_deployments
 from genreops.platform.stack.records import utcnow
@@ -142,7 +142,7 @@ def start_dask_workers(stack: Stack, limit: float) -> subprocess.Popen[bytes]:
     settings = stack.settings
     env = dask_env()
     env.update(stack_environment(settings))
-    env.update(MLFLOW_DISABLE_TELEMETRY="true", **WORKER_MALLOC_ENV)  # the nanny passes them on
+    env.update(MLFLOW_DISABLE_TELEMETRY="true")
     argv = [
         venv_tool("dask"), "worker", stack.endpoints.dask_scheduler,
         "--nworkers", str(settings.dask_workers),

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from genreops.serving.triton.allocator import SERVER_MALLOC_ENV
+from genreops.core.allocator import SERVER_MALLOC_ENV
 from genreops.serving.triton.errors import TritonServerError
 
 logger = logging.getLogger(__name__)
@@ -155,7 +155,7 @@ def triton_environment(
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env.setdefault(name, "1")
     # The server gives large buffers back (a request's size is the client's choice); the
-    # preprocessor's stubs keep freed memory through mallopt (genreops.serving.triton.allocator).
+    # preprocessor's stubs keep freed memory through mallopt (genreops.core.allocator).
     for name, value in SERVER_MALLOC_ENV.items():
         env.setdefault(name, value)
     lib_dirs: list[str] = []

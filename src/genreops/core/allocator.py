@@ -1,10 +1,14 @@
-"""glibc's allocator, tuned per process: keep freed memory where it is reused (a Python stub
-computing spectrograms), give it back where a buffer's size is the client's choice (tritonserver).
+"""glibc's allocator, tuned per process: keep freed memory where it is reused (a process
+computing spectrograms: the preprocessor's Python stubs, a Dask worker extracting a chunk), give
+it back where a buffer's size is the client's choice (tritonserver).
 
 A clip's spectrograms are a few MB each: with glibc's defaults every request maps fresh pages
 and returns them afterwards (~3,500 page faults per request measured in the preprocessor stub),
-so the preprocessor's stubs keep freed memory in their heap and their memory is its high-water
-mark. tritonserver itself must not: it holds whatever a client sends (a 38 MB wav, a 2 GB
+so the processes that compute them keep freed memory in their heap and their memory is its
+high-water mark. Dask workers need it most: their nanny starts them with
+MALLOC_TRIM_THRESHOLD_=65536, which also pins the mmap threshold at 128 KiB for good (a
+feature computation took 70 ms per 30 s clip there instead of 42, bench/scale.py).
+tritonserver itself must not: it holds whatever a client sends (a 38 MB wav, a 2 GB
 request), and with the same settings its heap kept such buffers for good (measured: +20-50 MB
 per oversized request, never given back). Triton starts the stubs with its own environment, so
 the server gets its settings from the environment and the stubs override them with ``mallopt``.
