@@ -170,6 +170,10 @@ def start_triton(
         "--log-verbose=0",
         "--exit-on-error=false",
         "--strict-readiness=false",
+        # Every config.pbtxt is complete (publish renders it): without this the Python backend
+        # starts one more stub per model load only to ask model.py to complete the config
+        # (measured: a server ready in 3.8 s instead of 6.2, ~2 s less per model a publish loads)
+        "--disable-auto-complete-config",
         # Keep no gRPC request objects for reuse: each kept one holds on to the largest
         # request it ever carried (8 by default: +40-50 MB per oversized request, measured).
         # Triton 2.51 has no option to refuse a large request before it is buffered (no
