@@ -65,6 +65,12 @@ class DeploymentSpec:
     tags: tuple[str, ...] = ()
     heavy: bool = False  # long and CPU-bound: the pool's heavy queue
     interval_seconds: float | None = None  # also run on this schedule (None: on demand only)
+    interval_setting: str | None = None  # or on the interval this Settings field gives (0: none)
+
+    def interval(self, settings: Settings) -> float | None:
+        if self.interval_setting is None:
+            return self.interval_seconds
+        return float(getattr(settings, self.interval_setting)) or None
 
     @property
     def name(self) -> str:
@@ -116,9 +122,9 @@ DEPLOYMENTS: list[DeploymentSpec] = [
     DeploymentSpec(
         drift_report,
         "Turn the drift gate's new drift tests into Evidently reports in the drift UI "
-        "(also every 5 minutes on its own).",
+        "(also on its own every GENREOPS_DRIFT_REPORT_EVERY_SECONDS, 5 minutes by default).",
         ("monitoring",),
-        interval_seconds=300,
+        interval_setting="drift_report_every_seconds",
     ),
     DeploymentSpec(
         retrain,
@@ -154,7 +160,7 @@ def build_deployments(
             name=spec.name,
             description=spec.description,
             tags=[TAG, *spec.tags],
-            interval=spec.interval_seconds,
+            interval=spec.interval(settings),
             # `genreops.flows.extract.extract_features`: a worker imports it from any folder
             entrypoint_type=EntrypointType.MODULE_PATH,
             work_pool_name=settings.work_pool,

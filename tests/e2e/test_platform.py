@@ -94,6 +94,9 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cli]:
             # the demo's labeled drifted answers could start a retraining run in the middle
             # of these checks; the monitor's retraining is tested on its own
             "GENREOPS_RETRAIN_AUTO": "false",
+            # no scheduled drift reports: the demo builds its own (--drift-reports 1), and one
+            # started every 5 minutes took a core for minutes in the middle of the loop
+            "GENREOPS_DRIFT_REPORT_EVERY_SECONDS": "0",
             # two Triton servers: clients use both, publish loads both, one is killed below
             "GENREOPS_TRITON_REPLICAS": str(TEST_REPLICAS),
         }

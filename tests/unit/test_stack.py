@@ -493,6 +493,16 @@ def test_a_deployment_can_also_run_on_a_schedule(tmp_path: Path) -> None:
     assert [s.schedule.interval.total_seconds() for s in scheduled.schedules] == [300]
     (on_demand,) = build_deployments(settings_for(tmp_path), [DEPLOYMENTS[0]])
     assert on_demand.schedules == []
+    # the drift reports' schedule is a setting; 0 leaves them on demand
+    report = next(spec for spec in DEPLOYMENTS if spec.name == "drift-report")
+    (every_minute,) = build_deployments(
+        settings_for(tmp_path, drift_report_every_seconds=60), [report]
+    )
+    assert [s.schedule.interval.total_seconds() for s in every_minute.schedules] == [60]
+    (by_default,) = build_deployments(settings_for(tmp_path), [report])
+    assert [s.schedule.interval.total_seconds() for s in by_default.schedules] == [300]
+    off = settings_for(tmp_path, drift_report_every_seconds=0)
+    assert build_deployments(off, [report])[0].schedules == []
 
 
 def test_without_prometheus_it_is_skipped_with_how_to_get_it(

@@ -201,6 +201,12 @@ class Settings(BaseSettings):
     drift_test_every: int = Field(
         default=25, ge=1, description="Requests between recorded drift tests."
     )
+    drift_report_every_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="The drift-report deployment also runs on this interval (each Evidently "
+        "report costs seconds of CPU); 0 = only when asked for.",
+    )
     serving_max_queue_size: int = Field(
         default=64,
         ge=0,
