@@ -64,12 +64,12 @@ class DeploymentSpec:
     description: str
     tags: tuple[str, ...] = ()
     heavy: bool = False  # long and CPU-bound: the pool's heavy queue
-    interval_seconds: float | None = None  # also run on this schedule (None: on demand only)
-    interval_setting: str | None = None  # or on the interval this Settings field gives (0: none)
+    # also run on the interval (seconds) this Settings field gives; None or 0: on demand only
+    interval_setting: str | None = None
 
     def interval(self, settings: Settings) -> float | None:
         if self.interval_setting is None:
-            return self.interval_seconds
+            return None
         return float(getattr(settings, self.interval_setting)) or None
 
     @property

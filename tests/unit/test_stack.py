@@ -488,7 +488,9 @@ def test_every_flow_is_deployed_under_its_own_name_with_typed_parameters(
 def test_a_deployment_can_also_run_on_a_schedule(tmp_path: Path) -> None:
     from genreops.flows.deployments import DEPLOYMENTS, DeploymentSpec, build_deployments
 
-    spec = DeploymentSpec(DEPLOYMENTS[0].flow, "every five minutes", interval_seconds=300)
+    spec = DeploymentSpec(
+        DEPLOYMENTS[0].flow, "every five minutes", interval_setting="drift_report_every_seconds"
+    )
     (scheduled,) = build_deployments(settings_for(tmp_path), [spec])
     assert [s.schedule.interval.total_seconds() for s in scheduled.schedules] == [300]
     (on_demand,) = build_deployments(settings_for(tmp_path), [DEPLOYMENTS[0]])

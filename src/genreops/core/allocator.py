@@ -17,6 +17,7 @@ the server gets its settings from the environment and the stubs override them wi
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import sys
 
@@ -39,6 +40,7 @@ KEEP_FREED = {M_MMAP_THRESHOLD: 32 * MiB, M_TRIM_THRESHOLD: 256 * MiB}
 SERVER_MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(1 * MiB)}
 
 
+@functools.cache  # process-wide settings: once is enough (extraction calls it per chunk)
 def keep_freed_memory() -> bool:
     """Apply ``KEEP_FREED`` to this process; False (and nothing changed) where there is no
     glibc ``mallopt`` or it refuses a value."""
